@@ -1,0 +1,229 @@
+"""Config plumbing shared by every part of `iml`.
+
+Configs are plain dataclasses whose defaults match the paper. They are built from dicts (YAML files,
+`--set key=value` overrides, notebook parameters) by :func:`from_dict`, which rejects unknown keys and
+wrong types with a :class:`ConfigError` that names the offending field, e.g.::
+
+    ConfigError: data.fractions.qd1consis: must be in [0, 1], got 1.3
+
+The CLI turns a ConfigError into one line on stderr and exit code 2.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import types
+import typing
+from pathlib import Path
+from typing import Any, Mapping
+
+__all__ = [
+    "ConfigError",
+    "from_dict",
+    "to_dict",
+    "config_hash",
+    "check_fraction",
+    "check_positive",
+    "check_choice",
+    "check_file",
+    "apply_overrides",
+    "parse_override",
+]
+
+
+class ConfigError(ValueError):
+    """A bad config value. The message always starts with the dotted field name."""
+
+    def __init__(self, field: str, problem: str):
+        self.field = field
+        self.problem = problem
+        super().__init__(f"{field}: {problem}" if field else problem)
+
+
+# ----------------------------------------------------------------------------------------------
+# Small validators: each raises ConfigError naming the field.
+# ----------------------------------------------------------------------------------------------
+
+def check_fraction(field: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(field, f"must be a number in [0, 1], got {value!r}")
+    if not (0.0 <= float(value) <= 1.0) or value != value:  # NaN check
+        raise ConfigError(field, f"must be in [0, 1], got {value!r}")
+    return float(value)
+
+
+def check_positive(field: str, value: Any, *, allow_zero: bool = False, integer: bool = True) -> Any:
+    kinds = (int,) if integer else (int, float)
+    if isinstance(value, bool) or not isinstance(value, kinds):
+        raise ConfigError(field, f"must be {'an integer' if integer else 'a number'}, got {value!r}")
+    if value < 0 or (value == 0 and not allow_zero) or value != value:
+        raise ConfigError(field, f"must be {'>= 0' if allow_zero else '> 0'}, got {value!r}")
+    return value
+
+
+def check_choice(field: str, value: Any, choices) -> Any:
+    if value not in choices:
+        raise ConfigError(field, f"must be one of {sorted(choices)}, got {value!r}")
+    return value
+
+
+def check_file(field: str, value: Any) -> Path:
+    if not isinstance(value, (str, Path)) or not str(value):
+        raise ConfigError(field, f"must be a file path, got {value!r}")
+    p = Path(value).expanduser()
+    if not p.exists():
+        raise ConfigError(field, f"file not found: {p}")
+    return p
+
+
+# ----------------------------------------------------------------------------------------------
+# dict <-> dataclass
+# ----------------------------------------------------------------------------------------------
+
+def _type_name(tp) -> str:
+    return getattr(tp, "__name__", str(tp))
+
+
+def _coerce(field: str, tp, value: Any) -> Any:
+    """Check `value` against the annotation `tp`; build nested dataclasses from dicts."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if tp is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _coerce(field, a, value)
+            except ConfigError as e:
+                errors.append(e.problem)
+        raise ConfigError(field, errors[0] if len(errors) == 1 else f"invalid value {value!r}")
+    if origin is typing.Literal:
+        return check_choice(field, value, set(args))
+    if dataclasses.is_dataclass(tp):
+        if isinstance(value, tp):
+            return value
+        if not isinstance(value, Mapping):
+            raise ConfigError(field, f"must be a mapping, got {value!r}")
+        return from_dict(tp, value, prefix=field)
+    if origin in (dict, Mapping) or tp is dict:
+        if not isinstance(value, Mapping):
+            raise ConfigError(field, f"must be a mapping, got {value!r}")
+        vt = args[1] if len(args) == 2 else Any
+        return {str(k): _coerce(f"{field}.{k}", vt, v) for k, v in value.items()}
+    if origin in (list, tuple) or tp in (list, tuple):
+        if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
+            raise ConfigError(field, f"must be a list, got {value!r}")
+        et = args[0] if args else Any
+        out = [_coerce(f"{field}[{i}]", et, v) for i, v in enumerate(value)]
+        return tuple(out) if (origin is tuple or tp is tuple) else out
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(field, f"must be true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(field, f"must be an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(field, f"must be a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(field, f"must be a string, got {value!r}")
+        return value
+    if isinstance(tp, type):
+        if not isinstance(value, tp):
+            raise ConfigError(field, f"must be {_type_name(tp)}, got {value!r}")
+    return value
+
+
+def from_dict(cls, data: Mapping[str, Any] | None, prefix: str = ""):
+    """Build dataclass `cls` from `data`, rejecting unknown keys and wrong types.
+
+    Nested dataclass fields take nested mappings. After construction the dataclass's own
+    `__post_init__` runs its semantic checks (fractions summing to <= 1, ...).
+    """
+    data = dict(data or {})
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        name = f"{prefix}.{unknown[0]}" if prefix else unknown[0]
+        raise ConfigError(name, f"unknown key (valid keys: {', '.join(sorted(fields))})")
+    kwargs = {}
+    for name, value in data.items():
+        full = f"{prefix}.{name}" if prefix else name
+        kwargs[name] = _coerce(full, hints[name], value)
+    try:
+        obj = cls(**kwargs)
+    except ConfigError as e:
+        if prefix and not e.field.startswith(prefix + "."):
+            raise ConfigError(f"{prefix}.{e.field}" if e.field else prefix, e.problem) from None
+        raise
+    return obj
+
+
+def to_dict(obj) -> Any:
+    """Dataclass -> plain JSON-able structure (tuples become lists, Paths strings)."""
+    if dataclasses.is_dataclass(obj):
+        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, Mapping):
+        return {str(k): to_dict(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_dict(v) for v in obj]
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+def config_hash(obj, length: int = 12) -> str:
+    """A stable hash of a config: sha256 of its canonical JSON (sorted keys)."""
+    blob = json.dumps(to_dict(obj), sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:length]
+
+
+# ----------------------------------------------------------------------------------------------
+# --set key=value overrides
+# ----------------------------------------------------------------------------------------------
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """`a.b=3` -> ("a.b", 3). The value is parsed as YAML, so lists and booleans work."""
+    import yaml
+
+    if "=" not in text:
+        raise ConfigError(text, "override must look like key=value")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    if not key:
+        raise ConfigError(text, "override has an empty key")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as e:
+        raise ConfigError(key, f"cannot parse value {raw!r}: {e}") from None
+    return key, value
+
+
+def apply_overrides(data: dict, overrides: Mapping[str, Any]) -> dict:
+    """Return a deep copy of nested dict `data` with dotted-key overrides applied."""
+    import copy
+
+    out = copy.deepcopy(data)
+    for key, value in overrides.items():
+        parts = key.split(".")
+        node = out
+        for i, part in enumerate(parts[:-1]):
+            nxt = node.get(part)
+            if nxt is None:
+                nxt = node[part] = {}
+            if not isinstance(nxt, dict):
+                raise ConfigError(".".join(parts[: i + 1]), "is not a mapping; cannot set a sub-key")
+            node = nxt
+        node[parts[-1]] = value
+    return out

@@ -1,0 +1,28 @@
+"""The experiments the CLI and the book know, by name.
+
+Each experiment module exposes the same small interface, so `iml run`, `iml list` and the notebooks
+treat them alike:
+
+* ``EXPERIMENT``: its name (the folder under ``results/``);
+* ``Config``: its dataclass config (paper defaults), built with :func:`iml.config.from_dict`;
+* ``PRESETS``: preset name (``smoke``, ``cpu``, ``gpu``, ``paper``) -> dict of config overrides;
+* ``make_config(preset="cpu", overrides=None) -> Config``;
+* ``run(config, *, root=None, force=False, progress=True) -> iml.results.Result``: reuses finished
+  results whose config hash matches and computes what is missing (resuming finished units).
+"""
+from __future__ import annotations
+
+import importlib
+
+EXPERIMENTS: dict[str, str] = {
+    "main": "iml.experiment",
+    "setinclusion": "iml.setinclusion",
+    "mnist": "iml.mnist_grid",
+}
+
+
+def get(name: str):
+    """The module of experiment `name` (raises ValueError listing the known ones)."""
+    if name not in EXPERIMENTS:
+        raise ValueError(f"unknown experiment {name!r}; known: {', '.join(EXPERIMENTS)}")
+    return importlib.import_module(EXPERIMENTS[name])

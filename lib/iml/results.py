@@ -1,0 +1,178 @@
+"""Result files with provenance: one tidy long table per experiment and config.
+
+Layout::
+
+    results/<experiment>/<config-hash>/
+        config.json      the resolved config that made these numbers (its hash is the folder name)
+        results.csv      tidy table, columns COLUMNS, one row per (run, stage, epoch, subset, metric)
+        meta.json        git revision, package versions, hardware, wall time, units finished
+        units/<id>.csv   per-unit tables written as each unit (a stage-1 x stage-2 seed pair, or a
+                         seed group) finishes; a killed sweep resumes from these.
+
+All files are written atomically. :func:`load` refuses a result whose stored config does not hash to
+the requested one, so a figure can never show numbers from a different config by accident.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import pandas as pd
+
+from . import io
+from .config import config_hash, to_dict
+
+COLUMNS = ["run_id", "seed_stage1", "seed_stage2", "stage", "epoch", "subset", "metric", "value"]
+
+__all__ = ["COLUMNS", "ResultStore", "Result", "load", "StaleResultError", "check_table"]
+
+
+class StaleResultError(RuntimeError):
+    """The stored result was made by a different config than the one asked for."""
+
+
+def check_table(df: pd.DataFrame) -> pd.DataFrame:
+    """Return `df` with exactly COLUMNS, in order; raise if any is missing."""
+    missing = [c for c in COLUMNS if c not in df.columns]
+    if missing:
+        raise ValueError(f"result table lacks columns {missing}; it has {list(df.columns)}")
+    return df[COLUMNS].reset_index(drop=True)
+
+
+def _config_dict(config: Any) -> dict:
+    d = to_dict(config)
+    if not isinstance(d, dict):
+        raise TypeError(f"config must be a dataclass or a mapping, got {type(config).__name__}")
+    return d
+
+
+def _safe_id(unit_id: str) -> str:
+    if not unit_id or any(c in unit_id for c in "/\\") or unit_id.startswith("."):
+        raise ValueError(f"bad unit id {unit_id!r}")
+    return unit_id
+
+
+class ResultStore:
+    """Where one experiment+config writes its results; supports resuming unit by unit."""
+
+    def __init__(self, experiment: str, config: Any, root: str | Path | None = None):
+        if not experiment or "/" in experiment:
+            raise ValueError(f"bad experiment name {experiment!r}")
+        self.experiment = experiment
+        self.config = _config_dict(config)
+        self.hash = config_hash(self.config)
+        self.root = Path(root) if root is not None else io.RESULTS_DIR
+        self.dir = self.root / experiment / self.hash
+        self.units_dir = self.dir / "units"
+        self._t0 = time.time()
+
+    # -- units ------------------------------------------------------------------------------
+    def unit_path(self, unit_id: str) -> Path:
+        return self.units_dir / f"{_safe_id(unit_id)}.csv"
+
+    def unit_done(self, unit_id: str) -> bool:
+        return self.unit_path(unit_id).exists()
+
+    def done_units(self) -> list[str]:
+        if not self.units_dir.exists():
+            return []
+        return sorted(p.stem for p in self.units_dir.glob("*.csv"))
+
+    def save_unit(self, unit_id: str, table: pd.DataFrame, extra: Mapping[str, Any] | None = None) -> Path:
+        """Write one finished unit (atomically). `extra` (e.g. its wall time) goes to a .json beside it."""
+        self._write_config()
+        path = self.unit_path(unit_id)
+        table = check_table(table)
+        with io.atomic_path(path) as tmp:
+            table.to_csv(tmp, index=False)
+        if extra is not None:
+            io.write_json(path.with_suffix(".json"), dict(extra))
+        return path
+
+    def load_unit(self, unit_id: str) -> pd.DataFrame:
+        return pd.read_csv(self.unit_path(unit_id))
+
+    def unit_extra(self, unit_id: str) -> dict:
+        p = self.unit_path(unit_id).with_suffix(".json")
+        return json.loads(p.read_text()) if p.exists() else {}
+
+    # -- finishing ---------------------------------------------------------------------------
+    def _write_config(self) -> None:
+        cfg_path = self.dir / "config.json"
+        if not cfg_path.exists():
+            io.write_json(cfg_path, self.config)
+
+    def finalize(self, unit_ids: Iterable[str], meta: Mapping[str, Any] | None = None) -> Path:
+        """Concatenate the given finished units into results.csv and write meta.json."""
+        unit_ids = list(unit_ids)
+        missing = [u for u in unit_ids if not self.unit_done(u)]
+        if missing:
+            raise RuntimeError(f"cannot finalize {self.dir}: units not finished: {missing[:5]}")
+        tables = [self.load_unit(u) for u in unit_ids]
+        table = check_table(pd.concat(tables, ignore_index=True)) if tables else pd.DataFrame(columns=COLUMNS)
+        self._write_config()
+        with io.atomic_path(self.dir / "results.csv") as tmp:
+            table.to_csv(tmp, index=False)
+        full_meta = {
+            "experiment": self.experiment,
+            "config_hash": self.hash,
+            "git_revision": io.git_revision(),
+            "environment": io.environment_info(),
+            "units": unit_ids,
+            "unit_wall_time_s": {u: self.unit_extra(u).get("wall_time_s") for u in unit_ids},
+            "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
+        full_meta.update(dict(meta or {}))
+        io.write_json(self.dir / "meta.json", full_meta)
+        return self.dir
+
+    def is_complete(self) -> bool:
+        return (self.dir / "results.csv").exists() and (self.dir / "meta.json").exists()
+
+
+@dataclasses.dataclass
+class Result:
+    experiment: str
+    hash: str
+    dir: Path
+    table: pd.DataFrame
+    config: dict
+    meta: dict
+
+
+def load(experiment: str, config: Any = None, *, hash: str | None = None,
+         root: str | Path | None = None) -> Result:
+    """Load a finished result by config (preferred) or by hash.
+
+    Refuses (StaleResultError) if the stored config.json does not hash to the folder's name or to the
+    requested config's hash; raises FileNotFoundError naming the folder if nothing was computed yet.
+    """
+    root = Path(root) if root is not None else io.RESULTS_DIR
+    if config is None and hash is None:
+        raise ValueError("load() needs a config or a hash")
+    want = config_hash(_config_dict(config)) if config is not None else hash
+    if hash is not None and config is not None and hash != want:
+        raise StaleResultError(f"hash {hash} was asked for, but the given config hashes to {want}")
+    d = root / experiment / want
+    if not (d / "results.csv").exists():
+        raise FileNotFoundError(f"no finished result for experiment {experiment!r} with config hash {want} "
+                                f"(looked in {d}); run it first")
+    stored = json.loads((d / "config.json").read_text())
+    got = config_hash(stored)
+    if got != want:
+        raise StaleResultError(f"{d}: stored config hashes to {got}, not {want}; the result is stale "
+                               f"(delete the folder and rerun)")
+    table = check_table(pd.read_csv(d / "results.csv"))
+    meta = json.loads((d / "meta.json").read_text())
+    return Result(experiment, want, d, table, stored, meta)
+
+
+def load_dir(path: str | Path) -> Result:
+    """Load a result folder directly (for `iml show`), checking its hash against its own config."""
+    d = Path(path)
+    if not (d / "config.json").exists():
+        raise FileNotFoundError(f"{d} is not a result folder (no config.json)")
+    return load(d.parent.name, hash=d.name, root=d.parent.parent)
