@@ -1,0 +1,80 @@
+"""The config plumbing: unknown keys, wrong types and bad values name the field."""
+import dataclasses
+
+import pytest
+
+from iml.config import (ConfigError, apply_overrides, check_fraction, config_hash, from_dict,
+                        parse_override, to_dict)
+
+
+@dataclasses.dataclass
+class Inner:
+    frac: float = 0.25
+    name: str = "x"
+
+    def __post_init__(self):
+        check_fraction("frac", self.frac)
+
+
+@dataclasses.dataclass
+class Outer:
+    epochs: int = 20
+    lr: float = 5e-5
+    order: str = "tve"
+    tags: list[str] = dataclasses.field(default_factory=list)
+    path: str | None = None
+    inner: Inner = dataclasses.field(default_factory=Inner)
+    flag: bool = False
+
+
+def test_defaults_roundtrip():
+    o = from_dict(Outer, {})
+    assert o == Outer()
+    assert from_dict(Outer, to_dict(o)) == o
+
+
+def test_nested_values_are_built():
+    o = from_dict(Outer, {"inner": {"frac": 0.5}, "tags": ["a", "b"], "lr": 1})
+    assert o.inner.frac == 0.5 and o.tags == ["a", "b"] and o.lr == 1.0
+
+
+@pytest.mark.parametrize("data, field", [
+    ({"epoch": 3}, "epoch"),                       # unknown key (typo)
+    ({"inner": {"fraq": 0.1}}, "inner.fraq"),      # unknown nested key
+    ({"epochs": "20"}, "epochs"),                  # string for int
+    ({"epochs": 2.5}, "epochs"),                   # float for int
+    ({"epochs": True}, "epochs"),                  # bool is not an int here
+    ({"lr": "fast"}, "lr"),
+    ({"tags": "abc"}, "tags"),                     # a string is not a list
+    ({"tags": [1]}, "tags[0]"),
+    ({"inner": 3}, "inner"),
+    ({"inner": {"frac": 1.5}}, "inner.frac"),      # fraction > 1
+    ({"inner": {"frac": -0.1}}, "inner.frac"),     # negative fraction
+    ({"inner": {"frac": float("nan")}}, "inner.frac"),
+    ({"flag": "yes"}, "flag"),
+    ({"path": 3}, "path"),
+])
+def test_bad_inputs_name_the_field(data, field):
+    with pytest.raises(ConfigError) as e:
+        from_dict(Outer, data)
+    assert e.value.field == field, str(e.value)
+    assert str(e.value).startswith(field + ":")
+
+
+def test_hash_is_stable_and_sensitive():
+    a = from_dict(Outer, {})
+    assert config_hash(a) == config_hash(from_dict(Outer, {}))
+    assert config_hash(a) != config_hash(from_dict(Outer, {"epochs": 21}))
+    assert config_hash({"b": 1, "a": 2}) == config_hash({"a": 2, "b": 1})
+
+
+def test_overrides():
+    assert parse_override("inner.frac=0.5") == ("inner.frac", 0.5)
+    assert parse_override("tags=[a, b]") == ("tags", ["a", "b"])
+    assert parse_override("flag=true") == ("flag", True)
+    d = apply_overrides({"inner": {"frac": 0.1}}, {"inner.frac": 0.3, "epochs": 5})
+    assert d == {"inner": {"frac": 0.3}, "epochs": 5}
+    with pytest.raises(ConfigError):
+        parse_override("noequals")
+    with pytest.raises(ConfigError):
+        apply_overrides({"epochs": 3}, {"epochs.x": 1})
