@@ -1,0 +1,112 @@
+"""The one prepared GPU script: runs the gpu presets on one H100/H200 and packs the result folders.
+
+Usage on the GPU machine (it has torch, numpy, pandas but not `datasets`/papermill, so this calls the
+experiment modules directly, never the notebooks)::
+
+    IML_GIT_REVISION=<sha> PYTHONPATH=lib python scripts/gpu_run.py --out $OUT            # full run
+    IML_GIT_REVISION=<sha> PYTHONPATH=lib python scripts/gpu_run.py --out $OUT --probe    # seconds-long probe
+
+Each job runs in its own try-block so one failure does not lose the others; every finished result folder
+is packed into ``$OUT/results.tgz`` (unpack it at the repo root: it holds ``results/<experiment>/<hash>/``)
+and a summary with wall times and throughput goes to ``$OUT/summary.json``. Test it on CPU first with
+``--probe --device cpu``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tarfile
+import time
+import traceback
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lib"))
+
+from iml import registry  # noqa: E402
+from iml.config import to_dict  # noqa: E402
+
+# (experiment, extra overrides on top of its gpu preset). Order = priority: the most important first.
+JOBS: list[tuple[str, dict]] = [
+    ("setinclusion", {"loss_on": "answer"}),
+    ("mnist", {}),
+    ("setinclusion", {"loss_on": "all"}),
+]
+
+# Probe: the same code paths at a few seconds' scale, to measure throughput before the full run.
+PROBE_OVERRIDES: dict[str, dict] = {
+    "setinclusion": {"stage1_epochs": 2, "stage2_epochs": 1, "n_seeds": 10},
+    "mnist": {"stage1_epochs": 1, "stage2_epochs": 1},
+}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", default=os.environ.get("OUT", "gpu_out"))
+    ap.add_argument("--probe", action="store_true", help="tiny epochs: check the code path and time it")
+    ap.add_argument("--device", default=None, help="override the presets' device (e.g. cpu for a local test)")
+    ap.add_argument("--only", default=None, help="comma-separated experiment names to run")
+    ap.add_argument("--set", action="append", default=[], metavar="EXP:KEY=VALUE",
+                    help="extra override for one experiment, e.g. setinclusion:n_seeds=12")
+    args = ap.parse_args(argv)
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    root = out / "results"
+    extra: dict[str, dict] = {}
+    for item in args.set:
+        exp, _, kv = item.partition(":")
+        k, _, v = kv.partition("=")
+        import yaml
+
+        extra.setdefault(exp, {})[k] = yaml.safe_load(v)
+
+    summary = {"probe": args.probe, "jobs": [], "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    try:
+        import torch
+
+        summary["cuda"] = torch.cuda.is_available()
+        summary["gpu"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+        summary["torch"] = torch.__version__
+    except Exception as e:  # noqa: BLE001
+        summary["torch_error"] = repr(e)
+
+    for name, overrides in JOBS:
+        if args.only and name not in args.only.split(","):
+            continue
+        ov = dict(overrides)
+        if args.probe:
+            ov.update(PROBE_OVERRIDES.get(name, {}))
+        if args.device:
+            ov["device"] = args.device
+        ov.update(extra.get(name, {}))
+        job = {"experiment": name, "overrides": ov}
+        t0 = time.time()
+        try:
+            mod = registry.get(name)
+            cfg = mod.make_config("gpu", ov)
+            job["config"] = to_dict(cfg)
+            res = mod.run(cfg, root=root, progress=False)
+            job["result_dir"] = str(Path(res.dir).relative_to(out))
+            job["meta"] = {k: res.meta.get(k) for k in ("config_hash", "wall_time_s", "seed_epochs_per_s",
+                                                         "git_revision", "environment")}
+            job["ok"] = True
+        except Exception:  # noqa: BLE001 - keep going; the traceback is in the summary
+            job["ok"] = False
+            job["error"] = traceback.format_exc()[-4000:]
+            print(job["error"], file=sys.stderr)
+        job["wall_s"] = round(time.time() - t0, 1)
+        print(f"[gpu_run] {name} {ov} ok={job['ok']} wall={job['wall_s']}s", flush=True)
+        summary["jobs"].append(job)
+        (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+
+    if root.exists():
+        with tarfile.open(out / "results.tgz", "w:gz") as tar:
+            tar.add(root, arcname="results")
+    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    return 0 if all(j["ok"] for j in summary["jobs"]) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
