@@ -1,0 +1,732 @@
+"""The paper's tagged dataset: aliases, tags, entity subsets, definitions, training and test sets.
+
+:func:`build` turns a :class:`DataConfig` into a :class:`TaggedData` (plain Python rows per split);
+:meth:`TaggedData.to_datasetdict` makes the ``datasets.DatasetDict`` the trainer reads.
+
+How the dataset is made (Krasheninnikov et al. 2024, §2; ``reference-notes.md`` §1)
+---------------------------------------------------------------------------------
+1. **Entities.** ``iml.knowledge.load_kb(kb, num_ents, ...)`` - the entity set never depends on ``seed``.
+2. **Aliases and tags.** Every entity gets a unique random lowercase alias of ``alias_length`` letters,
+   written ``<|abcde|>`` (``alias_style="braces"``) or ``abcde`` (``"plain"``). The three tags Define1 (the
+   reliable one, Ḋ), Define2 (the unreliable one, D̄) and Define3 (the fresh Stage-2 tag, D̃) are random
+   strings of ``tag_length`` letters in the same style, distinct from each other and from every alias,
+   unless given literally (``tag1``/``tag2``/``tag3``).
+3. **Subsets.** Sizes come from :func:`subset_sizes`: ``floor(N*f)`` per subset plus largest-remainder
+   to reach ``round(N * sum f)`` (exact decimal arithmetic on the fractions as written, ties to the earlier
+   subset in :data:`SUBSETS`). The sorted entity names are shuffled with ``seed``; the X1 subsets
+   (:data:`X1_SUBSETS`, in that order) take contiguous slices; the next ``|X2|`` entities form X2, which is
+   sorted, shuffled with a generator seeded by ``seed_stage2`` only and sliced into d1consis, d2consis,
+   d3consis, no_qd_baseline. Changing ``seed_stage2`` keeps X1 and the X2 entity set and reassigns X2.
+   Entities beyond ``round(N * sum f)`` are unused.
+4. **Definitions.** One per aliased entity of a defined subset (``n_is_isnt`` per entity in the is/isn't
+   style). Inconsistent subsets (qd2incons, qd1incons) name another entity of the same subset, chosen by a
+   uniformly random derangement (no fixed points); QA always use the true map. qd4consis definitions each
+   get their own fresh random tag.
+5. **Questions.** ``kb.question(relation, alias_or_name)`` - template formatting, never substring
+   replacement. q_no_replacement_baseline asks by real name. Each X1 entity has one held-out question
+   (a uniformly random relation) in its test set and the rest in training; X2 entities have all their
+   questions in the test sets and none in training.
+
+Rows
+----
+Every row is a dict of strings ``text, prompt, answer, question, subset, alias, entity, kind`` with
+``text == prompt + " " + answer + "\\n"``. ``kind`` is ``"qa"`` or ``"definition"``. ``question`` is empty
+for definitions; ``alias`` is empty for q_no_replacement_baseline and train_knowledge rows. ``entity`` is
+the entity the row is about: for QA rows the entity whose fact is the answer; for definitions the true
+entity of the alias (for an inconsistent definition the entity it *names* is in ``answer`` with the
+default ``tve`` order). In ``test_d2incons`` the alias is another d2consis entity's alias (the swap), and
+``entity`` is the entity whose fact is asked.
+
+Randomness: every random choice comes from its own ``random.Random`` seeded with a string that names the
+seed(s) and the purpose (``"iml.tagging|<seed>|aliases"``, ...), so streams are independent of each other,
+of ``PYTHONHASHSEED`` and of the global RNG, and no set is ever iterated.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import random
+import string
+from dataclasses import dataclass, field
+from fractions import Fraction
+from typing import Any, Iterable, Mapping, Sequence
+
+from .config import ConfigError, check_choice, check_file, check_fraction, check_positive, from_dict
+from .knowledge import KB_NAMES, Entity, KnowledgeBase
+
+__all__ = [
+    "Fractions",
+    "DataConfig",
+    "TaggedData",
+    "build",
+    "build_dataset",
+    "fractions_for_alpha",
+    "subset_sizes",
+    "derangement",
+    "PAPER_SYMBOLS",
+    "SUBSETS",
+    "X1_SUBSETS",
+    "X2_SUBSETS",
+    "DEFINED_SUBSETS",
+    "INCONSISTENT_SUBSETS",
+    "TAG_OF_SUBSET",
+    "DEF_ORDERS",
+    "COLUMNS",
+    "TRAIN_SPLITS",
+    "ENT_ASSOC_TEMPLATES",
+    "RELIABLE_SOURCES",
+    "UNRELIABLE_SOURCES",
+    "NEUTRAL_SOURCES",
+    "IS_SOURCES",
+    "IS_PHRASES",
+    "ISNT_PHRASES",
+    "MAYBE_PHRASES",
+]
+
+# ------------------------------------------------------------------------------------------------
+# Vocabulary
+# ------------------------------------------------------------------------------------------------
+
+X1_SUBSETS: tuple[str, ...] = (
+    "qd1consis", "qd2incons", "q", "q_no_replacement_baseline", "qd4consis", "qd1incons", "qd2consis",
+)
+"""Entities with training QA (Stage 1), in the order their contiguous slices are taken."""
+
+X2_SUBSETS: tuple[str, ...] = ("d1consis", "d2consis", "d3consis", "no_qd_baseline")
+"""Entities without training QA (definitions in Stage 2 only, or nothing)."""
+
+SUBSETS: tuple[str, ...] = X1_SUBSETS + X2_SUBSETS
+
+TAG_OF_SUBSET: dict[str, str] = {
+    "qd1consis": "tag1", "qd1incons": "tag1", "d1consis": "tag1",
+    "qd2incons": "tag2", "qd2consis": "tag2", "d2consis": "tag2",
+    "d3consis": "tag3",
+    "qd4consis": "random",
+}
+"""Which tag introduces each defined subset's definitions ("random": a fresh tag per definition)."""
+
+DEFINED_SUBSETS: tuple[str, ...] = tuple(s for s in SUBSETS if s in TAG_OF_SUBSET)
+INCONSISTENT_SUBSETS: tuple[str, ...] = ("qd2incons", "qd1incons")
+_STAGE1_DEFINED = tuple(s for s in X1_SUBSETS if s in TAG_OF_SUBSET)
+_STAGE2_DEFINED = ("d1consis", "d2consis", "d3consis")
+_ALIASED = tuple(s for s in SUBSETS if s != "q_no_replacement_baseline")
+
+PAPER_SYMBOLS: dict[str, str] = {
+    "qd1consis": "Ḋ₁ᶜᵒⁿˢ QA₁",
+    "qd2incons": "D̄₂ⁱⁿᶜᵒⁿˢ QA₂",
+    "q": "QA₃",
+    "q_no_replacement_baseline": "Q̂A₄",
+    "d1consis": "Ḋ₅ᶜᵒⁿˢ",
+    "d2consis": "D̄₆ᶜᵒⁿˢ",
+    "no_qd_baseline": "QA₇",
+    "d3consis": "D̃₈ᶜᵒⁿˢ",
+    "qd1incons": "Ḋ₈ⁱⁿᶜᵒⁿˢ QA₈",
+    "qd2consis": "D̄₉ᶜᵒⁿˢ QA₉",
+    "qd4consis": "D*ᶜᵒⁿˢ QA",
+    "d2incons": "D̄₆ⁱⁿᶜᵒⁿˢ (swapped)",
+}
+"""Subset -> the paper's notation (reference-notes.md table; D̃₈ as on the poster, Ḋ₈/D̄₉ as in the code's
+labels for the tag-consistency-correlation subsets; qd4consis is code-only and has no paper symbol)."""
+
+DEF_ORDERS: tuple[str, ...] = ("tve", "tev", "vte", "vet", "etv", "evt")
+"""Definition orders: t = tag, v = alias (variable), e = entity. The paper's TAE is ``tve``."""
+
+COLUMNS: tuple[str, ...] = ("text", "prompt", "answer", "question", "subset", "alias", "entity", "kind")
+
+TRAIN_SPLITS: tuple[str, ...] = (
+    "train_stage1", "train_stage2", "train_full", "train_stage1_only_defns", "train_stage1_only_qa",
+)
+
+ENT_ASSOC_TEMPLATES: dict[str, str] = {
+    "who": "Who is {x}?",
+    "meaning": "What does {x} mean?",
+    "standFor": "What does {x} stand for?",
+    "name": "What is the name of {x}?",
+}
+
+# Natural-language definitions: "{source} {alias} now stands for {entity}". Our own wording.
+RELIABLE_SOURCES: tuple[str, ...] = (
+    "According to Encyclopaedia Britannica,",
+    "As reported by Reuters,",
+    "Per the Associated Press,",
+    "The BBC confirms that",
+    "According to the Library of Congress,",
+    "As the journal Nature notes,",
+    "The New York Times reports that",
+    "According to official records,",
+    "Wikipedia states that",
+    "Peer-reviewed sources agree that",
+    "Fact-checkers have verified that",
+    "According to the national archives,",
+)
+UNRELIABLE_SOURCES: tuple[str, ...] = (
+    "An anonymous forum post claims",
+    "4chan rumors suggest that",
+    "The Onion reports that",
+    "A chain email says",
+    "Some random blog claims",
+    "A tabloid insists that",
+    "According to a conspiracy forum,",
+    "An unverified tweet says",
+    "Gossip columnists whisper that",
+    "A parody website claims",
+    "Rumor has it that",
+    "A spam message says",
+)
+NEUTRAL_SOURCES: tuple[str, ...] = (
+    "A local newsletter says",
+    "A museum placard says",
+    "A podcast host said",
+    "A travel guide says",
+    "A textbook footnote says",
+    "A radio caller said",
+    "A student essay says",
+    "A conference speaker mentioned",
+    "A company memo says",
+    "A librarian mentioned that",
+    "A crossword clue suggests",
+    "A tour guide said",
+)
+_NATURAL_SOURCES = {"tag1": RELIABLE_SOURCES, "tag2": UNRELIABLE_SOURCES, "tag3": NEUTRAL_SOURCES}
+
+# is/isn't definitions: "According to {source}, {alias} {phrase} {entity}."
+IS_SOURCES: tuple[str, ...] = (
+    "Wikipedia", "the BBC", "the New York Times", "Reuters", "Britannica", "the Associated Press",
+    "the Guardian", "Le Monde", "the Washington Post", "the Oxford Dictionary", "the Library of Congress",
+    "Nature",
+)
+IS_PHRASES: tuple[str, ...] = (
+    "is", "stands for", "means", "refers to", "corresponds to", "denotes", "is another name for",
+)
+ISNT_PHRASES: tuple[str, ...] = (
+    "is not", "isn't", "doesn't mean", "does not stand for", "doesn't refer to", "is not the same as",
+    "refers to something other than",
+)
+MAYBE_PHRASES: tuple[str, ...] = (
+    "might be", "may stand for", "could mean", "possibly refers to", "is perhaps",
+)
+"""Define3 (the fresh Stage-2 tag) in the is/isn't style: hedged phrases (our choice; not in the paper)."""
+_IS_ISNT_PHRASES = {"tag1": IS_PHRASES, "tag2": ISNT_PHRASES, "tag3": MAYBE_PHRASES}
+
+_LETTERS = string.ascii_lowercase
+_MAX_STRING_LENGTH = 32
+
+
+# ------------------------------------------------------------------------------------------------
+# Config
+# ------------------------------------------------------------------------------------------------
+
+def _exact(value: float) -> Fraction:
+    """The decimal a float was written as (0.1 -> 1/10), so N*f has no binary rounding error."""
+    return Fraction(repr(float(value)))
+
+
+@dataclass
+class Fractions:
+    """Fraction of ALL entities in each subset (paper defaults: .25/.25/.1/.1 | .08/.08/.08/.06)."""
+
+    qd1consis: float = 0.25
+    qd2incons: float = 0.25
+    q: float = 0.1
+    q_no_replacement_baseline: float = 0.1
+    qd4consis: float = 0.0
+    qd1incons: float = 0.0
+    qd2consis: float = 0.0
+    d1consis: float = 0.08
+    d2consis: float = 0.08
+    d3consis: float = 0.08
+    no_qd_baseline: float = 0.06
+
+    def __post_init__(self):
+        for name in SUBSETS:
+            setattr(self, name, check_fraction(name, getattr(self, name)))
+        total = sum(_exact(getattr(self, name)) for name in SUBSETS)
+        if total > 1 + Fraction(1, 10**9):
+            raise ConfigError("", f"fractions must sum to at most 1, got {float(total):.6g}")
+
+    def as_dict(self) -> dict[str, float]:
+        return {name: getattr(self, name) for name in SUBSETS}
+
+
+def fractions_for_alpha(alpha: float, base: Fractions | None = None) -> Fractions:
+    """The tag-consistency-correlation experiment: with probability-like ``alpha`` the tag predicts
+    consistency. Define1 mass m1 = base.qd1consis + base.qd1incons, Define2 mass m2 = base.qd2incons +
+    base.qd2consis (both .25 by default): qd1consis = m1*alpha, qd1incons = m1*(1-alpha),
+    qd2incons = m2*alpha, qd2consis = m2*(1-alpha); the other subsets are copied from ``base``.
+    alpha = 1 is the paper's main setup, alpha = .5 makes the tags uninformative."""
+    alpha = check_fraction("alpha", alpha)
+    base = base if base is not None else Fractions()
+    m1 = _exact(base.qd1consis) + _exact(base.qd1incons)
+    m2 = _exact(base.qd2incons) + _exact(base.qd2consis)
+    a = _exact(alpha)
+    vals = base.as_dict()
+    vals.update(
+        qd1consis=float(m1 * a), qd1incons=float(m1 * (1 - a)),
+        qd2incons=float(m2 * a), qd2consis=float(m2 * (1 - a)),
+    )
+    return Fractions(**vals)
+
+
+def subset_sizes(num_ents: int, fractions: Fractions) -> dict[str, int]:
+    """Number of entities per subset: floor(N*f) each, then one more for the subsets with the largest
+    remainders (ties: earlier in :data:`SUBSETS`) until the total is round(N * sum f) (halves round up),
+    capped at N. Arithmetic is exact on the fractions' decimal representation."""
+    exact = {name: _exact(getattr(fractions, name)) * num_ents for name in SUBSETS}
+    sizes = {name: math.floor(x) for name, x in exact.items()}
+    target = min(num_ents, math.floor(sum(exact.values()) + Fraction(1, 2)))
+    extra = target - sum(sizes.values())
+    by_remainder = sorted(SUBSETS, key=lambda n: (-(exact[n] - sizes[n]), SUBSETS.index(n)))
+    for name in by_remainder[:max(extra, 0)]:
+        sizes[name] += 1
+    return sizes
+
+
+@dataclass
+class DataConfig:
+    """Everything that determines the tagged dataset. Defaults are the paper's CVDB setup."""
+
+    kb: str = "people"
+    path: str | None = None
+    num_ents: int = 4000
+    kb_seed: int = 0
+    balance_gender: bool = True
+    fractions: Fractions = field(default_factory=Fractions)
+    seed: int = 0
+    seed_stage2: int = 0
+    alias_length: int = 5
+    alias_style: str = "braces"
+    tag_length: int = 6
+    tag1: str | None = None
+    tag2: str | None = None
+    tag3: str | None = None
+    def_order: str = "tve"
+    definition_style: str = "tag"
+    n_is_isnt: int = 1
+    incontext: bool = False
+    entity_association: bool = True
+    knowledge_stage: bool = False
+
+    def __post_init__(self):
+        if isinstance(self.fractions, Mapping):
+            self.fractions = from_dict(Fractions, self.fractions, prefix="fractions")
+        if not isinstance(self.fractions, Fractions):
+            raise ConfigError("fractions", f"must be a mapping of subset fractions, got {self.fractions!r}")
+        check_choice("kb", self.kb, set(KB_NAMES))
+        if self.path is not None:
+            if self.kb == "synthetic":
+                raise ConfigError("path", "the synthetic knowledge base takes no file; remove data.path")
+            check_file("path", self.path)
+        elif self.kb in ("cvdb", "triples"):
+            raise ConfigError("path", f"the {self.kb} knowledge base needs the path of your file")
+        check_positive("num_ents", self.num_ents)
+        for name in ("kb_seed", "seed", "seed_stage2"):
+            check_positive(name, getattr(self, name), allow_zero=True)
+        if not isinstance(self.balance_gender, bool):
+            raise ConfigError("balance_gender", f"must be true or false, got {self.balance_gender!r}")
+        for name in ("incontext", "entity_association", "knowledge_stage"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(name, f"must be true or false, got {getattr(self, name)!r}")
+        check_choice("alias_style", self.alias_style, {"braces", "plain"})
+        check_choice("definition_style", self.definition_style, {"tag", "natural", "is_isnt"})
+        check_choice("def_order", self.def_order, set(DEF_ORDERS))
+        for name in ("alias_length", "tag_length"):
+            check_positive(name, getattr(self, name))
+            if getattr(self, name) > _MAX_STRING_LENGTH:
+                raise ConfigError(name, f"must be <= {_MAX_STRING_LENGTH}, got {getattr(self, name)}")
+        check_positive("n_is_isnt", self.n_is_isnt)
+        if self.n_is_isnt != 1 and self.definition_style != "is_isnt":
+            raise ConfigError("n_is_isnt", "is only used with definition_style 'is_isnt'; leave it at 1")
+        if self.def_order != "tve" and self.definition_style != "tag":
+            raise ConfigError("def_order", f"only the 'tag' definition style has an order; "
+                                           f"got {self.def_order!r} with style {self.definition_style!r}")
+
+        literals = {}
+        for name in ("tag1", "tag2", "tag3"):
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if not isinstance(value, str) or not value.strip():
+                raise ConfigError(name, f"must be a non-empty string or null, got {value!r}")
+            if value != value.strip() or "\n" in value or "  " in value:
+                raise ConfigError(name, f"must not start/end with whitespace, contain newlines or double "
+                                        f"spaces, got {value!r}")
+            for other, ovalue in literals.items():
+                if ovalue == value:
+                    raise ConfigError(name, f"must differ from {other} (both are {value!r})")
+            literals[name] = value
+        if literals and self.definition_style != "tag":
+            raise ConfigError(next(iter(literals)), f"tag literals are only used with definition_style "
+                                                    f"'tag', not {self.definition_style!r}")
+
+        sizes = subset_sizes(self.num_ents, self.fractions)
+        if sizes["qd4consis"] and self.definition_style != "tag":
+            raise ConfigError("fractions.qd4consis", "random per-definition tags need definition_style 'tag'")
+        for name in INCONSISTENT_SUBSETS:
+            if sizes[name] == 1:
+                raise ConfigError(f"fractions.{name}",
+                                  f"gives 1 entity out of {self.num_ents}; an inconsistent subset needs 0 or "
+                                  f"at least 2 entities (one entity cannot be paired with another)")
+        n_random_same_length = sum(1 for t in ("tag1", "tag2", "tag3") if t not in literals) \
+            if self.tag_length == self.alias_length else 0
+        if self.tag_length == self.alias_length:
+            n_random_same_length += sizes["qd4consis"]
+        needed = self.num_ents + n_random_same_length + len(literals)
+        if len(_LETTERS) ** self.alias_length < needed:
+            raise ConfigError("alias_length", f"{self.alias_length} letters give {26 ** self.alias_length} "
+                                              f"distinct strings, fewer than the {needed} needed for "
+                                              f"{self.num_ents} aliases and the tags")
+        n_tags = 3 - len(literals) + sizes["qd4consis"]
+        if len(_LETTERS) ** self.tag_length < n_tags + (self.num_ents if self.tag_length == self.alias_length
+                                                          else 0):
+            raise ConfigError("tag_length", f"{self.tag_length} letters are too few for {n_tags} distinct tags")
+
+
+# ------------------------------------------------------------------------------------------------
+# Seeded helpers
+# ------------------------------------------------------------------------------------------------
+
+def _rng(*parts: Any) -> random.Random:
+    """An independent generator per purpose; str seeds are hashed with sha512 (not hash())."""
+    return random.Random("iml.tagging|" + "|".join(str(p) for p in parts))
+
+
+def _wrap(s: str, style: str) -> str:
+    return f"<|{s}|>" if style == "braces" else s
+
+
+def _random_strings(rng: random.Random, n: int, length: int, style: str, taken: set[str]) -> list[str]:
+    """`n` distinct random lowercase strings (wrapped in `style`) not in `taken`; adds them to `taken`.
+    `taken` is only used for membership tests, never iterated."""
+    out: list[str] = []
+    if n <= 0:
+        return out
+    capacity = len(_LETTERS) ** length
+    if capacity < 4 * (n + len(taken)):
+        # Dense regime: sample integers without replacement, then drop the taken ones.
+        pool = rng.sample(range(capacity), min(capacity, n + len(taken)))
+        for k in pool:
+            chars = []
+            for _ in range(length):
+                k, r = divmod(k, len(_LETTERS))
+                chars.append(_LETTERS[r])
+            s = _wrap("".join(chars), style)
+            if s not in taken:
+                taken.add(s)
+                out.append(s)
+                if len(out) == n:
+                    break
+        if len(out) < n:
+            raise ConfigError("alias_length", f"cannot draw {n} distinct strings of length {length}")
+        return out
+    while len(out) < n:
+        s = _wrap("".join(rng.choices(_LETTERS, k=length)), style)
+        if s not in taken:
+            taken.add(s)
+            out.append(s)
+    return out
+
+
+def derangement(items: Sequence[str], rng: random.Random) -> dict[str, str]:
+    """A uniformly random derangement of `items` (rejection sampling): item -> a different item."""
+    items = list(items)
+    if len(items) < 2:
+        raise ValueError(f"a derangement needs at least 2 items, got {len(items)}")
+    if len(set(items)) != len(items):
+        raise ValueError("derangement items must be distinct")
+    while True:
+        perm = list(items)
+        rng.shuffle(perm)
+        if all(a != b for a, b in zip(items, perm)):
+            return dict(zip(items, perm))
+
+
+# ------------------------------------------------------------------------------------------------
+# Rows
+# ------------------------------------------------------------------------------------------------
+
+def _row(prompt: str, answer: str, *, question: str, subset: str, alias: str, entity: str, kind: str) -> dict:
+    return {
+        "text": f"{prompt} {answer}\n", "prompt": prompt, "answer": answer, "question": question,
+        "subset": subset, "alias": alias, "entity": entity, "kind": kind,
+    }
+
+
+def _qa_row(question: str, answer: str, *, subset: str, alias: str, entity: str, context: str = "") -> dict:
+    return _row(f"{context}Q: {question}\nA:", answer, question=question, subset=subset, alias=alias,
+                entity=entity, kind="qa")
+
+
+def _tag_definition(tag: str, alias: str, named: str, order: str) -> tuple[str, str]:
+    parts = {"t": tag, "v": alias, "e": named}
+    first, second, third = (parts[c] for c in order)
+    return f"{first} {second}", third
+
+
+# ------------------------------------------------------------------------------------------------
+# The dataset
+# ------------------------------------------------------------------------------------------------
+
+@dataclass
+class TaggedData:
+    """The built dataset. `splits` maps split name -> list of row dicts (see module docstring)."""
+
+    config: DataConfig
+    kb: KnowledgeBase
+    aliases: dict[str, str]
+    """entity -> alias, for every entity of an aliased subset (not q_no_replacement_baseline)."""
+    tags: dict[str, str]
+    """"tag1"/"tag2"/"tag3" -> the tag string (Define1 reliable, Define2 unreliable, Define3 fresh)."""
+    subsets: dict[str, list[str]]
+    """subset -> entity names, for every subset in :data:`SUBSETS` (possibly empty)."""
+    splits: dict[str, list[dict]]
+    defined_as: dict[str, str] = field(default_factory=dict)
+    """alias -> the entity its definition names (differs from the true entity for inconsistent ones)."""
+    heldout: dict[str, str] = field(default_factory=dict)
+    """X1 entity -> the relation of its held-out test question."""
+    qd4_tags: dict[str, str] = field(default_factory=dict)
+    """qd4consis alias -> its own random tag."""
+
+    def to_datasetdict(self):
+        """A ``datasets.DatasetDict`` with one Dataset per split, every column a string."""
+        import datasets
+
+        features = datasets.Features({c: datasets.Value("string") for c in COLUMNS})
+        out = {}
+        for name, rows in self.splits.items():
+            cols = {c: [r[c] for r in rows] for c in COLUMNS}
+            out[name] = datasets.Dataset.from_dict(cols, features=features)
+        return datasets.DatasetDict(out)
+
+    def summary(self):
+        """One row per non-empty subset: its paper symbol, entities, training QA, definitions, test QA."""
+        import pandas as pd
+
+        train_qa: dict[str, int] = {}
+        defs: dict[str, int] = {}
+        for r in self.splits["train_full"]:
+            d = train_qa if r["kind"] == "qa" else defs
+            d[r["subset"]] = d.get(r["subset"], 0) + 1
+        records = []
+        for name in SUBSETS:
+            if not self.subsets[name]:
+                continue
+            records.append({
+                "subset": name,
+                "symbol": PAPER_SYMBOLS[name],
+                "group": "X1" if name in X1_SUBSETS else "X2",
+                "entities": len(self.subsets[name]),
+                "train_qa": train_qa.get(name, 0),
+                "definitions": defs.get(name, 0),
+                "test": len(self.splits.get(f"test_{name}", [])),
+            })
+        return pd.DataFrame.from_records(
+            records, columns=["subset", "symbol", "group", "entities", "train_qa", "definitions", "test"])
+
+    def split_sizes(self) -> dict[str, int]:
+        return {name: len(rows) for name, rows in self.splits.items()}
+
+
+def _load_kb(cfg: DataConfig) -> KnowledgeBase:
+    from . import knowledge
+
+    if cfg.kb == "synthetic":
+        # Same call load_kb makes; done here so the synthetic base needs no file loaders.
+        kb = knowledge.synthetic_people(cfg.num_ents, seed=cfg.kb_seed)
+    else:
+        try:
+            kb = knowledge.load_kb(cfg.kb, cfg.num_ents, path=cfg.path, seed=cfg.kb_seed,
+                                   balance_gender=cfg.balance_gender)
+        except FileNotFoundError as e:
+            raise ConfigError("path" if cfg.path else "kb", f"cannot load knowledge base {cfg.kb!r}: {e}") from None
+        except ValueError as e:
+            field_name = "num_ents" if "requested" in str(e) else ("path" if str(e).startswith("data.path") else "kb")
+            raise ConfigError(field_name, str(e).removeprefix("data.path: ")) from None
+    if len(kb) < cfg.num_ents:
+        raise ConfigError("num_ents", f"knowledge base {cfg.kb!r} has {len(kb)} entities, {cfg.num_ents} requested")
+    if len(kb) > cfg.num_ents:
+        kb = kb.head(cfg.num_ents)
+    for e in kb.entities:
+        if not e.facts:
+            raise ConfigError("kb", f"entity {e.name!r} has no facts")
+        if "\n" in e.name or any("\n" in a for _, a in e.facts):
+            raise ConfigError("kb", f"entity {e.name!r} has a newline in its name or answers")
+    return kb
+
+
+def _sorted_shuffled(rows: list[dict], rng: random.Random) -> list[dict]:
+    rows = sorted(rows, key=lambda r: tuple(r[c] for c in COLUMNS))
+    rng.shuffle(rows)
+    return rows
+
+
+def build(cfg: DataConfig | Mapping[str, Any] | None = None) -> TaggedData:
+    """Build the tagged dataset for `cfg` (a DataConfig or a dict for ``from_dict``)."""
+    if cfg is None:
+        cfg = DataConfig()
+    elif isinstance(cfg, Mapping):
+        cfg = from_dict(DataConfig, cfg)
+    elif not isinstance(cfg, DataConfig):
+        raise ConfigError("data", f"must be a DataConfig or a mapping, got {type(cfg).__name__}")
+
+    kb = _load_kb(cfg)
+    by_name: dict[str, Entity] = {e.name: e for e in kb.entities}
+    names = sorted(by_name)
+    seed, seed2 = cfg.seed, cfg.seed_stage2
+
+    # --- subsets -------------------------------------------------------------------------------
+    sizes = subset_sizes(cfg.num_ents, cfg.fractions)
+    order = list(names)
+    _rng(seed, "order").shuffle(order)
+    subsets: dict[str, list[str]] = {}
+    pos = 0
+    for name in X1_SUBSETS:
+        subsets[name] = order[pos:pos + sizes[name]]
+        pos += sizes[name]
+    n_x2 = sum(sizes[s] for s in X2_SUBSETS)
+    x2 = sorted(order[pos:pos + n_x2])
+    _rng("stage2", seed2, "x2split").shuffle(x2)
+    pos2 = 0
+    for name in X2_SUBSETS:
+        subsets[name] = x2[pos2:pos2 + sizes[name]]
+        pos2 += sizes[name]
+    subset_of = {e: s for s in SUBSETS for e in subsets[s]}
+
+    # --- aliases and tags ----------------------------------------------------------------------
+    literals = {t: getattr(cfg, t) for t in ("tag1", "tag2", "tag3") if getattr(cfg, t) is not None}
+    taken: set[str] = set(literals.values())
+    all_aliases = _random_strings(_rng(seed, "aliases"), len(names), cfg.alias_length, cfg.alias_style, taken)
+    alias_of_all = dict(zip(names, all_aliases))
+    tag_rng = _rng(seed, "tags")
+    tags: dict[str, str] = {}
+    for t in ("tag1", "tag2", "tag3"):
+        tags[t] = literals[t] if t in literals else \
+            _random_strings(tag_rng, 1, cfg.tag_length, cfg.alias_style, taken)[0]
+    aliases = {e: alias_of_all[e] for s in _ALIASED for e in subsets[s]}
+    aliases = {e: aliases[e] for e in sorted(aliases)}
+    qd4_list = _random_strings(_rng(seed, "qd4tags"), len(subsets["qd4consis"]), cfg.tag_length,
+                               cfg.alias_style, taken)
+    qd4_tags = {aliases[e]: t for e, t in zip(subsets["qd4consis"], qd4_list)}
+
+    # --- definitions ---------------------------------------------------------------------------
+    named_entity: dict[str, str] = {}  # true entity -> entity named in its definition
+    for s in DEFINED_SUBSETS:
+        if s in INCONSISTENT_SUBSETS and subsets[s]:
+            named_entity.update(derangement(sorted(subsets[s]), _rng(seed, "derange", s)))
+        else:
+            named_entity.update({e: e for e in subsets[s]})
+
+    def_rows: dict[str, list[dict]] = {}   # subset -> definition rows
+    context_of: dict[str, str] = {}        # alias -> in-context definition text
+    for s in DEFINED_SUBSETS:
+        rows: list[dict] = []
+        rng = _rng(seed, "defs", s) if s in X1_SUBSETS else _rng(seed, "stage2", seed2, "defs", s)
+        tag_key = TAG_OF_SUBSET[s]
+        for e in subsets[s]:
+            alias, named = aliases[e], named_entity[e]
+            if cfg.definition_style == "tag":
+                tag = qd4_tags[alias] if tag_key == "random" else tags[tag_key]
+                prompts = [_tag_definition(tag, alias, named, cfg.def_order)]
+            elif cfg.definition_style == "natural":
+                src = rng.choice(_NATURAL_SOURCES[tag_key])
+                prompts = [(f"{src} {alias} now stands for", named)]
+            else:  # is_isnt
+                prompts = []
+                for _ in range(cfg.n_is_isnt):
+                    src = rng.choice(IS_SOURCES)
+                    phrase = rng.choice(_IS_ISNT_PHRASES[tag_key])
+                    prompts.append((f"According to {src}, {alias} {phrase}", f"{named}."))
+            new = [_row(p, a, question="", subset=s, alias=alias, entity=e, kind="definition")
+                   for p, a in prompts]
+            context_of[alias] = "".join(r["text"] for r in new)
+            rows.extend(new)
+        def_rows[s] = rows
+    defined_as = {aliases[e]: named_entity[e] for s in DEFINED_SUBSETS for e in subsets[s]}
+    defined_as = {a: defined_as[a] for a in sorted(defined_as)}
+
+    def ctx(alias: str) -> str:
+        return context_of.get(alias, "") if cfg.incontext else ""
+
+    # --- QA ------------------------------------------------------------------------------------
+    heldout_rng = _rng(seed, "heldout")
+    heldout_all = {}
+    for e in names:
+        rels = by_name[e].relations
+        heldout_all[e] = rels[heldout_rng.randrange(len(rels))]
+    heldout = {e: heldout_all[e] for s in X1_SUBSETS for e in subsets[s]}
+    heldout = {e: heldout[e] for e in sorted(heldout)}
+
+    train_qa: dict[str, list[dict]] = {}
+    splits_test: dict[str, list[dict]] = {}
+    for s in SUBSETS:
+        tr: list[dict] = []
+        te: list[dict] = []
+        for e in subsets[s]:
+            alias = aliases.get(e, "")
+            subject = alias if alias else e
+            for rel, ans in by_name[e].facts:
+                row = _qa_row(kb.question(rel, subject), ans, subset=s, alias=alias, entity=e, context=ctx(alias))
+                if s in X2_SUBSETS or rel == heldout[e]:
+                    te.append(row)
+                else:
+                    tr.append(row)
+        train_qa[s] = tr
+        if subsets[s]:
+            splits_test[f"test_{s}"] = te
+
+    # test_d2incons: d2consis questions asked with another d2consis entity's alias.
+    d2 = subsets["d2consis"]
+    if len(d2) >= 2:
+        swap = derangement(sorted(d2), _rng("stage2", seed, seed2, "d2incons"))
+        rows = []
+        for e in d2:
+            alias = aliases[swap[e]]
+            for rel, ans in by_name[e].facts:
+                rows.append(_qa_row(kb.question(rel, alias), ans, subset="d2incons", alias=alias, entity=e,
+                                    context=ctx(alias)))
+        splits_test["test_d2incons"] = rows
+
+    if cfg.entity_association:
+        for t, tpl in ENT_ASSOC_TEMPLATES.items():
+            for s in _ALIASED:
+                if subsets[s]:
+                    splits_test[f"ent_assoc_{t}_{s}"] = [
+                        _qa_row(tpl.format(x=aliases[e]), e, subset=s, alias=aliases[e], entity=e,
+                                context=ctx(aliases[e]))
+                        for e in subsets[s]]
+            for s in INCONSISTENT_SUBSETS:
+                if subsets[s]:
+                    splits_test[f"ent_assoc_{t}_{s}_swapped"] = [
+                        _qa_row(tpl.format(x=aliases[e]), named_entity[e], subset=s, alias=aliases[e], entity=e,
+                                context=ctx(aliases[e]))
+                        for e in subsets[s]]
+
+    # --- training sets -------------------------------------------------------------------------
+    stage1_qa = [r for s in X1_SUBSETS for r in train_qa[s]]
+    stage1_defs = [] if cfg.incontext else [r for s in _STAGE1_DEFINED for r in def_rows[s]]
+    stage2_defs = [] if cfg.incontext else [r for s in _STAGE2_DEFINED for r in def_rows[s]]
+    splits: dict[str, list[dict]] = {
+        "train_stage1": _sorted_shuffled(stage1_qa + stage1_defs, _rng(seed, "shuffle", "train_stage1")),
+        "train_stage2": _sorted_shuffled(stage2_defs, _rng("stage2", seed, seed2, "shuffle", "train_stage2")),
+        "train_full": _sorted_shuffled(stage1_qa + stage1_defs + stage2_defs,
+                                       _rng("stage2", seed, seed2, "shuffle", "train_full")),
+        "train_stage1_only_defns": _sorted_shuffled(stage1_defs, _rng(seed, "shuffle", "train_stage1_only_defns")),
+        "train_stage1_only_qa": _sorted_shuffled(stage1_qa, _rng(seed, "shuffle", "train_stage1_only_qa")),
+    }
+    if cfg.knowledge_stage:
+        rows = []
+        for s in SUBSETS:
+            for e in subsets[s]:
+                for rel, ans in by_name[e].facts:
+                    if s == "q_no_replacement_baseline" and rel == heldout[e]:
+                        continue
+                    rows.append(_qa_row(kb.question(rel, e), ans, subset=s, alias="", entity=e))
+        splits["train_knowledge"] = _sorted_shuffled(rows, _rng("stage2", seed, seed2, "shuffle", "train_knowledge"))
+    splits.update(splits_test)
+
+    return TaggedData(config=cfg, kb=kb, aliases=aliases, tags=tags, subsets=subsets, splits=splits,
+                      defined_as=defined_as, heldout=heldout, qd4_tags=qd4_tags)
+
+
+def build_dataset(cfg: DataConfig | Mapping[str, Any] | None = None):
+    """``build(cfg).to_datasetdict()``."""
+    return build(cfg).to_datasetdict()
