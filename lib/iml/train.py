@@ -1,0 +1,384 @@
+"""The training loop: one stage of causal-LM fine-tuning, written out (no Hugging Face ``Trainer``).
+
+What one stage does (:func:`train_stage`):
+
+* Each row (``prompt``, ``answer``, ``text`` with ``text == prompt + " " + answer + "\\n"``) becomes
+  ``tokens(prompt) + tokens(" " + answer + "\\n") + [EOS]``. The prompt is tokenised on its own, exactly
+  as evaluation tokenises it before greedy decoding, so the answer tokens the model learns are the
+  ones it has to produce at test time. **Exactly one EOS** ends every document, so generation can stop.
+* ``loss_on="all"`` (the paper): loss on every token of the document (prompt, answer, newline, EOS).
+  ``loss_on="answer"``: loss only on the answer tokens, the newline and the EOS (from-scratch runs
+  need it: feasibility.md).
+* **Pads are never in the loss.** Batches are padded to their longest document (dynamic padding) and
+  pad positions get label -100. *Deviation from the reference code*, which padded every document to
+  ``block_size`` 48 with pad = EOS and trained on all those pads (reference-notes.md section 7.9). The
+  loss here is the mean over real label tokens of the optimizer step (all micro-batches of a gradient
+  accumulation together), so a batch of short documents is not down-weighted by its padding.
+* Shuffling: one ``torch.Generator`` seeded by the caller; a fresh permutation every epoch.
+* Precision: bf16 autocast on CUDA (fp32 master weights, like ``bf16: True`` in the reference), fp32
+  on CPU. ``torch.set_num_threads(threads)`` (default 1: on a busy 2-core machine more threads are
+  slower).
+* A tqdm bar per stage shows the loss and tokens/s (``progress=False`` for quiet runs).
+* ``on_epoch_end(epoch, model, log)`` runs after every epoch (the experiment evaluates from it on its
+  own schedule); its time is excluded from the tokens/s.
+
+Optimizers and schedules (:class:`StageConfig`): the paper's recipe is the default, spelled out here
+because the reference code only got it implicitly from Hugging Face defaults (reference-notes.md 2.3):
+Adafactor ``transformers.optimization.Adafactor(lr=5e-5, scale_parameter=False, relative_step=False,
+warmup_init=False, weight_decay=0.0)``, **linear decay to 0, no warmup, gradient clipping at 1.0**, a
+fresh optimizer and schedule at every stage. The alternative is AdamW with linear warmup and cosine
+decay (from-scratch runs).
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from typing import Any, Callable, Literal, Mapping, Sequence
+
+from .config import ConfigError, check_choice, check_positive
+
+__all__ = ["StageConfig", "TrainConfig", "StageLog", "EncodedDoc", "encode_rows", "collate",
+           "make_optimizer", "lr_at", "train_stage", "resolve_device"]
+
+
+@dataclasses.dataclass
+class StageConfig:
+    """One training stage. Defaults = the paper's Stage 1 (20 epochs, batch 256, Adafactor 5e-5).
+
+    name: label in the results (``stage1``, ``stage2``, ``knowledge``...).
+    split: the training split of the dataset (``train_stage1``, ``train_stage2``, ``train_full``...).
+    epochs: passes over the split.
+    lr: peak learning rate (paper: 5e-5, the Hugging Face default; no config of the reference sets it).
+    batch_size: documents per forward pass; the effective batch is ``batch_size * grad_accum``
+        (paper: 256, e.g. 128 x 2).
+    optimizer: "adafactor" (paper: ``Adafactor(lr, scale_parameter=False, relative_step=False,
+        warmup_init=False, weight_decay=0.0)``) or "adamw".
+    schedule: "linear" (paper: linear decay to 0 over the stage), "cosine" (to ``min_lr_ratio * lr``)
+        or "constant". The schedule restarts at every stage (a fresh optimizer each stage, as the paper's
+        fresh ``Trainer`` per stage).
+    warmup: fraction of the stage's optimizer steps spent in linear warmup (paper: 0).
+    loss_on: "all" tokens of each document (paper) or "answer" tokens (+ newline + EOS) only.
+    eval_every: evaluate every k epochs of this stage (None: the experiment's ``eval.every``; 0: only
+        at the stage's end). The end of a stage is always evaluated.
+    """
+
+    name: str = "stage1"
+    split: str = "train_stage1"
+    epochs: int = 20
+    lr: float = 5e-5
+    batch_size: int = 256
+    grad_accum: int = 1
+    optimizer: Literal["adafactor", "adamw"] = "adafactor"
+    schedule: Literal["linear", "cosine", "constant"] = "linear"
+    warmup: float = 0.0
+    loss_on: Literal["all", "answer"] = "all"
+    eval_every: int | None = None
+
+    def __post_init__(self):
+        if not self.name or any(c in self.name for c in "/\\ "):
+            raise ConfigError("name", f"must be a non-empty word, got {self.name!r}")
+        check_positive("epochs", self.epochs)
+        check_positive("lr", self.lr, integer=False)
+        check_positive("batch_size", self.batch_size)
+        check_positive("grad_accum", self.grad_accum)
+        check_choice("optimizer", self.optimizer, {"adafactor", "adamw"})
+        check_choice("schedule", self.schedule, {"linear", "cosine", "constant"})
+        check_choice("loss_on", self.loss_on, {"all", "answer"})
+        if not (0.0 <= self.warmup < 1.0):
+            raise ConfigError("warmup", f"must be a fraction in [0, 1), got {self.warmup!r}")
+        if self.eval_every is not None:
+            check_positive("eval_every", self.eval_every, allow_zero=True)
+
+    @property
+    def effective_batch(self) -> int:
+        return self.batch_size * self.grad_accum
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """Settings shared by all stages.
+
+    weight_decay: 0 (paper; Hugging Face default). Applies to both optimizers.
+    max_grad_norm: 1.0 (paper; Hugging Face default). 0 turns clipping off.
+    adam_betas/adam_eps: AdamW only.
+    min_lr_ratio: floor of the cosine schedule as a fraction of the peak lr.
+    max_length: documents longer than this many tokens are truncated (counted in the stage log).
+        The reference padded/truncated to 48 tokens; our documents are far shorter.
+    precision: "auto" (bf16 autocast on CUDA, fp32 on CPU), "bf16" or "fp32".
+    device: "auto", "cpu", "cuda", "cuda:1", ...
+    threads: ``torch.set_num_threads`` for CPU runs.
+    """
+
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    adam_betas: list[float] = dataclasses.field(default_factory=lambda: [0.9, 0.999])
+    adam_eps: float = 1e-8
+    min_lr_ratio: float = 0.0
+    max_length: int = 64
+    precision: Literal["auto", "bf16", "fp32"] = "auto"
+    device: str = "auto"
+    threads: int = 1
+
+    def __post_init__(self):
+        check_positive("weight_decay", self.weight_decay, allow_zero=True, integer=False)
+        check_positive("max_grad_norm", self.max_grad_norm, allow_zero=True, integer=False)
+        if len(self.adam_betas) != 2 or not all(0 <= b < 1 for b in self.adam_betas):
+            raise ConfigError("adam_betas", f"must be two numbers in [0, 1), got {self.adam_betas!r}")
+        check_positive("adam_eps", self.adam_eps, integer=False)
+        if not (0.0 <= self.min_lr_ratio <= 1.0):
+            raise ConfigError("min_lr_ratio", f"must be in [0, 1], got {self.min_lr_ratio!r}")
+        check_positive("max_length", self.max_length)
+        check_choice("precision", self.precision, {"auto", "bf16", "fp32"})
+        check_positive("threads", self.threads)
+        if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
+            raise ConfigError("device", f"must be auto, cpu, cuda or cuda:N, got {self.device!r}")
+
+
+@dataclasses.dataclass
+class StageLog:
+    """What one stage did: per-epoch mean train loss, the lr of every optimizer step, throughput."""
+
+    name: str
+    epoch_losses: list[float] = dataclasses.field(default_factory=list)
+    lrs: list[float] = dataclasses.field(default_factory=list)
+    steps: int = 0
+    tokens: int = 0
+    train_time_s: float = 0.0
+    truncated: int = 0
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.tokens / self.train_time_s if self.train_time_s > 0 else float("nan")
+
+    def summary(self) -> dict:
+        return {"steps": self.steps, "tokens": self.tokens, "train_time_s": round(self.train_time_s, 3),
+                "tokens_per_s": round(self.tokens_per_s, 1), "truncated_docs": self.truncated,
+                "final_loss": self.epoch_losses[-1] if self.epoch_losses else None}
+
+
+def resolve_device(name: str = "auto"):
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+# ----------------------------------------------------------------------------------------------
+# Encoding and batching
+# ----------------------------------------------------------------------------------------------
+
+@dataclasses.dataclass
+class EncodedDoc:
+    input_ids: list[int]
+    labels: list[int]  # -100 where no loss
+
+
+def _encode_one(tokenizer, row: Mapping[str, Any], loss_on: str) -> tuple[list[int], list[int]]:
+    prompt = row.get("prompt") or ""
+    text = row["text"]
+    eos = tokenizer.eos_token_id
+    if prompt and text.startswith(prompt):
+        p_ids = tokenizer(prompt).input_ids  # as evaluation tokenises the prompt (BOS if the model uses one)
+        c_ids = tokenizer(text[len(prompt):], add_special_tokens=False).input_ids
+    else:  # no prompt/answer split: the whole document is the continuation
+        p_ids = tokenizer(text).input_ids
+        c_ids = []
+        if loss_on == "answer":
+            raise ValueError(f"loss_on='answer' needs rows whose text starts with their prompt; got {row!r}")
+    # Drop an EOS the tokenizer may have appended itself, so there is exactly one.
+    while c_ids and c_ids[-1] == eos:
+        c_ids.pop()
+    if not c_ids:
+        while p_ids and p_ids[-1] == eos:
+            p_ids.pop()
+    ids = p_ids + c_ids + [eos]
+    if loss_on == "all":
+        labels = list(ids)
+    else:
+        labels = [-100] * len(p_ids) + c_ids + [eos]
+    return ids, labels
+
+
+def encode_rows(rows: Sequence[Mapping[str, Any]], tokenizer, loss_on: str = "all",
+                max_length: int | None = None) -> tuple[list[EncodedDoc], int]:
+    """Encode training rows; returns (docs, number truncated to `max_length`)."""
+    if tokenizer.eos_token_id is None:
+        raise ValueError("the tokenizer has no EOS token")
+    docs, truncated = [], 0
+    for row in rows:
+        ids, labels = _encode_one(tokenizer, row, loss_on)
+        if max_length is not None and len(ids) > max_length:
+            ids, labels = ids[:max_length], labels[:max_length]
+            truncated += 1
+        docs.append(EncodedDoc(ids, labels))
+    return docs, truncated
+
+
+def collate(docs: Sequence[EncodedDoc], pad_id: int):
+    """Right-pad to the longest document; pads get attention 0 and label -100."""
+    import torch
+
+    n = max(len(d.input_ids) for d in docs)
+    ids = torch.full((len(docs), n), pad_id, dtype=torch.long)
+    labels = torch.full((len(docs), n), -100, dtype=torch.long)
+    mask = torch.zeros((len(docs), n), dtype=torch.long)
+    for i, d in enumerate(docs):
+        k = len(d.input_ids)
+        ids[i, :k] = torch.tensor(d.input_ids)
+        labels[i, :k] = torch.tensor(d.labels)
+        mask[i, :k] = 1
+    return ids, mask, labels
+
+
+# ----------------------------------------------------------------------------------------------
+# Optimizer and schedule
+# ----------------------------------------------------------------------------------------------
+
+def make_optimizer(model, stage: StageConfig, train: TrainConfig):
+    import torch
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    if stage.optimizer == "adafactor":
+        from transformers.optimization import Adafactor
+
+        return Adafactor(params, lr=stage.lr, scale_parameter=False, relative_step=False, warmup_init=False,
+                         weight_decay=train.weight_decay)
+    return torch.optim.AdamW(params, lr=stage.lr, betas=tuple(train.adam_betas), eps=train.adam_eps,
+                             weight_decay=train.weight_decay)
+
+
+def lr_at(step: int, total: int, stage: StageConfig, min_lr_ratio: float = 0.0) -> float:
+    """The lr of optimizer step `step` (0-based) of `total` (Hugging Face's schedule formulas)."""
+    warm = int(math.ceil(stage.warmup * total)) if stage.warmup > 0 else 0
+    if step < warm:
+        return stage.lr * (step + 1) / warm
+    if stage.schedule == "constant":
+        return stage.lr
+    rest = max(1, total - warm)
+    progress = (step - warm) / rest
+    if stage.schedule == "linear":
+        return stage.lr * max(0.0, 1.0 - progress)
+    cos = 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+    return stage.lr * (min_lr_ratio + (1.0 - min_lr_ratio) * cos)
+
+
+# ----------------------------------------------------------------------------------------------
+# Loss
+# ----------------------------------------------------------------------------------------------
+
+def _token_loss_sum(model, ids, mask, labels):
+    """Sum of next-token cross-entropy over label positions, and their count.
+
+    The output projection is applied only at the positions that have a label (answer-only loss on a
+    49k-vocabulary model skips most of the logits).
+    """
+    import torch
+    import torch.nn.functional as F
+
+    tgt = labels[:, 1:]
+    keep = tgt != -100
+    n = int(keep.sum())
+    head = model.get_output_embeddings()
+    base = getattr(model, "base_model", None)
+    if head is not None and base is not None and base is not model:
+        hidden = base(input_ids=ids, attention_mask=mask).last_hidden_state[:, :-1]
+        logits = head(hidden[keep])
+    else:  # pragma: no cover - models without a separable head
+        logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1][keep]
+    loss = F.cross_entropy(logits.float(), tgt[keep], reduction="sum")
+    return loss, n
+
+
+# ----------------------------------------------------------------------------------------------
+# The loop
+# ----------------------------------------------------------------------------------------------
+
+EpochCallback = Callable[[int, Any, StageLog], None]
+
+
+def train_stage(model, tokenizer, rows: Sequence[Mapping[str, Any]], stage: StageConfig,
+                train: TrainConfig | None = None, *, seed: int = 0,
+                on_epoch_end: EpochCallback | None = None, progress: bool = True,
+                desc: str | None = None) -> StageLog:
+    """Train `model` in place on `rows` for one stage; returns its :class:`StageLog`.
+
+    The model must already be on its device. `seed` seeds the shuffling generator of this stage.
+    """
+    import torch
+
+    train = train or TrainConfig()
+    if not rows:
+        raise ValueError(f"stage {stage.name!r}: split {stage.split!r} has no rows")
+    device = next(model.parameters()).device
+    if device.type == "cpu":
+        torch.set_num_threads(train.threads)
+    use_bf16 = device.type == "cuda" and train.precision in ("auto", "bf16")
+    if train.precision == "bf16" and device.type != "cuda":
+        use_bf16 = False  # CPU bf16 autocast is slow and not what the paper did; stay in fp32
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+
+    docs, truncated = encode_rows(rows, tokenizer, stage.loss_on, train.max_length)
+    log = StageLog(stage.name, truncated=truncated)
+    n = len(docs)
+    micro = stage.batch_size
+    n_micro = math.ceil(n / micro)
+    steps_per_epoch = math.ceil(n_micro / stage.grad_accum)
+    total = steps_per_epoch * stage.epochs
+
+    gen = torch.Generator().manual_seed(int(seed))
+    opt = make_optimizer(model, stage, train)
+    model.train()
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=total, desc=desc or stage.name, leave=False, dynamic_ncols=True)
+    step = 0
+    try:
+        for epoch in range(1, stage.epochs + 1):
+            t0 = time.perf_counter()
+            order = torch.randperm(n, generator=gen).tolist()
+            batches = [order[i:i + micro] for i in range(0, n, micro)]
+            ep_loss, ep_tok, ep_in_tok = 0.0, 0, 0
+            for g in range(0, len(batches), stage.grad_accum):
+                group = batches[g:g + stage.grad_accum]
+                lr = lr_at(step, total, stage, train.min_lr_ratio)
+                for pg in opt.param_groups:
+                    pg["lr"] = lr
+                # normalise by the label tokens of the whole optimizer step
+                n_lab = sum(sum(1 for x in docs[i].labels[1:] if x != -100) for b in group for i in b)
+                for b in group:
+                    ids, mask, labels = collate([docs[i] for i in b], pad_id)
+                    ids, mask, labels = ids.to(device), mask.to(device), labels.to(device)
+                    with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_bf16):
+                        loss_sum, k = _token_loss_sum(model, ids, mask, labels)
+                    (loss_sum / max(1, n_lab)).backward()
+                    ep_loss += float(loss_sum.detach())
+                    ep_tok += k
+                    ep_in_tok += int(mask.sum())
+                if train.max_grad_norm > 0:
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), train.max_grad_norm)
+                opt.step()
+                opt.zero_grad(set_to_none=True)
+                log.lrs.append(lr)
+                step += 1
+                if bar is not None:
+                    bar.update(1)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            dt = time.perf_counter() - t0
+            log.train_time_s += dt
+            log.tokens += ep_in_tok
+            log.steps = step
+            log.epoch_losses.append(ep_loss / max(1, ep_tok))
+            if bar is not None:
+                bar.set_postfix(epoch=epoch, loss=f"{log.epoch_losses[-1]:.3f}", tok_s=f"{log.tokens_per_s:.0f}")
+            if on_epoch_end is not None:
+                on_epoch_end(epoch, model, log)
+                model.train()
+    finally:
+        if bar is not None:
+            bar.close()
+    return log
