@@ -1,0 +1,314 @@
+"""Train S independent small transformers *together*: one batched model, one optimizer, S seeds.
+
+Why: the set-inclusion experiment needs >= 10 seeds of a 23M-parameter model at the paper's scale, and
+a model that small is launch-bound on a GPU when each seed runs in its own process. Here every
+parameter carries a leading *lane* dimension (one lane = one seed), so one kernel launch does the work
+of S seeds:
+
+* embeddings ``(S, V, d)``, linear weights ``(S, d_in, d_out)`` applied with ``torch.baddbmm``,
+  per-lane LayerNorm gains/biases ``(S, d)``;
+* an input batch is ``(S, B, T)``: each lane has its own documents, its own data order and its own
+  initialisation (drawn from its own ``torch.Generator``);
+* the loss is the *sum over lanes* of each lane's mean loss, so lane s's gradient is exactly the
+  gradient of lane s's own loss;
+* AdamW is elementwise, and gradient clipping is done per lane, so the optimizer step is exactly S
+  independent optimizer steps (tested in ``tests/test_multiseed.py``: S=3 batched == 3 runs of S=1).
+
+The model is a pre-LN GPT (GPT-NeoX/Pythia-like block: attention + GELU MLP, learned absolute
+position embeddings - documents are at most ~12 tokens, so rotary would buy nothing here), with an
+untied output head over the first ``n_out`` token ids only (the set-inclusion vocabulary puts the
+aliases last; an alias is never a prediction target).
+
+Fixed shapes everywhere (every batch is ``(S, B, T)``; a short last batch is padded with weight-0 rows),
+all data lives on the device as index tensors, and per-step metrics are accumulated on the device: the
+step loop never calls ``.item()``.
+
+Imports only torch/numpy/stdlib, so it runs as ``PYTHONPATH=lib python -m ...`` on a bare GPU box.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+__all__ = ["ModelShape", "OptimConfig", "BatchedGPT", "LaneTrainer", "resolve_device", "lane_slice",
+           "lr_lambda"]
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelShape:
+    vocab_size: int
+    n_out: int  # the head predicts token ids 0..n_out-1
+    max_len: int
+    d_model: int = 512
+    n_layers: int = 6
+    n_heads: int = 8
+    d_mlp: int = 2048
+    init_std: float = 0.02
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimConfig:
+    lr: float = 5e-4
+    betas: tuple = (0.9, 0.98)
+    eps: float = 1e-8
+    weight_decay: float = 0.1
+    warmup_frac: float = 0.02
+    min_lr_ratio: float = 0.1
+    grad_clip: float = 1.0  # per lane; 0 = off
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def lr_lambda(total_steps: int, warmup_frac: float, min_lr_ratio: float) -> Callable[[int], float]:
+    """Linear warm-up over ``warmup_frac`` of the steps, then cosine decay to ``min_lr_ratio`` x peak."""
+    warm = max(1, int(round(warmup_frac * total_steps))) if warmup_frac > 0 else 0
+    total = max(1, total_steps)
+
+    def f(step: int) -> float:
+        if warm and step < warm:
+            return (step + 1) / warm
+        prog = min(1.0, (step - warm) / max(1, total - warm))
+        return min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * prog))
+
+    return f
+
+
+# ----------------------------------------------------------------------------------------------
+# The batched model
+# ----------------------------------------------------------------------------------------------
+
+def _param_specs(shape: ModelShape) -> list[tuple[str, tuple, str]]:
+    """(name, per-lane shape, init kind) in a fixed order; the init order defines each lane's RNG use."""
+    d, m = shape.d_model, shape.d_mlp
+    specs = [("tok_emb", (shape.vocab_size, d), "normal"), ("pos_emb", (shape.max_len, d), "normal")]
+    for i in range(shape.n_layers):
+        p = f"h{i}."
+        specs += [
+            (p + "ln1_w", (d,), "ones"), (p + "ln1_b", (d,), "zeros"),
+            (p + "qkv_w", (d, 3 * d), "normal"), (p + "qkv_b", (3 * d,), "zeros"),
+            (p + "proj_w", (d, d), "normal_out"), (p + "proj_b", (d,), "zeros"),
+            (p + "ln2_w", (d,), "ones"), (p + "ln2_b", (d,), "zeros"),
+            (p + "fc_w", (d, m), "normal"), (p + "fc_b", (m,), "zeros"),
+            (p + "out_w", (m, d), "normal_out"), (p + "out_b", (d,), "zeros"),
+        ]
+    specs += [("lnf_w", (d,), "ones"), ("lnf_b", (d,), "zeros"), ("head_w", (d, shape.n_out), "normal")]
+    return specs
+
+
+class BatchedGPT(torch.nn.Module):
+    """S independent pre-LN GPTs stacked along a leading lane dimension."""
+
+    def __init__(self, shape: ModelShape, init_seeds: Sequence[int], device="cpu"):
+        super().__init__()
+        if shape.d_model % shape.n_heads:
+            raise ValueError(f"d_model {shape.d_model} is not divisible by n_heads {shape.n_heads}")
+        self.shape = shape
+        self.n_lanes = len(init_seeds)
+        self.names = [n for n, _, _ in _param_specs(shape)]
+        params = {n: [] for n in self.names}
+        out_std = shape.init_std / math.sqrt(2 * shape.n_layers)
+        for seed in init_seeds:  # each lane from its own generator, on the CPU: identical on any device
+            g = torch.Generator().manual_seed(int(seed))
+            for name, shp, kind in _param_specs(shape):
+                if kind == "ones":
+                    t = torch.ones(shp)
+                elif kind == "zeros":
+                    t = torch.zeros(shp)
+                else:
+                    std = out_std if kind == "normal_out" else shape.init_std
+                    t = torch.randn(shp, generator=g) * std
+                params[name].append(t)
+        self.params = torch.nn.ParameterDict(
+            {n.replace(".", "_"): torch.nn.Parameter(torch.stack(v).to(device)) for n, v in params.items()})
+
+    def p(self, name: str) -> torch.Tensor:
+        return self.params[name.replace(".", "_")]
+
+    def decay_groups(self) -> tuple[list, list]:
+        """Weight decay on matrices (linear weights, embeddings); none on LayerNorm and biases."""
+        decay, no_decay = [], []
+        for name, prm in self.params.items():
+            (decay if prm.dim() >= 3 else no_decay).append(prm)
+        return decay, no_decay
+
+    @staticmethod
+    def _ln(x, w, b):
+        x = F.layer_norm(x, x.shape[-1:])
+        return x * w[:, None, :] + b[:, None, :]
+
+    @staticmethod
+    def _lin(x, w, b):  # x (S, N, din), w (S, din, dout), b (S, dout)
+        return torch.baddbmm(b[:, None, :], x, w)
+
+    def hidden(self, tokens: torch.Tensor) -> torch.Tensor:
+        """tokens (S, B, T) -> final-LN hidden states (S, B*T, d)."""
+        S, B, T = tokens.shape
+        sh = self.shape
+        d, H = sh.d_model, sh.n_heads
+        emb = self.p("tok_emb")
+        lane = torch.arange(S, device=tokens.device)[:, None, None]
+        x = emb[lane, tokens] + self.p("pos_emb")[:, None, :T, :]  # (S, B, T, d)
+        x = x.reshape(S, B * T, d)
+        for i in range(sh.n_layers):
+            q = f"h{i}."
+            h = self._ln(x, self.p(q + "ln1_w"), self.p(q + "ln1_b"))
+            qkv = self._lin(h, self.p(q + "qkv_w"), self.p(q + "qkv_b"))
+            qkv = qkv.view(S * B, T, 3, H, d // H).permute(2, 0, 3, 1, 4)  # (3, SB, H, T, dh)
+            a = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2], is_causal=True)
+            a = a.transpose(1, 2).reshape(S, B * T, d)
+            x = x + self._lin(a, self.p(q + "proj_w"), self.p(q + "proj_b"))
+            h = self._ln(x, self.p(q + "ln2_w"), self.p(q + "ln2_b"))
+            h = F.gelu(self._lin(h, self.p(q + "fc_w"), self.p(q + "fc_b")))
+            x = x + self._lin(h, self.p(q + "out_w"), self.p(q + "out_b"))
+        return self._ln(x, self.p("lnf_w"), self.p("lnf_b"))
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        """tokens (S, B, T) -> logits (S, B, T, n_out) over the first n_out token ids."""
+        S, B, T = tokens.shape
+        h = self.hidden(tokens)
+        return torch.bmm(h, self.p("head_w")).view(S, B, T, self.shape.n_out)
+
+    def logits_at(self, tokens: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+        """Logits only at position pos (S, B) of each document -> (S, B, n_out)."""
+        S, B, T = tokens.shape
+        h = self.hidden(tokens).view(S, B, T, -1)
+        h = torch.gather(h, 2, pos[:, :, None, None].expand(S, B, 1, h.shape[-1])).squeeze(2)
+        return torch.bmm(h, self.p("head_w"))
+
+    def state_for_lanes(self, lanes: Sequence[int]) -> dict[str, torch.Tensor]:
+        idx = torch.as_tensor(list(lanes), device=next(self.parameters()).device)
+        return {n: self.p(n).detach().index_select(0, idx).clone() for n in self.names}
+
+    def load_lanes(self, state: dict[str, torch.Tensor]) -> None:
+        """Replace all parameters (possibly changing the number of lanes) by `state`."""
+        dev = next(self.parameters()).device
+        self.params = torch.nn.ParameterDict(
+            {n.replace(".", "_"): torch.nn.Parameter(state[n].to(dev).clone()) for n in self.names})
+        self.n_lanes = next(iter(state.values())).shape[0]
+
+
+def lane_slice(model: BatchedGPT, lane: int) -> dict[str, torch.Tensor]:
+    return {n: t[0] for n, t in model.state_for_lanes([lane]).items()}
+
+
+# ----------------------------------------------------------------------------------------------
+# Training
+# ----------------------------------------------------------------------------------------------
+
+class LaneTrainer:
+    """Trains a :class:`BatchedGPT` on per-lane fixed-length documents.
+
+    ``docs`` (S, N, T) int64 token ids, ``weights`` (S, N, T-1) float loss weights of the *targets*
+    (target t+1 predicted at position t). Each lane must have the same N. ``order_rngs``: one numpy
+    Generator per lane for the data order.
+    """
+
+    def __init__(self, model: BatchedGPT, optim: OptimConfig, *, device: torch.device, amp: bool,
+                 compile: bool = False):
+        self.model = model
+        self.cfg = optim
+        self.device = device
+        self.amp = amp and device.type == "cuda"
+        self._fwd = model.forward
+        if compile:
+            self._fwd = torch.compile(model.forward, dynamic=False)
+
+    def _autocast(self):
+        if self.amp:
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return torch.autocast("cpu", enabled=False)
+
+    def make_optimizer(self, lr: float):
+        decay, no_decay = self.model.decay_groups()
+        kw = {}
+        if self.device.type == "cuda":
+            kw["fused"] = True
+        else:
+            kw["foreach"] = True
+        groups = [{"params": decay, "weight_decay": self.cfg.weight_decay},
+                  {"params": no_decay, "weight_decay": 0.0}]
+        return torch.optim.AdamW(groups, lr=lr, betas=tuple(self.cfg.betas), eps=self.cfg.eps, **kw)
+
+    def _clip_per_lane(self):
+        if not self.cfg.grad_clip:
+            return
+        grads = [p.grad for p in self.model.parameters() if p.grad is not None]
+        sq = None
+        for g in grads:
+            s = g.float().pow(2).flatten(1).sum(1)
+            sq = s if sq is None else sq + s
+        scale = (self.cfg.grad_clip / (sq.sqrt() + 1e-6)).clamp(max=1.0)
+        for g in grads:
+            g.mul_(scale.view(-1, *([1] * (g.dim() - 1))).to(g.dtype))
+
+    def lane_loss(self, tokens: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        """Per-lane weighted mean CE of targets tokens[:, :, 1:] -> (S,)."""
+        with self._autocast():
+            logits = self._fwd(tokens)
+        S, B, T, V = logits.shape
+        tgt = tokens[:, :, 1:].clamp(max=V - 1)
+        ce = F.cross_entropy(logits[:, :, :-1].float().reshape(-1, V), tgt.reshape(-1),
+                             reduction="none").view(S, B, T - 1)
+        return (ce * w).sum((1, 2)) / w.sum((1, 2)).clamp(min=1e-9)
+
+    def train(self, docs: torch.Tensor, weights: torch.Tensor, *, epochs: int, batch_size: int, lr: float,
+              order_rngs: Sequence[np.random.Generator],
+              on_epoch_end: Callable[[int, torch.Tensor], None] | None = None) -> dict:
+        """Run `epochs` epochs; call on_epoch_end(epoch (1-based), mean train loss per lane (device))."""
+        S, N, T = docs.shape
+        if len(order_rngs) != S:
+            raise ValueError(f"need {S} order generators, got {len(order_rngs)}")
+        steps_per_epoch = -(-N // batch_size)
+        total = steps_per_epoch * epochs
+        opt = self.make_optimizer(lr)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(total, self.cfg.warmup_frac, self.cfg.min_lr_ratio))
+        lane = torch.arange(S, device=self.device)[:, None]
+        padded = steps_per_epoch * batch_size
+        t0 = time.perf_counter()
+        for ep in range(1, epochs + 1):
+            order = np.full((S, padded), -1, dtype=np.int64)
+            for s, g in enumerate(order_rngs):
+                order[s, :N] = g.permutation(N)
+            order_t = torch.from_numpy(order).to(self.device, non_blocking=True)
+            valid_all = (order_t >= 0).to(weights.dtype)
+            order_t = order_t.clamp(min=0)
+            loss_sum = torch.zeros(S, device=self.device)
+            for k in range(steps_per_epoch):
+                idx = order_t[:, k * batch_size:(k + 1) * batch_size]
+                valid = valid_all[:, k * batch_size:(k + 1) * batch_size]
+                x = docs[lane, idx]
+                w = weights[lane, idx] * valid[:, :, None]
+                loss = self.lane_loss(x, w)
+                opt.zero_grad(set_to_none=True)
+                loss.sum().backward()
+                self._clip_per_lane()
+                opt.step()
+                sched.step()
+                loss_sum += loss.detach()
+            if on_epoch_end is not None:
+                on_epoch_end(ep, loss_sum / steps_per_epoch)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+        return {"steps": total, "wall_s": time.perf_counter() - t0}
+
+    @torch.no_grad()
+    def answer_scores(self, docs: torch.Tensor, pos: torch.Tensor, cand: torch.Tensor, *,
+                      chunk: int = 4096) -> torch.Tensor:
+        """Logits of candidate tokens `cand` (C,) at position pos (S, N) -> (S, N, C) float32."""
+        S, N, T = docs.shape
+        out = []
+        for a in range(0, N, chunk):
+            with self._autocast():
+                lg = self.model.logits_at(docs[:, a:a + chunk], pos[:, a:a + chunk])
+            out.append(lg.float()[..., cand])
+        return torch.cat(out, 1)
