@@ -1,0 +1,181 @@
+"""The ``iml`` command (also ``python -m iml``).
+
+    iml list                                   experiments and their presets
+    iml run EXPERIMENT [--preset P] [--set key=value ...] [--config FILE.yaml] [--root DIR] [--force] [--quiet]
+    iml show RESULT_DIR                        the gap table of a finished result
+
+Bad input (an unknown experiment, preset or config key, a wrong type, a missing file) prints one line
+naming the field on stderr and exits with code 2, without a traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Sequence
+
+__all__ = ["main", "build_parser"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="iml", description="Implicit meta-learning companion: run experiments "
+                                                        "and inspect their results.")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    sub.add_parser("list", help="list the experiments and their presets",
+                   description="List the experiments and their presets.")
+
+    r = sub.add_parser("run", help="run (or resume, or load) an experiment",
+                       description="Run an experiment at a preset, resuming finished units; a finished "
+                                   "result with the same config hash is just loaded.")
+    r.add_argument("experiment", help="experiment name (see `iml list`)")
+    r.add_argument("--preset", default="cpu", help="preset name (default: cpu)")
+    r.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config field, dotted (e.g. data.num_ents=200, stages.1.epochs=5); "
+                        "values are YAML; repeatable")
+    r.add_argument("--config", dest="config_file", metavar="FILE.yaml",
+                   help="YAML mapping of config fields applied after the preset, before --set")
+    r.add_argument("--root", help="results root directory (default: results/ in the repository)")
+    r.add_argument("--force", action="store_true", help="recompute even if a finished result exists")
+    r.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    s = sub.add_parser("show", help="print the gap table of a finished result",
+                       description="Print the IML gap table (hierarchical bootstrap) of a result folder "
+                                   "results/<experiment>/<hash>.")
+    s.add_argument("result_dir", help="a result folder (results/<experiment>/<config-hash>)")
+    s.add_argument("--epoch", type=float, default=None, help="epoch to compare at (default: the last)")
+    return p
+
+
+def _fail(msg: str) -> int:
+    print(f"iml: error: {msg}", file=sys.stderr)
+    return 2
+
+
+def _cmd_list() -> int:
+    from . import registry
+
+    for name, modname in registry.EXPERIMENTS.items():
+        try:
+            mod = registry.get(name)
+        except ImportError as e:
+            print(f"{name}: (not available: {e})")
+            continue
+        notes = getattr(mod, "PRESET_NOTES", {})
+        print(f"{name}  ({modname})")
+        for preset in getattr(mod, "PRESETS", {}):
+            note = notes.get(preset, "")
+            print(f"    {preset:<14} {note}")
+    return 0
+
+
+def _cmd_run(args) -> int:
+    from . import registry
+    from .config import ConfigError, parse_override
+
+    try:
+        mod = registry.get(args.experiment)
+    except ValueError as e:
+        return _fail(str(e))
+    if args.preset not in getattr(mod, "PRESETS", {}):
+        return _fail(f"preset: unknown preset {args.preset!r} for {args.experiment}; choose one of "
+                     f"{', '.join(getattr(mod, 'PRESETS', {}))}")
+    try:
+        overrides = dict(parse_override(s) for s in args.sets)
+        if args.config_file:
+            try:
+                cfg = mod.make_config(args.preset, overrides, config_file=args.config_file)
+            except TypeError:  # an experiment whose make_config takes no config_file
+                from pathlib import Path
+
+                import yaml
+
+                p = Path(args.config_file)
+                if not p.is_file():
+                    raise ConfigError("config", f"file not found: {p}") from None
+                flat = _flatten(yaml.safe_load(p.read_text()) or {})
+                cfg = mod.make_config(args.preset, {**flat, **overrides})
+        else:
+            cfg = mod.make_config(args.preset, overrides)
+        res = mod.run(cfg, root=args.root, force=args.force, progress=not args.quiet)
+    except ConfigError as e:
+        return _fail(str(e))
+    except FileNotFoundError as e:
+        return _fail(str(e))
+    print(f"result: {res.dir}")
+    print(f"rows: {len(res.table)}  units: {len(res.meta.get('units', []))}")
+    return 0
+
+
+def _flatten(d, prefix=""):
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and v:
+            out.update(_flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def _cmd_show(args) -> int:
+    import pandas as pd
+
+    from .results import StaleResultError, load_dir
+    from .stats import gap_table
+
+    try:
+        res = load_dir(args.result_dir)
+    except (FileNotFoundError, StaleResultError) as e:
+        return _fail(str(e))
+    table = res.table
+    # Stage-2 runs from non-final Stage-1 checkpoints are reported separately (see iml.experiment).
+    if "run_id" in table:
+        table = table[~table["run_id"].astype(str).str.contains("-from")]
+    try:
+        from .experiment import GAP_PAIRS
+    except ImportError:  # pragma: no cover
+        GAP_PAIRS = [("d1consis", "d2consis"), ("qd1consis", "qd2incons")]
+    metrics = [m for m in ("EM", "F1") if m in set(table["metric"])]
+    if not metrics:
+        return _fail(f"{res.dir}: the result has no EM/F1 rows")
+    rows = []
+    for a, b in GAP_PAIRS:
+        # qd1consis vs qd2incons is a Stage-1 effect: compare at the end of Stage 1 (before Stage 2).
+        epoch = args.epoch
+        if epoch is None and a.startswith("qd"):
+            s1 = table[(table["stage"].astype(str) != "init") & table["subset"].isin([a, b])]
+            stage_ends = s1.groupby("stage")["epoch"].max().sort_values()
+            epoch = float(stage_ends.iloc[-2]) if len(stage_ends) > 1 else None
+        gt = gap_table(table, [(a, b)], metrics=metrics, epoch=epoch, n_boot=2000)
+        if not gt.empty:
+            rows.append(gt)
+    if not rows:
+        return _fail(f"{res.dir}: none of the gap pairs is in the result")
+    out = pd.concat(rows, ignore_index=True)
+    cols = ["a", "b", "metric", "epoch", "gap", "ci_low", "ci_high", "p_one_sided", "n_stage1",
+            "n_stage2_per_stage1"]
+    print(f"{res.experiment} {res.hash}  ({res.dir})")
+    with pd.option_context("display.width", 200, "display.max_columns", 20):
+        signed = {c: (lambda x: f"{x:+.4f}") for c in ("gap", "ci_low", "ci_high")}
+        plain = {"epoch": lambda x: f"{x:g}", "p_one_sided": lambda x: f"{x:.4f}",
+                 "n_stage2_per_stage1": lambda x: f"{x:g}"}
+        print(out[cols].to_string(index=False, formatters={**signed, **plain}))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "list":
+        return _cmd_list()
+    if args.command == "run":
+        return _cmd_run(args)
+    if args.command == "show":
+        return _cmd_show(args)
+    parser.error(f"unknown command {args.command!r}")  # pragma: no cover
+    return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,588 @@
+"""The paper's main experiment: two-stage fine-tuning on tagged definitions and QA (section 3.1).
+
+Registry interface (:mod:`iml.registry`): ``EXPERIMENT``, ``Config``, ``PRESETS``, ``make_config`` and
+``run``.
+
+One **unit** of work is a (stage-1 seed, stage-2 seed) pair. The stages before ``branch_stage`` (by
+default: all but the last, i.e. Stage 1, plus an optional knowledge stage in front) are trained once per
+stage-1 seed and reused by all its stage-2 seeds within the process; the stages from ``branch_stage``
+on (Stage 2) run per stage-2 seed, from the final Stage-1 model or from each Stage-1 epoch listed in
+``stage2_from_epochs`` (checkpoints are kept in memory or on disk, named by their epoch as integers;
+the reference code sorted ``checkpoint-<step>`` names as text and mislabelled them).
+
+Seeds (fixing reference-notes.md section 7.4): stage-1 seed ``s`` sets ``data.seed`` (aliases, tags,
+subsets) and, through :func:`derive_seed`, the model init and Stage-1 shuffling. Stage-2 seed ``j`` sets
+``data.seed_stage2`` (the re-assignment of X2 entities to d1consis/d2consis/...) and the Stage-2
+shuffling, which is derived from ``(s, j)`` so it is *not* shared across stage-1 seeds.
+
+Results: the tidy table of :mod:`iml.results` with ``run_id = "s<s>-<j>"`` (plus ``"-from<e>"`` for
+Stage-2 runs that start from a non-final Stage-1 epoch ``e``; their ``stage`` is ``"<name>_from<e>"``),
+``epoch`` counted across stages (0 = before training), ``subset`` = the evaluation set without its
+``test_`` prefix (``d1consis``, ``ent_assoc_name_d1consis``...), metrics ``EM`` and ``F1``, and the
+mean training loss per epoch as metric ``loss`` with subset ``train``. Stage-1 rows are repeated in
+every unit of their stage-1 seed, evaluated on that unit's own test sets (the X2 test sets depend on
+the stage-2 seed).
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import fnmatch
+import hashlib
+import re
+import shutil
+import time
+import zlib
+from pathlib import Path
+from typing import Any, Mapping
+
+import pandas as pd
+
+from . import results as results_mod
+from .config import ConfigError, check_choice, check_positive, from_dict, to_dict
+from .models import ModelConfig
+from .tagging import DataConfig
+from .tokenizer import TokenizerConfig
+from .train import StageConfig, TrainConfig
+
+__all__ = ["EXPERIMENT", "Config", "SeedConfig", "EvalConfig", "PRESETS", "PRESET_NOTES", "make_config",
+           "run", "derive_seed", "unit_id", "load_presets", "GAP_PAIRS"]
+
+EXPERIMENT = "main"
+
+GAP_PAIRS: list[tuple[str, str]] = (
+    [("d1consis", "d2consis")]
+    + [(f"ent_assoc_{t}_d1consis", f"ent_assoc_{t}_d2consis") for t in ("who", "meaning", "standFor", "name")]
+    + [("qd1consis", "qd2incons")]
+)
+"""The gaps ``iml show`` reports: the IML gap (Stage 2), its entity-association versions, and the
+Stage-1 effect of consistent vs inconsistent definitions."""
+
+
+@dataclasses.dataclass
+class SeedConfig:
+    """n_stage1 stage-1 seeds ``start_seed, start_seed+1, ...`` x n_stage2 stage-2 seeds ``0..n_stage2-1``.
+    Paper (main 2.8B CVDB config): 20 x 5 from 600."""
+
+    n_stage1: int = 20
+    n_stage2: int = 5
+    start_seed: int = 600
+
+    def __post_init__(self):
+        check_positive("n_stage1", self.n_stage1)
+        check_positive("n_stage2", self.n_stage2)
+        check_positive("start_seed", self.start_seed, allow_zero=True)
+
+    @property
+    def stage1(self) -> list[int]:
+        return [self.start_seed + i for i in range(self.n_stage1)]
+
+    @property
+    def stage2(self) -> list[int]:
+        return list(range(self.n_stage2))
+
+
+@dataclasses.dataclass
+class EvalConfig:
+    """When and on what to evaluate (greedy decoding, EM/F1 from :mod:`iml.metrics`).
+
+    every: evaluate every k epochs of each stage (a stage's ``eval_every`` overrides it; 0 = stage
+        ends only). Stage ends are always evaluated; ``at_start`` adds epoch 0 (before training).
+    sets: glob patterns of the evaluation sets (default: every ``test_*`` and ``ent_assoc_*`` set).
+    train_sets: training splits also evaluated at stage ends (a memorisation check; e.g. ``train_stage1``).
+    max_new_tokens: 8 (paper, CVDB).
+    limit: evaluate a fixed random subsample of at most this many rows per set (None: all).
+    set_limits: per-set limits (set name -> rows), overriding ``limit``.
+    """
+
+    every: int = 1
+    at_start: bool = True
+    sets: list[str] = dataclasses.field(default_factory=lambda: ["test_*", "ent_assoc_*"])
+    train_sets: list[str] = dataclasses.field(default_factory=list)
+    max_new_tokens: int = 8
+    batch_size: int = 64
+    limit: int | None = None
+    set_limits: dict[str, int] = dataclasses.field(default_factory=dict)
+    seed: int = 0
+
+    def __post_init__(self):
+        check_positive("every", self.every, allow_zero=True)
+        check_positive("max_new_tokens", self.max_new_tokens)
+        check_positive("batch_size", self.batch_size)
+        if self.limit is not None:
+            check_positive("limit", self.limit)
+        for k, v in self.set_limits.items():
+            check_positive(f"set_limits.{k}", v)
+        if not self.sets:
+            raise ConfigError("sets", "needs at least one pattern")
+
+
+def _default_stages() -> list[StageConfig]:
+    return [StageConfig(name="stage1", split="train_stage1", epochs=20),
+            StageConfig(name="stage2", split="train_stage2", epochs=10)]
+
+
+@dataclasses.dataclass
+class Config:
+    """The main experiment. Defaults are the paper's main run (Pythia-2.8B on CVDB, section 3.1), except
+    the knowledge base (the shipped Pantheon people table stands in for CVDB) and the model, which has
+    to be a local checkpoint (``model.path``)."""
+
+    data: DataConfig = dataclasses.field(default_factory=DataConfig)
+    model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+    tokenizer: TokenizerConfig = dataclasses.field(default_factory=TokenizerConfig)
+    stages: list[StageConfig] = dataclasses.field(default_factory=_default_stages)
+    branch_stage: int | None = None
+    """Index of the first stage run per stage-2 seed (None: the last stage)."""
+    stage2_from_epochs: list[int] | None = None
+    """Epochs of the stage before ``branch_stage`` to start the branch from (None: its final epoch)."""
+    train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+    seeds: SeedConfig = dataclasses.field(default_factory=SeedConfig)
+    eval: EvalConfig = dataclasses.field(default_factory=EvalConfig)
+    checkpoints: str = "memory"
+    """Where Stage-1 checkpoints wait for their Stage-2 runs: "memory" (CPU RAM) or "disk" (under the
+    result folder, deleted when the stage-1 seed is done)."""
+
+    def __post_init__(self):
+        if not self.stages:
+            raise ConfigError("stages", "needs at least one stage")
+        names = [s.name for s in self.stages]
+        for i, n in enumerate(names):
+            if names.count(n) > 1:
+                raise ConfigError(f"stages[{i}].name", f"stage names must be unique, {n!r} repeats")
+        b = self.branch
+        if not (0 <= b < len(self.stages)):
+            raise ConfigError("branch_stage", f"must be in 0..{len(self.stages) - 1}, got {self.branch_stage}")
+        if self.stage2_from_epochs is not None:
+            if b == 0:
+                raise ConfigError("stage2_from_epochs", "needs a stage before branch_stage to take checkpoints of")
+            prev = self.stages[b - 1]
+            if not self.stage2_from_epochs:
+                raise ConfigError("stage2_from_epochs", "must list at least one epoch (or be null for the final one)")
+            for i, e in enumerate(self.stage2_from_epochs):
+                if not (1 <= e <= prev.epochs):
+                    raise ConfigError(f"stage2_from_epochs[{i}]",
+                                      f"must be an epoch of stage {prev.name!r} (1..{prev.epochs}), got {e}")
+        for i, s in enumerate(self.stages):
+            if s.split == "train_knowledge" and not self.data.knowledge_stage:
+                raise ConfigError("data.knowledge_stage", f"stage {s.name!r} trains on train_knowledge, "
+                                                          f"so data.knowledge_stage must be true")
+        check_choice("checkpoints", self.checkpoints, {"memory", "disk"})
+
+    @property
+    def branch(self) -> int:
+        return len(self.stages) - 1 if self.branch_stage is None else self.branch_stage
+
+    def from_epochs(self) -> list[int]:
+        """The stage-1 epochs the branch starts from (integers, ascending; final epoch last)."""
+        b = self.branch
+        if b == 0:
+            return [0]
+        final = self.stages[b - 1].epochs
+        return sorted(set(self.stage2_from_epochs or [final]))
+
+
+# ----------------------------------------------------------------------------------------------
+# Presets and config building
+# ----------------------------------------------------------------------------------------------
+
+_PRESET_DIR = Path(__file__).resolve().parent / "presets"
+
+
+def load_presets(path: Path | None = None) -> tuple[dict[str, dict], dict[str, str]]:
+    """Read presets/main.yaml -> ({preset: overrides}, {preset: one-line note}); ``_base`` inherits."""
+    import yaml
+
+    raw = yaml.safe_load((path or _PRESET_DIR / "main.yaml").read_text())
+    presets, notes = {}, {}
+
+    def resolve(name, seen=()):
+        if name in seen:
+            raise ValueError(f"preset inheritance loop at {name!r}")
+        entry = dict(raw[name])
+        base = entry.pop("_base", None)
+        notes.setdefault(name, entry.pop("_note", ""))
+        if base is None:
+            return entry
+        return _deep_merge(resolve(base, seen + (name,)), entry)
+
+    for name in raw:
+        if not name.startswith("."):
+            presets[name] = resolve(name)
+    return presets, notes
+
+
+def _deep_merge(a: dict, b: Mapping) -> dict:
+    out = copy.deepcopy(a)
+    for k, v in b.items():
+        if isinstance(v, Mapping) and isinstance(out.get(k), dict):
+            out[k] = _deep_merge(out[k], v)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+_FLOAT_RE = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)$")
+
+
+def _fix_value(v):
+    """YAML 1.1 reads ``1e-4`` as a string; turn such strings back into numbers."""
+    if isinstance(v, str) and _FLOAT_RE.match(v.strip()):
+        return float(v)
+    if isinstance(v, list):
+        return [_fix_value(x) for x in v]
+    if isinstance(v, dict):
+        return {k: _fix_value(x) for k, x in v.items()}
+    return v
+
+
+def _set_dotted(d: dict, key: str, value: Any) -> None:
+    """Set `key` (``a.b.0.c``; integers index lists) in nested `d`."""
+    parts = key.split(".")
+    node: Any = d
+    for i, part in enumerate(parts):
+        last = i == len(parts) - 1
+        where = ".".join(parts[: i + 1])
+        if isinstance(node, list):
+            if not part.lstrip("-").isdigit():
+                raise ConfigError(where, f"{'.'.join(parts[:i])} is a list; index it with a number")
+            idx = int(part)
+            if not (-len(node) <= idx < len(node)):
+                raise ConfigError(where, f"index out of range (the list has {len(node)} items)")
+            if last:
+                node[idx] = value
+            else:
+                node = node[idx]
+        elif isinstance(node, dict):
+            if last:
+                node[part] = value
+            else:
+                if node.get(part) is None:
+                    node[part] = {}
+                node = node[part]
+        else:
+            raise ConfigError(".".join(parts[:i]), "is not a mapping; cannot set a sub-key")
+
+
+PRESETS, PRESET_NOTES = load_presets()
+
+
+def make_config(preset: str | None = "cpu", overrides: Mapping[str, Any] | None = None,
+                config_file: str | Path | None = None) -> Config:
+    """The config of `preset` (None: the paper defaults of :class:`Config`), then the mapping of a YAML
+    `config_file`, then dotted-key `overrides` (``{"stages.1.epochs": 5, "data.num_ents": 200}``)."""
+    d = to_dict(Config())
+    if preset is not None:
+        if preset not in PRESETS:
+            raise ConfigError("preset", f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+        d = _deep_merge(d, _fix_value(PRESETS[preset]))
+    if config_file is not None:
+        import yaml
+
+        p = Path(config_file).expanduser()
+        if not p.is_file():
+            raise ConfigError("config", f"file not found: {p}")
+        try:
+            extra = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError("config", f"{p}: not valid YAML: {e}") from None
+        if not isinstance(extra, Mapping):
+            raise ConfigError("config", f"{p}: must hold a mapping of config keys")
+        d = _deep_merge(d, _fix_value(extra))
+    for k, v in (overrides or {}).items():
+        _set_dotted(d, k, _fix_value(v))
+    return from_dict(Config, d)
+
+
+# ----------------------------------------------------------------------------------------------
+# Seeds and ids
+# ----------------------------------------------------------------------------------------------
+
+def derive_seed(*parts: Any) -> int:
+    """A 31-bit seed that is a stable function of `parts` (sha256 of their text)."""
+    h = hashlib.sha256("|".join(str(p) for p in parts).encode()).digest()
+    return int.from_bytes(h[:4], "little") & 0x7FFFFFFF
+
+
+def unit_id(seed_stage1: int, seed_stage2: int) -> str:
+    return f"s{seed_stage1}-{seed_stage2}"
+
+
+# ----------------------------------------------------------------------------------------------
+# The run
+# ----------------------------------------------------------------------------------------------
+
+def _set_key(rows) -> int:
+    h = zlib.crc32(b"")
+    for r in rows:
+        h = zlib.crc32((r["prompt"] + "\x00" + r["answer"] + "\x01").encode(), h)
+    return h ^ (len(rows) << 32)
+
+
+def _eval_names(cfg: Config, splits: Mapping[str, list]) -> list[str]:
+    names = []
+    for name in splits:
+        if name.startswith("train"):
+            continue
+        if any(fnmatch.fnmatchcase(name, p) for p in cfg.eval.sets) and splits[name]:
+            names.append(name)
+    return names
+
+
+def _subset_label(name: str) -> str:
+    return name[len("test_"):] if name.startswith("test_") else name
+
+
+class _Evaluator:
+    """Evaluates one model on the sets of several stage-2 seeds at once, once per distinct set."""
+
+    def __init__(self, cfg: Config, datas: Mapping[int, Any]):
+        self.cfg = cfg
+        self.names = _eval_names(cfg, datas[next(iter(datas))].splits)
+        self.datas = datas
+        # A set is evaluated once if it is identical for every stage-2 seed (X1 test sets), else per seed.
+        self.unique: dict[tuple[int, str], str] = {}
+        self.rows: dict[str, list] = {}
+        for name in self.names:
+            keys = {j: _set_key(d.splits.get(name, [])) for j, d in datas.items()}
+            same = len(set(keys.values())) == 1
+            for j, d in datas.items():
+                uname = name if same else f"{name}@{j}"
+                self.unique[(j, name)] = uname
+                self.rows[uname] = d.splits[name]
+
+    def __call__(self, model, tokenizer, seeds2, train_sets: list[str] = ()) -> dict[int, list[dict]]:
+        from .evaluate import evaluate_sets
+
+        ev = self.cfg.eval
+        want = sorted({self.unique[(j, n)] for j in seeds2 for n in self.names})
+        extra = {}
+        for j in seeds2:
+            for s in train_sets:
+                extra[(j, s)] = f"{s}@{j}"
+                self.rows.setdefault(f"{s}@{j}", self.datas[j].splits[s])
+        want += sorted(set(extra.values()))
+        by_limit: dict[int | None, list[str]] = {}
+        for u in want:
+            base = u.split("@")[0]
+            by_limit.setdefault(ev.set_limits.get(base, ev.limit), []).append(u)
+        scores: dict[str, dict[str, float]] = {}
+        for limit, names in by_limit.items():
+            table = evaluate_sets(model, tokenizer, {n: _Cols(self.rows[n]) for n in names}, names,
+                                  max_new_tokens=ev.max_new_tokens, batch_size=ev.batch_size, limit=limit,
+                                  seed=ev.seed)
+            for r in table.itertuples(index=False):
+                scores.setdefault(r.subset, {})[r.metric] = float(r.value)
+        out: dict[int, list[dict]] = {}
+        for j in seeds2:
+            rows = []
+            for n in self.names:
+                for m in ("EM", "F1"):
+                    rows.append({"subset": _subset_label(n), "metric": m, "value": scores[self.unique[(j, n)]][m]})
+            for s in train_sets:
+                for m in ("EM", "F1"):
+                    rows.append({"subset": s, "metric": m, "value": scores[extra[(j, s)]][m]})
+            out[j] = rows
+        return out
+
+
+class _Cols:
+    """Column access over a list of row dicts (what evaluate_sets reads)."""
+
+    def __init__(self, rows):
+        self._rows = rows
+
+    def __getitem__(self, col):
+        return [r[col] for r in self._rows]
+
+
+def _stage_schedule(cfg: Config, stage: StageConfig) -> set[int]:
+    every = cfg.eval.every if stage.eval_every is None else stage.eval_every
+    eps = {stage.epochs}
+    if every:
+        eps |= set(range(every, stage.epochs + 1, every))
+    return eps
+
+
+def _snapshot(model) -> dict:
+    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+
+
+def run(config: Config, *, root: str | Path | None = None, force: bool = False, progress: bool = True
+        ) -> results_mod.Result:
+    """Run (or resume, or just load) the experiment of `config`; returns the finished result."""
+    from .models import check_model_config
+
+    if not isinstance(config, Config):
+        raise TypeError(f"run() needs an iml.experiment.Config, got {type(config).__name__}")
+    check_model_config(config.model)
+    store = results_mod.ResultStore(EXPERIMENT, config, root=root)
+    if force and store.dir.exists():
+        shutil.rmtree(store.dir)
+    if store.is_complete() and not force:
+        return results_mod.load(EXPERIMENT, config, root=root)
+    t0 = time.time()
+    all_units = [unit_id(s1, j) for s1 in config.seeds.stage1 for j in config.seeds.stage2]
+    computed = []
+    for s1 in config.seeds.stage1:
+        todo = [j for j in config.seeds.stage2 if not store.unit_done(unit_id(s1, j))]
+        if todo:
+            computed += _run_stage1_seed(config, store, s1, todo, progress)
+    store.finalize(all_units, meta={"units_computed_last_run": computed,
+                                    "last_run_wall_time_s": round(time.time() - t0, 2)})
+    return results_mod.load(EXPERIMENT, config, root=root)
+
+
+_INIT_CACHE: dict[str, dict] = {}
+
+
+def _run_stage1_seed(cfg: Config, store: results_mod.ResultStore, s1: int, todo: list[int],
+                     progress: bool) -> list[str]:
+    import torch
+
+    from .models import load_model
+    from .tagging import build
+    from .tokenizer import find_atomic_tokens, train_tokenizer
+    from .train import resolve_device, train_stage
+
+    t_start = time.time()
+    torch.set_num_threads(cfg.train.threads)
+    device = resolve_device(cfg.train.device)
+
+    # Data for every configured stage-2 seed (not only the missing ones), so that the tokenizer and
+    # the set names never depend on what a previous, killed run had already finished.
+    datas = {}
+    for j in cfg.seeds.stage2:
+        dc = dataclasses.replace(cfg.data, seed=s1, seed_stage2=j)
+        datas[j] = build(dc)
+    for i, st in enumerate(cfg.stages):
+        if st.split not in datas[cfg.seeds.stage2[0]].splits:
+            raise ConfigError(f"stages[{i}].split", f"unknown split {st.split!r}; the data has "
+                                                    f"{', '.join(s for s in datas[cfg.seeds.stage2[0]].splits if s.startswith('train'))}")
+    shared, branch = cfg.stages[: cfg.branch], cfg.stages[cfg.branch:]
+    for i, st in enumerate(shared):
+        keys = {_set_key(d.splits[st.split]) for d in datas.values()}
+        if len(keys) != 1:
+            raise ConfigError(f"stages[{i}].split", f"split {st.split!r} differs between stage-2 seeds, so stage "
+                                                    f"{st.name!r} cannot be shared; set branch_stage <= {i}")
+
+    # Model and tokenizer
+    if cfg.model.from_scratch:
+        texts = [r["text"] for d in datas.values() for rows in d.splits.values() for r in rows]
+        extra = [a for d in datas.values() for a in list(d.aliases.values()) + list(d.tags.values())
+                 + list(getattr(d, "qd4_tags", {}).values())]
+        tok = train_tokenizer(texts, cfg.tokenizer, atomic_tokens=find_atomic_tokens(texts, extra))
+        model, tok = load_model(cfg.model, tok, seed=derive_seed(s1, "init"))
+    else:
+        key = repr(to_dict(cfg.model))
+        model, tok = load_model(cfg.model, None)
+        if key in _INIT_CACHE:
+            model.load_state_dict(_INIT_CACHE[key])
+        else:
+            _INIT_CACHE.clear()
+            _INIT_CACHE[key] = _snapshot(model)
+    model.to(device)
+    evaluator = _Evaluator(cfg, datas)
+    ev = cfg.eval
+
+    tables: dict[int, list[dict]] = {j: [] for j in todo}
+    extras: dict[int, dict] = {j: {"stages": {}} for j in todo}
+
+    def add(js, stage_name, epoch, rows_by_j=None, loss=None, run_suffix=""):
+        for j in js:
+            base = {"run_id": unit_id(s1, j) + run_suffix, "seed_stage1": s1, "seed_stage2": j,
+                    "stage": stage_name, "epoch": epoch}
+            if rows_by_j is not None:
+                tables[j] += [{**base, **r} for r in rows_by_j[j]]
+            if loss is not None:
+                tables[j].append({**base, "subset": "train", "metric": "loss", "value": float(loss)})
+
+    # Epoch 0
+    if ev.at_start:
+        add(todo, "init", 0, evaluator(model, tok, todo))
+
+    # Shared stages (trained once for all stage-2 seeds of s1)
+    offset = 0
+    checkpoints: dict[int, Any] = {}
+    from_eps = cfg.from_epochs()
+    ckpt_dir = store.dir / "checkpoints" / f"s{s1}"
+    eval_time = [0.0]
+
+    def keep_ckpt(epoch: int):
+        if cfg.checkpoints == "memory":
+            checkpoints[epoch] = _snapshot(model)
+        else:
+            from safetensors.torch import save_file
+
+            ckpt_dir.mkdir(parents=True, exist_ok=True)
+            p = ckpt_dir / f"epoch{epoch:04d}.safetensors"
+            save_file({k: v.contiguous() for k, v in _snapshot(model).items()}, str(p))
+            checkpoints[epoch] = p
+
+    if not shared:
+        keep_ckpt(0)
+    for si, st in enumerate(shared):
+        sched = _stage_schedule(cfg, st)
+        last_shared = si == len(shared) - 1
+
+        def cb(epoch, m, log, st=st, sched=sched, offset=offset, last_shared=last_shared):
+            g = offset + epoch
+            t = time.perf_counter()
+            rows = evaluator(m, tok, todo, ev.train_sets if epoch == st.epochs else []) if epoch in sched else None
+            eval_time[0] += time.perf_counter() - t
+            add(todo, st.name, g, rows, loss=log.epoch_losses[-1])
+            if last_shared and epoch in from_eps:
+                keep_ckpt(epoch)
+
+        log = train_stage(model, tok, datas[todo[0]].splits[st.split], st, cfg.train,
+                          seed=derive_seed(s1, "shuffle", st.name), on_epoch_end=cb, progress=progress,
+                          desc=f"s{s1} {st.name}")
+        for j in todo:
+            extras[j]["stages"][st.name] = log.summary()
+        offset += st.epochs
+    shared_time = time.time() - t_start
+    last_offset = offset - (shared[-1].epochs if shared else 0)
+
+    # Branch stages, per stage-2 seed and start checkpoint
+    done = []
+    final = from_eps[-1]
+    for j in todo:
+        t_unit = time.time()
+        for e in from_eps:
+            ck = checkpoints[e]
+            if isinstance(ck, Path):
+                from safetensors.torch import load_file
+
+                ck = load_file(str(ck))
+            model.load_state_dict(ck)
+            suffix = "" if e == final else f"-from{e}"
+            off = last_offset + e
+            for st in branch:
+                sched = _stage_schedule(cfg, st)
+                label = st.name if e == final else f"{st.name}_from{e}"
+
+                def cb(epoch, m, log, st=st, sched=sched, off=off, label=label, suffix=suffix):
+                    t = time.perf_counter()
+                    rows = (evaluator(m, tok, [j], ev.train_sets if epoch == st.epochs else [])
+                            if epoch in sched else None)
+                    eval_time[0] += time.perf_counter() - t
+                    add([j], label, off + epoch, rows, loss=log.epoch_losses[-1], run_suffix=suffix)
+
+                log = train_stage(model, tok, datas[j].splits[st.split], st, cfg.train,
+                                  seed=derive_seed(s1, j, "shuffle", st.name, e), on_epoch_end=cb,
+                                  progress=progress, desc=f"s{s1}-{j} {label}")
+                extras[j]["stages"][label] = log.summary()
+                off += st.epochs
+        unit_time = time.time() - t_unit
+        uid = unit_id(s1, j)
+        table = pd.DataFrame(tables[j], columns=results_mod.COLUMNS)
+        extra = {**extras[j], "wall_time_s": round(unit_time + shared_time / len(todo), 3),
+                 "branch_wall_time_s": round(unit_time, 3), "shared_wall_time_s": round(shared_time, 3),
+                 "shared_with_units": [unit_id(s1, k) for k in todo],
+                 "eval_time_s_so_far": round(eval_time[0], 3), "device": str(device),
+                 "n_params": int(sum(p.numel() for p in model.parameters())), "vocab_size": len(tok)}
+        store.save_unit(uid, table, extra)
+        done.append(uid)
+    if cfg.checkpoints == "disk" and ckpt_dir.exists():
+        shutil.rmtree(ckpt_dir)
+    return done
