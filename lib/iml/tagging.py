@@ -536,21 +536,31 @@ def _load_kb(cfg: DataConfig) -> KnowledgeBase:
         try:
             kb = knowledge.load_kb(cfg.kb, cfg.num_ents, path=cfg.path, seed=cfg.kb_seed,
                                    balance_gender=cfg.balance_gender)
+        except ConfigError:
+            raise  # the loaders name the field themselves ("data.path", "data.num_ents")
         except FileNotFoundError as e:
-            raise ConfigError("path" if cfg.path else "kb", f"cannot load knowledge base {cfg.kb!r}: {e}") from None
+            raise ConfigError("data.path" if cfg.path else "data.kb",
+                              f"cannot load knowledge base {cfg.kb!r}: {e}") from None
         except ValueError as e:
-            field_name = "num_ents" if "requested" in str(e) else ("path" if str(e).startswith("data.path") else "kb")
-            raise ConfigError(field_name, str(e).removeprefix("data.path: ")) from None
+            msg = str(e)
+            if msg.startswith("data.path"):
+                raise ConfigError("data.path", msg.removeprefix("data.path: ")) from None
+            raise ConfigError("data.num_ents" if "requested" in msg else "data.kb", msg) from None
     if len(kb) < cfg.num_ents:
-        raise ConfigError("num_ents", f"knowledge base {cfg.kb!r} has {len(kb)} entities, {cfg.num_ents} requested")
+        raise ConfigError("data.num_ents",
+                          f"knowledge base {cfg.kb!r} has {len(kb)} entities, {cfg.num_ents} requested")
     if len(kb) > cfg.num_ents:
         kb = kb.head(cfg.num_ents)
+    _check_kb(kb)
+    return kb
+
+
+def _check_kb(kb: KnowledgeBase) -> None:
     for e in kb.entities:
         if not e.facts:
-            raise ConfigError("kb", f"entity {e.name!r} has no facts")
+            raise ConfigError("data.kb", f"entity {e.name!r} has no facts")
         if "\n" in e.name or any("\n" in a for _, a in e.facts):
-            raise ConfigError("kb", f"entity {e.name!r} has a newline in its name or answers")
-    return kb
+            raise ConfigError("data.kb", f"entity {e.name!r} has a newline in its name or answers")
 
 
 def _sorted_shuffled(rows: list[dict], rng: random.Random) -> list[dict]:
@@ -559,8 +569,12 @@ def _sorted_shuffled(rows: list[dict], rng: random.Random) -> list[dict]:
     return rows
 
 
-def build(cfg: DataConfig | Mapping[str, Any] | None = None) -> TaggedData:
-    """Build the tagged dataset for `cfg` (a DataConfig or a dict for ``from_dict``)."""
+def build(cfg: DataConfig | Mapping[str, Any] | None = None, kb: KnowledgeBase | None = None) -> TaggedData:
+    """Build the tagged dataset for `cfg` (a DataConfig or a dict for ``from_dict``).
+
+    `kb` (optional) replaces the knowledge base named by the config (``cfg.kb``/``cfg.path`` are then
+    ignored); its first ``cfg.num_ents`` entities are used. For notebooks and tests with hand-made facts.
+    """
     if cfg is None:
         cfg = DataConfig()
     elif isinstance(cfg, Mapping):
@@ -568,7 +582,14 @@ def build(cfg: DataConfig | Mapping[str, Any] | None = None) -> TaggedData:
     elif not isinstance(cfg, DataConfig):
         raise ConfigError("data", f"must be a DataConfig or a mapping, got {type(cfg).__name__}")
 
-    kb = _load_kb(cfg)
+    if kb is None:
+        kb = _load_kb(cfg)
+    else:
+        if len(kb) < cfg.num_ents:
+            raise ConfigError("data.num_ents", f"the given knowledge base has {len(kb)} entities, "
+                                               f"{cfg.num_ents} requested")
+        kb = kb.head(cfg.num_ents)
+        _check_kb(kb)
     by_name: dict[str, Entity] = {e.name: e for e in kb.entities}
     names = sorted(by_name)
     seed, seed2 = cfg.seed, cfg.seed_stage2
