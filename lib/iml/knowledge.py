@@ -23,6 +23,8 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from .config import ConfigError
+
 __all__ = [
     "Entity",
     "KnowledgeBase",
@@ -193,10 +195,10 @@ def load_kb(name: str, num_ents: int, path: str | None = None, seed: int = 0,
         return sources.load_films(num_ents, path=path)
     if name == "cvdb":
         if path is None:
-            raise ValueError("data.path: the cvdb knowledge base needs the path of your CVDB CSV")
+            raise ConfigError("data.path", "the cvdb knowledge base needs the path of your CVDB CSV")
         return sources.load_cvdb_csv(path, num_ents, balance_gender=balance_gender)
     if name == "triples":
         if path is None:
-            raise ValueError("data.path: the triples knowledge base needs the path of a JSON/JSONL file")
+            raise ConfigError("data.path", "the triples knowledge base needs the path of a JSON/JSONL file")
         return sources.load_triples(path, num_ents)
-    raise ValueError(f"unknown knowledge base {name!r}; choose one of {KB_NAMES}")
+    raise ConfigError("data.kb", f"unknown knowledge base {name!r}; choose one of {list(KB_NAMES)}")
