@@ -488,13 +488,24 @@ class TaggedData:
 
     def to_datasetdict(self):
         """A ``datasets.DatasetDict`` with one Dataset per split, every column a string."""
+        import hashlib
+
         import datasets
+        import pyarrow as pa
+        from datasets.table import InMemoryTable
 
         features = datasets.Features({c: datasets.Value("string") for c in COLUMNS})
         out = {}
         for name, rows in self.splits.items():
+            # Arrow arrays straight from the string columns (Dataset.from_dict would encode every cell
+            # through `features`, ~10x slower), and a content fingerprint instead of a dill hash.
             cols = {c: [r[c] for r in rows] for c in COLUMNS}
-            out[name] = datasets.Dataset.from_dict(cols, features=features)
+            table = pa.table({c: pa.array(v, type=pa.string()) for c, v in cols.items()})
+            h = hashlib.sha256(name.encode())
+            for c in COLUMNS:
+                h.update(b"\x01" + "\x00".join(cols[c]).encode())
+            out[name] = datasets.Dataset(InMemoryTable(table), info=datasets.DatasetInfo(features=features),
+                                         split=datasets.NamedSplit(name), fingerprint=h.hexdigest()[:32])
         return datasets.DatasetDict(out)
 
     def summary(self):
