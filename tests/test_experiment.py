@@ -1,0 +1,127 @@
+"""iml.experiment: a tiny two-stage run end to end, resume, hashing, checkpoint naming."""
+import json
+
+import pandas as pd
+import pytest
+
+import iml.train
+from iml import results
+from iml.config import ConfigError, config_hash
+from iml.experiment import PRESETS, derive_seed, make_config, run, unit_id
+
+OVERRIDES = {
+    "data.num_ents": 32,
+    "stages.0.epochs": 10,
+    "stages.1.epochs": 3,
+    "seeds.n_stage1": 2,
+    "seeds.n_stage2": 2,
+    "stage2_from_epochs": [10, 2],
+    "eval.every": 5,
+    "eval.sets": ["test_qd1consis", "test_d1consis", "test_d2consis", "ent_assoc_name_d1consis"],
+    "eval.train_sets": ["train_stage1"],
+}
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    root = tmp_path_factory.mktemp("results")
+    cfg = make_config("smoke", OVERRIDES)
+    res = run(cfg, root=root, progress=False)
+    return cfg, root, res
+
+
+def test_result_files_are_complete_and_reload(finished):
+    cfg, root, res = finished
+    d = res.dir
+    assert d.name == config_hash(cfg)
+    for f in ("results.csv", "config.json", "meta.json"):
+        assert (d / f).exists()
+    meta = json.loads((d / "meta.json").read_text())
+    assert meta["git_revision"] and meta["units"] == [unit_id(s, j) for s in (0, 1) for j in (0, 1)]
+    again = results.load("main", cfg, root=root)
+    pd.testing.assert_frame_equal(again.table, res.table)
+    extra = json.loads((d / "units" / "s0-0.json").read_text())
+    assert extra["wall_time_s"] > 0 and extra["stages"]["stage1"]["tokens_per_s"] > 0
+
+
+def test_tidy_rows_epochs_and_subsets(finished):
+    _, _, res = finished
+    t = res.table
+    assert set(t.metric) == {"EM", "F1", "loss"}
+    assert {"qd1consis", "d1consis", "d2consis", "ent_assoc_name_d1consis", "train_stage1", "train"} == set(t.subset)
+    main = t[t.run_id == "s0-0"]
+    ev = main[main.metric == "EM"]
+    assert sorted(ev[ev.stage == "stage1"].epoch.unique()) == [5, 10]
+    assert sorted(ev[ev.stage == "stage2"].epoch.unique()) == [13]
+    assert sorted(ev[ev.stage == "init"].epoch.unique()) == [0]
+    assert sorted(main[main.metric == "loss"].epoch.unique()) == list(range(1, 14))
+    # the Stage-2 run from the epoch-2 checkpoint, named by its integer epoch
+    early = t[t.run_id == "s0-0-from2"]
+    assert set(early.stage) == {"stage2_from2"} and sorted(early[early.metric == "loss"].epoch) == [3, 4, 5]
+
+
+def test_losses_fall(finished):
+    _, _, res = finished
+    t = res.table
+    for rid, g in t[(t.metric == "loss") & (t.stage == "stage1")].groupby("run_id"):
+        g = g.sort_values("epoch")
+        assert g.value.iloc[-1] < 0.7 * g.value.iloc[0], rid
+
+
+def test_resume_recomputes_only_the_missing_unit(finished, monkeypatch):
+    cfg, root, res = finished
+    calls = []
+    real = iml.train.train_stage
+
+    def counting(*a, **k):
+        calls.append(a[3].name)
+        return real(*a, **k)
+
+    monkeypatch.setattr(iml.train, "train_stage", counting)
+    run(cfg, root=root, progress=False)  # finished: just loads
+    assert calls == []
+    store = results.ResultStore("main", cfg, root=root)
+    old = store.load_unit("s1-1")
+    store.unit_path("s1-1").unlink()
+    (store.dir / "results.csv").unlink()
+    run(cfg, root=root, progress=False)
+    assert calls == ["stage1", "stage2", "stage2"]  # stage 1 once, stage 2 from epochs 2 and 10
+    pd.testing.assert_frame_equal(store.load_unit("s1-1"), old)  # deterministic
+
+
+def test_changed_config_gets_a_new_hash():
+    a = make_config("smoke", OVERRIDES)
+    b = make_config("smoke", {**OVERRIDES, "stages.1.lr": 2e-3})
+    assert config_hash(a) != config_hash(b)
+    assert b.stages[1].lr == 2e-3
+
+
+def test_checkpoint_epochs_are_numeric_and_validated():
+    cfg = make_config("smoke", {"stage2_from_epochs": [10, 2, 9]})
+    assert cfg.from_epochs() == [2, 9, 10]
+    with pytest.raises(ConfigError, match=r"stage2_from_epochs\[0\]"):
+        make_config("smoke", {"stage2_from_epochs": [99]})
+
+
+def test_stage2_shuffle_seed_differs_across_stage1_seeds():
+    assert derive_seed(600, 0, "shuffle", "stage2", 20) != derive_seed(601, 0, "shuffle", "stage2", 20)
+
+
+def test_presets_build_and_overrides_are_checked():
+    for p in PRESETS:
+        make_config(p)
+    assert {"smoke", "cpu", "gpu", "paper"} <= set(PRESETS)
+    gpu = make_config("gpu")
+    assert gpu.stages[0].optimizer == "adafactor" and gpu.stages[0].effective_batch == 256
+    assert gpu.seeds.n_stage1 >= 10 and gpu.model.name == "smollm2-135m"
+    cpu = make_config("cpu")
+    assert cpu.stages[0].split == "train_knowledge" and cpu.seeds.n_stage1 >= 5
+    assert all(s.loss_on == "answer" for s in cpu.stages)
+    with pytest.raises(ConfigError, match=r"stages\[1\]\.bogus"):
+        make_config("smoke", {"stages.1.bogus": 1})
+    with pytest.raises(ConfigError, match=r"^stages\.7"):
+        make_config("smoke", {"stages.7.epochs": 1})
+    with pytest.raises(ConfigError, match="data.knowledge_stage"):
+        make_config("cpu", {"data.knowledge_stage": False})
+    with pytest.raises(ConfigError, match="^preset"):
+        make_config("nope")
