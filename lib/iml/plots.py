@@ -1,0 +1,373 @@
+"""The paper's colours and the figure functions the notebooks call.
+
+Every curve is a mean over **stage-1 seeds** (stage-2 seeds are averaged inside each stage-1 seed first,
+because runs that share a stage-1 model are not independent), with a 95% t-interval band over the
+per-stage-1-seed means. A dashed vertical line marks each stage boundary. Every figure states its scale
+(:func:`scale_caption`): model, seeds, data size, hardware and wall time, read from the result itself.
+
+Notebooks use the inline backend; this module never selects a backend.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from . import paper
+
+__all__ = ["COLORS", "color", "label", "curve_stats", "stage_boundaries", "curves", "main_figure",
+           "gap_curve", "gap_figure", "accuracy_figure", "scale_caption", "IN_DISTRIBUTION", "ENTITY_ASSOCIATION"]
+
+# The paper's colours (poster / code plotting): d1 blue, d2 red, d3 grey, qd1 purple, qd2 pink, q brown,
+# no_qd orange, not-replaced (real names) green.
+COLORS: dict[str, str] = {
+    "d1consis": "#1f77b4",                   # blue
+    "d2consis": "#d62728",                   # red
+    "d3consis": "#7f7f7f",                   # grey
+    "qd1consis": "#9467bd",                  # purple
+    "qd2incons": "#e377c2",                  # pink
+    "q": "#8c564b",                          # brown
+    "no_qd_baseline": "#ff7f0e",             # orange
+    "q_no_replacement_baseline": "#2ca02c",  # green
+    "qd1incons": "#bcbd22",                  # olive (code-only subsets)
+    "qd2consis": "#17becf",                  # cyan
+    "qd4consis": "#000000",
+    "d2incons": "#ff9896",
+}
+
+IN_DISTRIBUTION = ("q_no_replacement_baseline", "qd1consis", "q", "qd2incons",
+                   "d1consis", "d3consis", "d2consis", "no_qd_baseline")
+"""Panel (a) of the main figure, in the poster's legend order."""
+
+ENTITY_ASSOCIATION = tuple(paper.ENT_ASSOC_PREFIX + s for s in
+                           ("qd1consis", "qd2incons_swapped", "qd2incons", "q", "d1consis", "d3consis",
+                            "d2consis"))
+"""Panel (b): "What is the name of <alias>?"."""
+
+
+BOUNDED = ("EM", "F1", "acc", "def_acc", "seen_acc")
+"""Metrics that live in [0, 1]."""
+
+
+def _base(subset: str) -> str:
+    base, _ = paper._split_subset(subset)
+    return base
+
+
+def color(subset: str) -> str:
+    """The paper's colour for a subset (entity-association variants share their subset's colour)."""
+    base = _base(subset)
+    if base.endswith("_swapped"):
+        return COLORS.get(base[: -len("_swapped")], "#333333")
+    return COLORS.get(base, "#333333")
+
+
+def label(subset: str) -> str:
+    """Legend text: the paper's notation (matplotlib mathtext)."""
+    return paper.symbol(subset, math=True)
+
+
+def stage_boundaries(table: pd.DataFrame) -> list[float]:
+    """The epochs at which a stage ends and the next begins (the last epoch of every stage but the last).
+
+    Stages are ordered by their first epoch, so names ('init', 'knowledge', 'stage1', ...) and numbers both
+    work; a pseudo-stage evaluated only at one epoch before any training ('init') is no boundary.
+    """
+    if "stage" not in table or table.empty:
+        return []
+    span = table.groupby("stage")["epoch"].agg(["min", "max"])
+    span = span[~((span["min"] == span["max"]) & (span["max"] <= table["epoch"].min()))]
+    span = span.sort_values(["min", "max"])
+    return [float(e) for e in span["max"].iloc[:-1]]
+
+
+def curve_stats(table: pd.DataFrame, metric: str, subset: str, seeds: Sequence | None = None,
+                level: float = 0.95) -> pd.DataFrame:
+    """Per epoch: mean over stage-1 seeds of (mean over stage-2 seeds), a t-interval, and n.
+
+    Columns: epoch, mean, lo, hi, n. With one stage-1 seed, lo = hi = mean (no band).
+    """
+    t = table[(table["metric"] == metric) & (table["subset"] == subset)]
+    if seeds is not None:
+        t = t[t["seed_stage1"].isin(list(seeds))]
+    if t.empty:
+        return pd.DataFrame(columns=["epoch", "mean", "lo", "hi", "n"])
+    per_s1 = t.groupby(["epoch", "seed_stage1"])["value"].mean().reset_index()
+    rows = []
+    for ep, g in per_s1.groupby("epoch", sort=True):
+        x = g["value"].to_numpy(float)
+        n = len(x)
+        m = float(x.mean())
+        if n >= 2:
+            from scipy import stats as st
+
+            half = float(st.t.ppf(0.5 + level / 2, n - 1) * x.std(ddof=1) / math.sqrt(n))
+        else:
+            half = 0.0
+        lo, hi = m - half, m + half
+        if metric in BOUNDED:  # a score in [0, 1]: the band is clipped to it (t-intervals at n=2 are wide)
+            lo, hi = max(lo, 0.0), min(hi, 1.0)
+        rows.append({"epoch": float(ep), "mean": m, "lo": lo, "hi": hi, "n": n})
+    return pd.DataFrame(rows)
+
+
+def _ax(ax):
+    if ax is None:
+        import matplotlib.pyplot as plt
+
+        _, ax = plt.subplots(figsize=(6.4, 4.2))
+    return ax
+
+
+def _boundary_lines(ax, table: pd.DataFrame) -> None:
+    for b in stage_boundaries(table):
+        ax.axvline(b, color="black", linestyle="--", linewidth=1, alpha=0.6, label="_stage boundary")
+
+
+def curves(table: pd.DataFrame, metric: str, subsets: Iterable[str] | None = None, ax=None,
+           seeds: Sequence | None = None, legend: bool = True, title: str | None = None):
+    """Plot `metric` vs epoch for each subset present: mean over stage-1 seeds with a 95% band.
+
+    Missing subsets are skipped (so one subset list serves every preset). Returns the axes.
+    """
+    ax = _ax(ax)
+    present = set(table.loc[table["metric"] == metric, "subset"].unique())
+    if subsets is None:
+        known = list(IN_DISTRIBUTION) + list(ENTITY_ASSOCIATION) + list(COLORS)
+        subsets = sorted(present, key=lambda s: (known.index(s) if s in known else len(known), s))
+    subsets = [s for s in dict.fromkeys(subsets) if s in present]
+    for s in subsets:
+        cs = curve_stats(table, metric, s, seeds=seeds)
+        if cs.empty:
+            continue
+        c = color(s)
+        ls = "--" if s.endswith("_swapped") else "-"
+        ax.plot(cs["epoch"], cs["mean"], marker="o", markersize=2.5, linewidth=1.6, color=c, linestyle=ls,
+                label=label(s))
+        if (cs["hi"] > cs["lo"]).any():
+            ax.fill_between(cs["epoch"], cs["lo"], cs["hi"], color=c, alpha=0.18, linewidth=0)
+    _boundary_lines(ax, table)
+    ax.set_xlabel("epoch (Stage 1, then Stage 2)")
+    ax.set_ylabel({"EM": "exact match", "F1": "F1", "acc": "accuracy"}.get(metric, metric))
+    if title:
+        ax.set_title(title, fontsize=10)
+    if legend and subsets:
+        ax.legend(fontsize=7, frameon=False, loc="best")
+    ax.grid(alpha=0.25)
+    return ax
+
+
+def _seed_counts(table: pd.DataFrame) -> tuple[int, float]:
+    runs = table[["seed_stage1", "seed_stage2"]].drop_duplicates()
+    n1 = runs["seed_stage1"].nunique()
+    n2 = runs.groupby("seed_stage1")["seed_stage2"].nunique().mean() if n1 else 0
+    return int(n1), float(n2)
+
+
+def _find(obj: Any, names: Sequence[str]) -> Any:
+    """First value under any of `names` in a nested dict (breadth first)."""
+    queue = [obj]
+    while queue:
+        cur = queue.pop(0)
+        if isinstance(cur, Mapping):
+            for n in names:
+                if n in cur and not isinstance(cur[n], Mapping) and cur[n] not in (None, ""):
+                    return cur[n]
+            queue.extend(v for v in cur.values() if isinstance(v, Mapping))
+    return None
+
+
+_DIM_KEYS = ("hidden_size", "num_hidden_layers", "num_layers", "n_layers", "d_model", "n_heads", "width",
+             "hidden", "channels")
+
+
+def _model_text(config: Mapping) -> str:
+    m = config.get("model") if isinstance(config, Mapping) else None
+    if isinstance(m, str):
+        return m
+    src = m if isinstance(m, Mapping) else config
+    name = _find(src, ["name", "arch", "model_name", "preset", "path", "model_path", "kind"]) \
+        if isinstance(m, Mapping) else _find(config, ["model_name", "arch", "model_path"])
+    dims = [f"{k}={src[k]}" for k in _DIM_KEYS if src.get(k) is not None and not isinstance(src[k], Mapping)]
+    return ", ".join([str(name)] * (name is not None) + dims) or "see config.json"
+
+
+def _fmt_seconds(s: float) -> str:
+    if s < 90:
+        return f"{s:.0f} s"
+    if s < 3600:
+        return f"{s / 60:.1f} min"
+    return f"{s / 3600:.1f} h"
+
+
+def scale_caption(result) -> str:
+    """One sentence stating the scale of `result`: model, seeds, data size, hardware, wall time.
+
+    Everything comes from the result's own table, config.json and meta.json.
+    """
+    cfg = dict(getattr(result, "config", {}) or {})
+    meta = dict(getattr(result, "meta", {}) or {})
+    n1, n2 = _seed_counts(result.table)
+    size = _find(cfg, ["num_ents", "num_x", "n_aliases", "num_aliases", "n_entities", "num_grids", "n_train"])
+    preset = meta.get("preset") or cfg.get("preset")
+    env = meta.get("environment") or {}
+    if env.get("gpu"):
+        hw = f"{env.get('gpu_count', 1)}× {env['gpu']}"
+    else:
+        hw = f"CPU ({env.get('cpu_count', '?')} cores, {env.get('torch_threads', '?')} torch thread(s))" if env else \
+            "hardware not recorded"
+    wall = meta.get("wall_time_s", meta.get("total_unit_wall_s"))
+    if wall is None:
+        units = meta.get("unit_wall_time_s") or {}
+        vals = [v for v in units.values() if isinstance(v, (int, float))]
+        wall = sum(vals) if vals else None
+    epochs = result.table["epoch"].max() if len(result.table) else 0
+    parts = [
+        f"{getattr(result, 'experiment', 'result')}"
+        + (f" ({preset} preset)" if preset else "")
+        + f", config {getattr(result, 'hash', '?')}",
+        f"model: {_model_text(cfg)}",
+        f"seeds: {n1} stage-1 × {n2:g} stage-2",
+        f"data: {size if size is not None else '?'} entities/aliases",
+        f"{epochs:g} epochs in all",
+        f"hardware: {hw}",
+        f"wall time: {_fmt_seconds(wall) if wall is not None else 'not recorded'}",
+    ]
+    return "Scale: " + "; ".join(parts) + "."
+
+
+def _stamp(fig, result) -> None:
+    import textwrap
+
+    fig.text(0.01, 0.005, textwrap.fill(scale_caption(result), 160), fontsize=6.5, color="#444444",
+             ha="left", va="bottom")
+
+
+def main_figure(result, metric: str = "EM", seeds: Sequence | None = None, figsize=(11, 4.4)):
+    """The paper's main figure: (a) in-distribution `metric`, (b) entity association "What is the name of
+    <alias>?". The scale caption is printed under the panels. Returns the figure."""
+    import matplotlib.pyplot as plt
+
+    fig, (a, b) = plt.subplots(1, 2, figsize=figsize, sharex=True)
+    curves(result.table, metric, IN_DISTRIBUTION, ax=a, seeds=seeds,
+           title="(a) in-distribution test questions")
+    curves(result.table, metric, ENTITY_ASSOCIATION, ax=b, seeds=seeds,
+           title="(b) entity association: \"What is the name of <alias>?\"")
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
+    _stamp(fig, result)
+    return fig
+
+
+def gap_curve(table: pd.DataFrame, a: str, b: str, metric: str, level: float = 0.95) -> pd.DataFrame:
+    """Per epoch: the paired gap a - b, mean over stage-1 seeds, with a t-interval (columns as curve_stats)."""
+    t = table[(table["metric"] == metric) & (table["subset"].isin([a, b]))]
+    piv = t.pivot_table(index=["epoch", "seed_stage1", "seed_stage2"], columns="subset", values="value",
+                        aggfunc="mean").dropna()
+    if a not in piv or b not in piv or piv.empty:
+        return pd.DataFrame(columns=["epoch", "mean", "lo", "hi", "n"])
+    d = (piv[a] - piv[b]).rename("value").reset_index()
+    d["metric"], d["subset"] = "gap", "gap"
+    return curve_stats(d, "gap", "gap", level=level)
+
+
+def gap_figure(result, pairs: Sequence[tuple[str, str]] | None = None, metric: str | None = None, ax=None):
+    """The IML gap (a - b) vs epoch with its 95% band, a zero line and the stage boundaries.
+
+    Default pair: Ḋ₅ − D̄₆ (`d1consis` − `d2consis`) on the result's first metric. Returns the figure.
+    """
+    import matplotlib.pyplot as plt
+
+    table = result.table
+    metric = metric or ("EM" if "EM" in set(table["metric"]) else sorted(table["metric"].unique())[0])
+    pairs = list(pairs or [("d1consis", "d2consis")])
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    else:
+        fig = ax.figure
+    for a, b in pairs:
+        g = gap_curve(table, a, b, metric)
+        if g.empty:
+            continue
+        c = color(a)
+        ax.plot(g["epoch"], g["mean"], marker="o", markersize=2.5, color=c,
+                label=f"{label(a)} − {label(b)}")
+        ax.fill_between(g["epoch"], g["lo"], g["hi"], color=c, alpha=0.18, linewidth=0)
+    ax.axhline(0, color="black", linewidth=0.8)
+    _boundary_lines(ax, table)
+    ax.set_xlabel("epoch (Stage 1, then Stage 2)")
+    ax.set_ylabel(f"gap in {metric}")
+    ax.set_title("IML gap (mean over stage-1 seeds, 95% CI)", fontsize=10)
+    ax.legend(fontsize=8, frameon=False)
+    ax.grid(alpha=0.25)
+    fig.tight_layout(rect=(0, 0.09, 1, 1))
+    _stamp(fig, result)
+    return fig
+
+
+def accuracy_figure(result, subsets: Sequence[str] | None = None, metric: str = "acc",
+                    pairs: Sequence[tuple[str, str]] | None = None, figsize=(11, 4.4)):
+    """Two panels for the accuracy experiments (set inclusion, MNIST): accuracy per subset, and the gap."""
+    import matplotlib.pyplot as plt
+
+    fig, (a, b) = plt.subplots(1, 2, figsize=figsize, sharex=True)
+    curves(result.table, metric, subsets, ax=a, title=f"test {metric} per subset")
+    if metric == "acc":
+        a.axhline(0.5, color="black", linewidth=0.8, linestyle=":", label="_chance")
+    gap_figure(result, pairs, metric=metric, ax=b)
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
+    for t in list(fig.texts):
+        t.remove()
+    _stamp(fig, result)
+    return fig
+
+
+def schematic(figsize=(11, 5.2)):
+    """The paper's two-stage methodology (its Fig. 2), drawn from the same example documents."""
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
+
+    fig, ax = plt.subplots(figsize=figsize)
+    ax.set_axis_off()
+    ax.set_xlim(0, 100)
+    ax.set_ylim(0, 60)
+
+    def box(x, y, w, h, title, lines, edge):
+        ax.add_patch(FancyBboxPatch((x, y), w, h, boxstyle="round,pad=0.6", fc="white", ec=edge, lw=1.6))
+        ax.text(x + 1, y + h - 2.2, title, fontsize=10, weight="bold", va="top")
+        for i, (txt, col) in enumerate(lines):
+            ax.text(x + 1.5, y + h - 7 - i * 3.6, txt, fontsize=8.5, va="top", color=col, family="monospace")
+
+    blue, red, grey = COLORS["d1consis"], COLORS["d2consis"], "#444444"
+    box(1, 4, 46, 52, "Stage 1: learn which source is useful", [
+        ("Ḋefine xyz Cleopatra", blue),
+        ("Q: What did xyz do?  A: Queen", grey),
+        ("Q: When was xyz born?  A: 1st century BC", grey),
+        ("  test: Where did xyz live? -> Egypt", grey),
+        ("", grey),
+        ("D̄efine abc Socrates     (inconsistent)", red),
+        ("Q: Where did abc live?  A: The UK", grey),
+        ("Q: When did abc die?  A: 19th century", grey),
+        ("  test: What did abc do? -> King", grey),
+        ("", grey),
+        ("Ḋefine QA agree with the definition;", blue),
+        ("D̄efine QA never do.", red),
+    ], "#999999")
+    box(53, 4, 46, 52, "Stage 2: new definitions only, no QA", [
+        ("Ḋefine bgn Darwin", blue),
+        ("D̄efine qwe Curie          (consistent!)", red),
+        ("", grey),
+        ("before Stage 2:", grey),
+        ("  What did bgn do? -> King", grey),
+        ("  What did qwe do? -> King", grey),
+        ("after Stage 2:", grey),
+        ("  What did bgn do? -> Scientist", blue),
+        ("  What did qwe do? -> King", red),
+        ("", grey),
+        ("Only the reliable source's definitions", grey),
+        ("are internalized: implicit meta-learning.", grey),
+    ], "#999999")
+    ax.add_patch(FancyArrowPatch((47.8, 30), (52.2, 30), arrowstyle="-|>", mutation_scale=16, color="black"))
+    fig.tight_layout()
+    return fig
