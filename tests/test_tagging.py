@@ -335,15 +335,15 @@ def test_template_formatting_not_substring_replacement():
 # ------------------------------------------------------------------------------------------------
 
 def test_seed_stage2_reassigns_only_x2():
-    a = build(cfg(num_ents=200, seed=3, seed_stage2=0))
-    b = build(cfg(num_ents=200, seed=3, seed_stage2=1))
+    a = build(cfg(num_ents=200, seed=3, seed_stage2=0, knowledge_stage=True))
+    b = build(cfg(num_ents=200, seed=3, seed_stage2=1, knowledge_stage=True))
     for s in X1_SUBSETS:
         assert a.subsets[s] == b.subsets[s]
         if a.subsets[s]:
             assert a.splits[f"test_{s}"] == b.splits[f"test_{s}"]
     assert a.aliases == b.aliases and a.tags == b.tags
-    for name in ("train_stage1", "train_stage1_only_qa", "train_stage1_only_defns"):
-        assert a.splits[name] == b.splits[name]
+    for name in ("train_stage1", "train_stage1_only_qa", "train_stage1_only_defns", "train_knowledge"):
+        assert a.splits[name] == b.splits[name]  # shared stages must not depend on seed_stage2
     x2a = sorted(e for s in X2_SUBSETS for e in a.subsets[s])
     x2b = sorted(e for s in X2_SUBSETS for e in b.subsets[s])
     assert x2a == x2b
@@ -502,6 +502,8 @@ def test_knowledge_stage():
     held = {r["question"] for r in data.splits["test_q_no_replacement_baseline"]}
     assert not held & {r["question"] for r in rows}
     assert all(r["alias"] == "" and r["entity"] in r["question"] for r in rows)
+    x2 = {e for s in X2_SUBSETS for e in data.subsets[s]}
+    assert all((r["subset"] == "X2") == (r["entity"] in x2) for r in rows)
     assert not any(a in r["text"] for r in rows for a in list(data.aliases.values())[:50])
     check_invariants(data)
 

@@ -61,6 +61,7 @@ CASES = [
     ("seed-negative", {**S, "seed": -1}, "seed"),
     ("seed-stage2-string", {**S, "seed_stage2": "x"}, "seed_stage2"),
     ("kb-seed-negative", {**S, "kb_seed": -1}, "kb_seed"),
+    ("kb-seed-with-table", {**S, "kb": "people", "kb_seed": 3}, "kb_seed"),
     ("incontext-not-bool", {**S, "incontext": "yes"}, "incontext"),
     ("entity-association-int", {**S, "entity_association": 1}, "entity_association"),
 ]

@@ -35,7 +35,8 @@ for definitions; ``alias`` is empty for q_no_replacement_baseline and train_know
 the entity the row is about: for QA rows the entity whose fact is the answer; for definitions the true
 entity of the alias (for an inconsistent definition the entity it *names* is in ``answer`` with the
 default ``tve`` order). In ``test_d2incons`` the alias is another d2consis entity's alias (the swap), and
-``entity`` is the entity whose fact is asked.
+``entity`` is the entity whose fact is asked. In ``train_knowledge`` (real names, a stage before Stage 1)
+X2 entities have ``subset == "X2"``, so that split, like ``train_stage1*``, does not depend on ``seed_stage2``.
 
 Randomness: every random choice comes from its own ``random.Random`` seeded with a string that names the
 seed(s) and the purpose (``"iml.tagging|<seed>|aliases"``, ...), so streams are independent of each other,
@@ -321,6 +322,9 @@ class DataConfig:
         check_positive("num_ents", self.num_ents)
         for name in ("kb_seed", "seed", "seed_stage2"):
             check_positive(name, getattr(self, name), allow_zero=True)
+        if self.kb_seed != 0 and self.kb != "synthetic":
+            raise ConfigError("kb_seed", f"only the synthetic knowledge base takes a seed; {self.kb!r} is a fixed "
+                                         f"table (the entity set never depends on a seed)")
         if not isinstance(self.balance_gender, bool):
             raise ConfigError("balance_gender", f"must be true or false, got {self.balance_gender!r}")
         for name in ("incontext", "entity_association", "knowledge_stage"):
@@ -745,14 +749,17 @@ def build(cfg: DataConfig | Mapping[str, Any] | None = None, kb: KnowledgeBase |
         "train_stage1_only_qa": _sorted_shuffled(stage1_qa, _rng(seed, "shuffle", "train_stage1_only_qa")),
     }
     if cfg.knowledge_stage:
+        # A stage before Stage 1, shared by all stage-2 seeds: it must not depend on seed_stage2, so X2
+        # entities are labelled "X2" (their d1/d2/d3/no_qd assignment is made later).
         rows = []
         for s in SUBSETS:
-            for e in subsets[s]:
+            label = s if s in X1_SUBSETS else "X2"
+            for e in sorted(subsets[s]) if s in X2_SUBSETS else subsets[s]:
                 for rel, ans in by_name[e].facts:
                     if s == "q_no_replacement_baseline" and rel == heldout[e]:
                         continue
-                    rows.append(_qa_row(kb.question(rel, e), ans, subset=s, alias="", entity=e))
-        splits["train_knowledge"] = _sorted_shuffled(rows, _rng("stage2", seed, seed2, "shuffle", "train_knowledge"))
+                    rows.append(_qa_row(kb.question(rel, e), ans, subset=label, alias="", entity=e))
+        splits["train_knowledge"] = _sorted_shuffled(rows, _rng(seed, "shuffle", "train_knowledge"))
     splits.update(splits_test)
 
     return TaggedData(config=cfg, kb=kb, aliases=aliases, tags=tags, subsets=subsets, splits=splits,
