@@ -276,6 +276,9 @@ def fake_result(experiment: str = "main", n_stage1: int = 3, n_stage2: int = 2, 
         metrics = ["acc"]
         subsets = ["qd1consis", "qd2incons", "d1consis", "d2consis"]
     base = {s: 0.25 + 0.05 * i / len(subsets) for i, s in enumerate(subsets)}
+    for s in subsets:  # Ḋ₅ and D̄₆ start level, so `gap` alone decides the IML gap
+        if paper._split_subset(s)[0] == "d2consis":
+            base[s] = base[s.replace("d2consis", "d1consis")]
     rows = []
     for s1 in range(n_stage1):
         off1 = rng.normal(0, 0.01)
@@ -306,7 +309,8 @@ def verdict(result, experiment: str | None = None) -> str:
     """A sentence or two, in words, on whether this result shows the paper's IML gap(s) at its scale."""
     experiment = experiment or result.experiment
     b = plots.stage_boundaries(result.table)
-    preset = (result.meta or {}).get("preset") or (result.config or {}).get("preset") or "this"
+    preset = (result.meta or {}).get("preset") or (result.config or {}).get("preset")
+    scale = f"the {preset} scale" if preset else "this run's scale"
     out = []
     for c in paper.CLAIMS:
         if c.experiment != experiment:
@@ -315,7 +319,7 @@ def verdict(result, experiment: str | None = None) -> str:
             when = next((g.when for g in paper.GAPS if (g.a, g.b, g.metric) == (a, b_, m)), "stage2_end")
             ep = (b[-1] if b else None) if when == "stage1_end" else None
             status, txt = _gap_status(result, a, b_, m, ep, str(preset))
-            out.append(f"- {paper.gap_label(experiment, a, b_, m)}: **{status}** at the {preset} scale: {txt}.")
+            out.append(f"- {paper.gap_label(experiment, a, b_, m)}: **{status}** at {scale}: {txt}.")
     if not out:
         return "No claim of the paper is tested by this result."
     return "**Verdict on this run** (95% CI > 0 counts as reproduced):\n\n" + "\n".join(out)

@@ -1,0 +1,150 @@
+"""iml.book and iml.paper on fake results: claims page, comparison tables, explorer, headline lookup,
+offline HTML check."""
+import math
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import pandas as pd  # noqa: E402
+import pytest  # noqa: E402
+
+from iml import book, paper, results  # noqa: E402
+
+
+def test_paper_reference_values_have_provenance():
+    df = paper.references("main")
+    assert (df["provenance"] == "POSTER").all()
+    assert df["source"].str.contains("±0.005").all()
+    assert paper.reference("main", "d1consis", "stage2_end") == pytest.approx(0.312)
+    assert paper.reference("main", "ent_assoc_name_d2consis", "stage2_end") == pytest.approx(0.073)
+    v, src = paper.paper_gap("main", "d1consis", "d2consis", "EM")
+    assert v == pytest.approx(0.034) and "poster" in src
+    v, src = paper.paper_gap("setinclusion", "d1consis", "d2consis", "acc")
+    assert math.isnan(v) and "no number" in src
+    assert paper.references("mnist")["value"].isna().all()
+
+
+def test_symbols():
+    assert paper.symbol("d1consis") == "Ḋ₅ᶜᵒⁿˢ"
+    assert paper.symbol("ent_assoc_name_qd2incons_swapped").endswith("(assoc with defs)")
+    assert paper.symbol("ent_assoc_name_d2consis", math=True) == r"$\bar{D}_6^{cons}$"
+
+
+def test_comparison_table_beside_paper():
+    r = book.fake_result("main", gap=0.1)
+    t = book.comparison(r)
+    row = t[t["comparison"].str.startswith("IML, in-distribution")].iloc[0]
+    assert row["paper"] == pytest.approx(0.034)
+    assert row["ours"] > 0.05
+    assert row["seeds"] == "3×2"
+    stage1 = t[t["comparison"].str.startswith("Stage 1")]
+    assert set(stage1["epoch"]) == {4}  # stage-1 gaps at the last stage-1 epoch
+    t2 = book.comparison(book.fake_result("setinclusion"))
+    assert list(t2["comparison"]) == ["IML, set inclusion: Ḋ₅ − D̄₆"] and t2["paper"].isna().all()
+
+
+@pytest.mark.parametrize("gap,preset,status", [
+    (0.1, "smoke", "reproduced"),
+    (0.0, "cpu", "null at our scale"),
+    (0.0, "paper", "not reproduced"),
+    (-0.1, "cpu", "not reproduced"),
+])
+def test_claims_status_is_computed(gap, preset, status):
+    r = book.fake_result("main", gap=gap, n_stage1=4)
+    t = book.claims_table({"main": (preset, r)})
+    row = t[t["figure"].str.contains("in-distribution EM")].iloc[0]
+    assert row["status"] == status
+    assert preset in row["scale"]
+    assert "+0.034" in row["paper"]
+
+
+def test_claims_not_attempted_without_results():
+    t = book.claims_table({})
+    assert len(t) == len(paper.CLAIMS)
+    assert set(t["status"]) <= set(book.STATUSES)
+    assert (t.loc[t["figure"].str.contains("set-inclusion"), "status"] == "not attempted").all()
+    md = book.claims_markdown(t)
+    assert md.startswith("# Paper vs this book")
+    assert md.count("\n| ") == len(t) + 1  # header + one row per claim
+
+
+def test_write_claims(tmp_path):
+    p = book.write_claims(tmp_path / "claims.md", available={"setinclusion": ("cpu", book.fake_result("setinclusion"))})
+    text = p.read_text()
+    assert "| 7 | From-scratch set-inclusion" in text and "reproduced" in text
+
+
+def test_verdict_words():
+    assert "**reproduced**" in book.verdict(book.fake_result("main", gap=0.1))
+    assert "No claim" in book.verdict(book.fake_result("main"), "unknown")
+
+
+def test_explorer_precomputes_every_view():
+    w = pytest.importorskip("ipywidgets")
+    r = book.fake_result("main", n_stage1=2, n_stage2=1)
+    box = book.explorer(r, max_seeds=2)
+    metrics, views, seeds = book.explorer_views(r, 2)
+    assert metrics == ["EM", "F1"] and len(views) == 3 and len(seeds) == 3
+    stack = box.children[2]
+    assert isinstance(stack, w.Stack) and len(stack.children) == 2
+    leaf = stack.children[0].children[0]
+    assert len(leaf.children) == 3 and 'src="data:image/png;base64,' in leaf.children[0].value
+    # every selector is linked client-side (jslink), not through Python callbacks
+    assert len(box._iml_links) == 1 + 2 + 2 * 3
+    assert all(isinstance(l, w.widget_link.Link) for l in box._iml_links)
+
+
+def test_results_root(monkeypatch, tmp_path):
+    monkeypatch.delenv(book.RESULTS_ENV, raising=False)
+    assert book.results_root() is None
+    monkeypatch.setenv(book.RESULTS_ENV, str(tmp_path))
+    assert book.results_root() == tmp_path
+    t = book.results_root("tmp")
+    assert t.exists() and t != tmp_path
+
+
+def _store_fake(root, name, preset):
+    from iml import registry
+
+    cfg = registry.get(name).make_config(preset)
+    store = results.ResultStore(name, cfg, root=root)
+    store.save_unit("u0", book.fake_result(name).table)
+    store.finalize(["u0"], meta={"preset": preset})
+    return store
+
+
+def test_headline_lookup(tmp_path):
+    pytest.importorskip("iml.experiment")
+    assert book.headline("main", root=tmp_path) is None
+    assert "No committed `gpu`-preset result" in book.headline_note(None, "main", root=tmp_path)
+    assert "disabled" in book.headline_note(None, "main", root="none")
+    store = _store_fake(tmp_path, "main", "gpu")
+    h = book.headline("main", root=tmp_path)
+    assert h is not None and h.hash == store.hash
+    assert "committed `gpu`-preset result" in book.headline_note(h, "main")
+    # best_results picks the largest preset present
+    avail = book.best_results(root=tmp_path)
+    assert avail["main"][0] == "gpu"
+
+
+def test_external_refs(tmp_path):
+    (tmp_path / "a.html").write_text(
+        '<script src="https://cdn.jsdelivr.net/npm/x.js"></script><script src="_static/ok.js"></script>'
+        '<link rel="stylesheet" href="//fonts.example/x.css"><a href="https://arxiv.org/abs/2310.15047">p</a>'
+        '<link rel="canonical" href="https://example.org/">')
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "b.html").write_text('<img src="../_images/f.png">')
+    refs = book.external_refs(tmp_path)
+    assert list(refs) == ["a.html"]
+    assert len(refs["a.html"]) == 2  # the CDN script and the protocol-relative stylesheet; not <a>, not canonical
+
+
+def test_check_page_dom():
+    good = ('<div class="iml-explorer"><div class="widget-toggle-buttons"></div>'
+            '<img class="iml-explorer-view" src="data:image/png;base64,AAA"></div>')
+    assert book.check_page_dom(good, expect_widgets=True) == []
+    fallback = '<pre>VBox(children=(HBox(...)))</pre><img src="x.png">'
+    probs = book.check_page_dom(fallback, expect_widgets=True)
+    assert any("did not render" in p for p in probs)
+    assert book.check_page_dom("<p>no figures</p>", expect_widgets=False)
