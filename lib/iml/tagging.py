@@ -44,13 +44,12 @@ of ``PYTHONHASHSEED`` and of the global RNG, and no set is ever iterated.
 """
 from __future__ import annotations
 
-import dataclasses
 import math
 import random
 import string
 from dataclasses import dataclass, field
 from fractions import Fraction
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 from .config import ConfigError, check_choice, check_file, check_fraction, check_positive, from_dict
 from .knowledge import KB_NAMES, Entity, KnowledgeBase
@@ -625,7 +624,6 @@ def build(cfg: DataConfig | Mapping[str, Any] | None = None, kb: KnowledgeBase |
     for name in X2_SUBSETS:
         subsets[name] = x2[pos2:pos2 + sizes[name]]
         pos2 += sizes[name]
-    subset_of = {e: s for s in SUBSETS for e in subsets[s]}
 
     # --- aliases and tags ----------------------------------------------------------------------
     literals = {t: getattr(cfg, t) for t in ("tag1", "tag2", "tag3") if getattr(cfg, t) is not None}
