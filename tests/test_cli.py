@@ -7,7 +7,7 @@ import pytest
 from iml.cli import main
 
 TINY = ["--set", "data.num_ents=24", "--set", "stages.0.epochs=2", "--set", "stages.1.epochs=1",
-        "--set", "seeds.n_stage1=2", "--set", "eval.sets=[test_d1consis,test_d2consis,test_qd1consis,test_qd2incons]"]
+        "--set", "seeds.n_stage1=1", "--set", "eval.sets=[test_d1consis,test_d2consis,test_qd1consis,test_qd2incons]"]
 
 
 def test_help_works_without_heavy_imports():

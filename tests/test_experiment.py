@@ -10,13 +10,13 @@ from iml.config import ConfigError, config_hash
 from iml.experiment import PRESETS, derive_seed, make_config, run, unit_id
 
 OVERRIDES = {
-    "data.num_ents": 32,
-    "stages.0.epochs": 10,
+    "data.num_ents": 24,
+    "stages.0.epochs": 8,
     "stages.1.epochs": 3,
     "seeds.n_stage1": 2,
     "seeds.n_stage2": 2,
-    "stage2_from_epochs": [10, 2],
-    "eval.every": 5,
+    "stage2_from_epochs": [8, 2],
+    "eval.every": 4,
     "eval.sets": ["test_qd1consis", "test_d1consis", "test_d2consis", "ent_assoc_name_d1consis"],
     "eval.train_sets": ["train_stage1"],
 }
@@ -51,10 +51,10 @@ def test_tidy_rows_epochs_and_subsets(finished):
     assert {"qd1consis", "d1consis", "d2consis", "ent_assoc_name_d1consis", "train_stage1", "train"} == set(t.subset)
     main = t[t.run_id == "s0-0"]
     ev = main[main.metric == "EM"]
-    assert sorted(ev[ev.stage == "stage1"].epoch.unique()) == [5, 10]
-    assert sorted(ev[ev.stage == "stage2"].epoch.unique()) == [13]
+    assert sorted(ev[ev.stage == "stage1"].epoch.unique()) == [4, 8]
+    assert sorted(ev[ev.stage == "stage2"].epoch.unique()) == [11]
     assert sorted(ev[ev.stage == "init"].epoch.unique()) == [0]
-    assert sorted(main[main.metric == "loss"].epoch.unique()) == list(range(1, 14))
+    assert sorted(main[main.metric == "loss"].epoch.unique()) == list(range(1, 12))
     # the Stage-2 run from the epoch-2 checkpoint, named by its integer epoch
     early = t[t.run_id == "s0-0-from2"]
     assert set(early.stage) == {"stage2_from2"} and sorted(early[early.metric == "loss"].epoch) == [3, 4, 5]
@@ -85,7 +85,7 @@ def test_resume_recomputes_only_the_missing_unit(finished, monkeypatch):
     store.unit_path("s1-1").unlink()
     (store.dir / "results.csv").unlink()
     run(cfg, root=root, progress=False)
-    assert calls == ["stage1", "stage2", "stage2"]  # stage 1 once, stage 2 from epochs 2 and 10
+    assert calls == ["stage1", "stage2", "stage2"]  # stage 1 once, stage 2 from epochs 2 and 8
     pd.testing.assert_frame_equal(store.load_unit("s1-1"), old)  # deterministic
 
 
