@@ -8,7 +8,7 @@ would hide the early-stop advantage. Pass ``--train-steps 0`` to time the untrai
 Prints ``pipeline_s``, ``greedy_s``, ``eval_speedup_vs_pipeline=<x>`` and ``identical_predictions=<bool>`` (pipeline
 outputs cut at the first ``"\\n"`` and stripped, as the authors' answers would be scored after fixing their bug).
 
-    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_eval.py            # CPU, ~2-3 min on a quiet machine
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_eval.py            # CPU, ~2-4 min (1 thread)
     .venv/bin/python benchmarks/bench_eval.py --device cuda --threads 8   # GPU (fp32 for the identity check,
                                                                            # then bf16 autocast timing)
 """

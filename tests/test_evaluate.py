@@ -264,6 +264,22 @@ def test_stub_without_stop_runs_to_eos(tok, stub):
     assert got == ["ab\ncd", "xy", "m" * 8, "k\ncd"]
 
 
+def test_stub_without_cache_falls_back_to_full_sequence(tok, stub):
+    class NoCache(torch.nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, **kw):
+            out = self.inner(**kw)
+            return SimpleNamespace(logits=out.logits, past_key_values=None)
+
+    got = greedy_generate(NoCache(stub), tok, [P1, P2, P4], max_new_tokens=8, batch_size=8)
+    assert got == ["ab", "xy", "k"]
+    assert stub.calls[1].ids.shape[1] == stub.calls[0].ids.shape[1] + 1  # whole sequence re-fed
+    assert stub.calls[1].cache is None
+
+
 def test_stub_multichar_stop(tok, stub):
     got = greedy_generate(stub, tok, [P1, P4], max_new_tokens=8, stop="\nc")
     assert got == ["ab", "k"]

@@ -10,6 +10,9 @@ Replaces the authors' evaluation through ``pipeline("text-generation")`` (refere
   pipeline did not stop there) or EOS, and the batch ends as soon as every sequence has stopped;
 * ``torch.inference_mode()``, bf16 autocast on CUDA, fp32 on CPU.
 
+bf16 autocast can flip near-tied argmaxes: on a small, briefly trained model about 6% of predictions differed from
+fp32 (benchmarks/bench_eval.py on an H200). Pass ``bf16=False`` where predictions must match an fp32 reference.
+
 Works with any ``AutoModelForCausalLM`` whose forward takes ``input_ids, attention_mask, position_ids`` and a cache
 (``cache=`` in transformers >= 5, ``past_key_values=`` before) and returns ``logits`` plus the cache.
 The caller's tokenizer is never mutated: prompts are tokenised without padding and padded here.
@@ -250,10 +253,13 @@ def greedy_generate(
                 if bool(done.all()) or t == max_new_tokens - 1:
                     break
                 # Feed only the new token. Finished rows get the pad token; their outputs are ignored.
-                step_ids = torch.where(done, torch.full_like(nxt, pad_id), nxt).unsqueeze(1)
-                step_pos = step_pos[:, -1:] + 1
+                new_tok = torch.where(done, torch.full_like(nxt, pad_id), nxt).unsqueeze(1)
                 mask = torch.cat([mask, torch.ones((b, 1), dtype=mask.dtype, device=dev)], dim=1)
-                step_mask = mask
+                if cache is not None:
+                    step_ids, step_pos, step_mask = new_tok, step_pos[:, -1:] + 1, mask
+                else:  # a model that returns no cache: re-run the whole sequence (slow but correct)
+                    ids = torch.cat([ids, new_tok], dim=1)
+                    step_ids, step_pos, step_mask = ids, _positions(mask), mask
             gen_cpu = gen.tolist()
             lens = n_gen.tolist()
             for row, i in enumerate(idx):
