@@ -150,6 +150,18 @@ class BatchedGPT(torch.nn.Module):
     def _lin(x, w, b):  # x (S, N, din), w (S, din, dout), b (S, dout)
         return torch.baddbmm(b[:, None, :], x, w)
 
+    @staticmethod
+    def _attend(q, k, v):
+        """Causal attention. On CUDA: SDPA (flash). On CPU an explicit softmax is several times faster
+        for these tiny sequences (T <= 12) than the CPU flash kernel, and numerically the same."""
+        if q.is_cuda:
+            return F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        T = q.shape[-2]
+        att = torch.matmul(q, k.transpose(-1, -2)) * (q.shape[-1] ** -0.5)
+        mask = torch.ones(T, T, dtype=torch.bool, device=q.device).triu(1)
+        att = att.masked_fill(mask, float("-inf")).softmax(-1)
+        return torch.matmul(att, v)
+
     def hidden(self, tokens: torch.Tensor) -> torch.Tensor:
         """tokens (S, B, T) -> final-LN hidden states (S, B*T, d)."""
         S, B, T = tokens.shape
@@ -164,7 +176,7 @@ class BatchedGPT(torch.nn.Module):
             h = self._ln(x, self.p(q + "ln1_w"), self.p(q + "ln1_b"))
             qkv = self._lin(h, self.p(q + "qkv_w"), self.p(q + "qkv_b"))
             qkv = qkv.view(S * B, T, 3, H, d // H).permute(2, 0, 3, 1, 4)  # (3, SB, H, T, dh)
-            a = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2], is_causal=True)
+            a = self._attend(qkv[0], qkv[1], qkv[2])
             a = a.transpose(1, 2).reshape(S, B * T, d)
             x = x + self._lin(a, self.p(q + "proj_w"), self.p(q + "proj_b"))
             h = self._ln(x, self.p(q + "ln2_w"), self.p(q + "ln2_b"))
@@ -230,11 +242,9 @@ class LaneTrainer:
 
     def make_optimizer(self, lr: float):
         decay, no_decay = self.model.decay_groups()
-        kw = {}
-        if self.device.type == "cuda":
-            kw["fused"] = True
-        else:
-            kw["foreach"] = True
+        # fused AdamW (CUDA, and CPU in torch >= 2.4: ~25 % faster per step than foreach here); both are
+        # elementwise, so lanes stay independent
+        kw = {"fused": True} if self.device.type in ("cuda", "cpu") else {"foreach": True}
         groups = [{"params": decay, "weight_decay": self.cfg.weight_decay},
                   {"params": no_decay, "weight_decay": 0.0}]
         return torch.optim.AdamW(groups, lr=lr, betas=tuple(self.cfg.betas), eps=self.cfg.eps, **kw)

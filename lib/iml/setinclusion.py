@@ -192,7 +192,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     # (held-out qd1consis ~0.8, feasibility.md §3.1). Stage 2 here is the paper's (definitions only,
     # all weights), which on CPU gave gap ~0 in the feasibility study: expect no clear IML at this scale.
     "cpu": dict(n_aliases=1000, n_numbers=20, n_per_question=4, d_model=64, n_layers=2, n_heads=4, d_mlp=256,
-                stage1_epochs=40, stage2_epochs=30, batch_size=32, lr=2e-3, eval_every=10,
+                stage1_epochs=30, stage2_epochs=30, batch_size=32, lr=2e-3, eval_every=10,
                 eval_train_qa_max=1024, n_seeds=5, device="cpu"),
     # The paper's scale (8000 aliases, 0..99, 8 numbers, Pythia-70M shape, 100 + 40 epochs, bs 512),
     # 10 stage-1 seeds trained as one batched model. Choose the loss with an override:
@@ -291,10 +291,12 @@ def _sample_questions(rng: np.random.Generator, x: np.ndarray, n: int, k: int) -
         ai, qi = np.nonzero(todo)
         if len(ai) == 0:
             break
-        keys = rng.random((len(ai), n))
+        keys = rng.random((len(ai), n), dtype=np.float32)
         xs = x[ai]
         keys[np.arange(len(ai)), xs] = np.where(truth[qi], -1.0, 2.0)  # force x in (true) / out (false)
-        picks = np.argsort(keys, axis=1, kind="stable")[:, :k]
+        # the k smallest keys (x forced in or out); sorted, so the result does not depend on how
+        # argpartition orders its output
+        picks = np.sort(np.argpartition(keys, k - 1, axis=1)[:, :k], axis=1)
         shuf = np.argsort(rng.random((len(ai), k)), axis=1, kind="stable")
         q[ai, qi] = np.take_along_axis(picks, shuf, axis=1)
         # duplicates (as sets) within an alias: redraw the later copies
@@ -423,6 +425,7 @@ def train_seed_group(config: Config, seeds: list[int], *, progress: bool = True,
     amp = _amp(c, device)
     t_start = time.perf_counter()
     datas = [make_data(c, s) for s in seeds]
+    t_data = time.perf_counter() - t_start
     v = datas[0].vocab
     T = c.seq_len
     shape = ms.ModelShape(vocab_size=v.size, n_out=v.n_out, max_len=T, d_model=c.d_model, n_layers=c.n_layers,
@@ -448,8 +451,12 @@ def train_seed_group(config: Config, seeds: list[int], *, progress: bool = True,
     present = [i for i, s in enumerate(SUBSETS) if c.subset_counts()[s] > 0]
     rows: list[tuple] = []
 
+    eval_time = {1: 0.0, 2: 0.0}
+    eval_count = {1: 0, 2: 0}
+
     def evaluate(stage: int, epoch: int, lanes_s1: list[int], lanes_s2: list[int], train_loss=None):
         """Append rows for every lane: lane i is (stage-1 seed lanes_s1[i], stage-2 seed lanes_s2[i])."""
+        te = time.perf_counter()
         L = model.n_lanes
         rep = L // len(seeds)
         td, ts, tl = (t.repeat_interleave(rep, 0) for t in (test_docs, test_sub, test_lab))
@@ -478,6 +485,8 @@ def train_seed_group(config: Config, seeds: list[int], *, progress: bool = True,
                 rows.append((rid, s1, j, stage, epoch, "train_qa", "loss", float(tq_loss[i])))
                 if tl_np is not None:
                     rows.append((rid, s1, j, stage, epoch, "train", "loss", float(tl_np[i])))
+        eval_time[stage] += time.perf_counter() - te
+        eval_count[stage] += 1
         if progress:
             means = {SUBSETS[si]: float(acc[:, si].mean()) for si in present}
             msg = " ".join(f"{k}={val:.3f}" for k, val in means.items())
@@ -488,6 +497,7 @@ def train_seed_group(config: Config, seeds: list[int], *, progress: bool = True,
     s1_lanes = list(seeds)
     s2_zero = [0] * len(seeds)
     evaluate(1, 0, s1_lanes, s2_zero)
+    eval0_s = eval_time[1]
     docs1 = _stack([d.stage1_docs for d in datas], device)
     w1 = _stack([loss_weights(d.stage1_docs, v, c.loss_on) for d in datas], device)
     rngs1 = [np.random.default_rng(np.random.SeedSequence([s, 103])) for s in seeds]
@@ -536,6 +546,12 @@ def train_seed_group(config: Config, seeds: list[int], *, progress: bool = True,
         "seed_epochs_per_s": seed_epochs / wall if wall > 0 else None,
         "stage1_seed_epochs_per_s": len(seeds) * c.stage1_epochs / t1 if t1 > 0 else None,
         "stage1_train_only_s": info1["wall_s"],
+        "data_s": t_data,
+        "eval_s": {str(k): val for k, val in eval_time.items()},
+        "n_evals": {str(k): val for k, val in eval_count.items()},
+        # training time per epoch for the whole group, evaluation excluded
+        "stage1_epoch_s": (t1 - (eval_time[1] - eval0_s)) / c.stage1_epochs if c.stage1_epochs else None,
+        "stage2_epoch_s": (t2 - eval_time[2]) / c.stage2_epochs if c.stage2_epochs else None,
         "device": str(device) + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""),
         "amp_bf16": amp,
         "torch_threads": torch.get_num_threads(),

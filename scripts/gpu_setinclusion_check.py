@@ -1,0 +1,58 @@
+"""Short GPU throughput probe for the set-inclusion gpu preset (one call on the GPU box, ~2-4 min).
+
+    PYTHONPATH=lib python scripts/gpu_setinclusion_check.py --out "$OUT" [--budget-s 300] [--compile]
+
+Runs ``benchmarks/bench_setinclusion.py`` at the paper scale (10 seeds trained together, 2 + 2 epochs)
+for answer-only and whole-sequence loss, optionally with torch.compile, and writes each run's numbers
+(seed-epochs/s, estimated wall time of the full gpu preset) to ``<out>/bench_*.json``. Stops starting
+new variants once ``--budget-s`` is used up.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lib"))
+
+import bench_setinclusion as bench  # noqa: E402
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", default="gpu_check")
+    ap.add_argument("--budget-s", type=float, default=300)
+    ap.add_argument("--seeds", type=int, default=10)
+    ap.add_argument("--epochs", type=int, default=2)
+    ap.add_argument("--compile", action="store_true", help="also time the torch.compile variant")
+    args = ap.parse_args()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    variants = [("answer", []), ("all", ["--loss-on", "all", "--no-warmup"])]
+    if args.compile:
+        variants.append(("answer_compile", ["--compile"]))
+    summary = {}
+    for name, extra in variants:
+        used = time.time() - t0
+        if used > args.budget_s:
+            print(f"budget used ({used:.0f}s); skipping {name}", flush=True)
+            continue
+        print(f"\n=== {name} ===", flush=True)
+        try:
+            summary[name] = bench.main(["--device", "cuda", "--seeds", str(args.seeds), "--epochs", str(args.epochs),
+                                        "--json", str(out / f"bench_{name}.json")] + extra)
+        except Exception as e:  # noqa: BLE001 - report and go on to the next variant
+            print(f"{name} failed: {type(e).__name__}: {e}", flush=True)
+            summary[name] = {"error": f"{type(e).__name__}: {e}"}
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    print(json.dumps({k: {kk: v.get(kk) for kk in ("seed_epochs_per_s", "stage1_train_seed_epochs_per_s",
+                                                   "full_preset_est_wall_s", "peak_gpu_mem_gib", "error")}
+                      for k, v in summary.items()}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
