@@ -433,7 +433,7 @@ def run(config: Config, *, root: str | Path | None = None, force: bool = False, 
     return results_mod.load(EXPERIMENT, config, root=root)
 
 
-_INIT_CACHE: dict[str, dict] = {}
+_INIT_CACHE: dict[str, tuple] = {}
 
 
 def _run_stage1_seed(cfg: Config, store: results_mod.ResultStore, s1: int, todo: list[int],
@@ -474,13 +474,15 @@ def _run_stage1_seed(cfg: Config, store: results_mod.ResultStore, s1: int, todo:
         tok = train_tokenizer(texts, cfg.tokenizer, atomic_tokens=find_atomic_tokens(texts, extra))
         model, tok = load_model(cfg.model, tok, seed=derive_seed(s1, "init"))
     else:
+        # A pretrained model is loaded once per process; later stage-1 seeds reset it to its weights.
         key = repr(to_dict(cfg.model))
-        model, tok = load_model(cfg.model, None)
         if key in _INIT_CACHE:
-            model.load_state_dict(_INIT_CACHE[key])
+            model, tok, init = _INIT_CACHE[key]
+            model.load_state_dict(init)
         else:
             _INIT_CACHE.clear()
-            _INIT_CACHE[key] = _snapshot(model)
+            model, tok = load_model(cfg.model, None)
+            _INIT_CACHE[key] = (model, tok, _snapshot(model))
     model.to(device)
     evaluator = _Evaluator(cfg, datas)
     ev = cfg.eval
