@@ -28,13 +28,14 @@ def main():
     ap.add_argument("--seeds", type=int, default=10)
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--compile", action="store_true", help="also time the torch.compile variant")
+    ap.add_argument("--variants", default=None, help="comma list of answer,all,answer_compile")
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
-    variants = [("answer", []), ("all", ["--loss-on", "all", "--no-warmup"])]
-    if args.compile:
-        variants.append(("answer_compile", ["--compile"]))
+    ap2 = {"answer": [], "all": ["--loss-on", "all"], "answer_compile": ["--compile"]}
+    names = args.variants.split(",") if args.variants else (["answer", "all"] + (["answer_compile"] if args.compile else []))
+    variants = [(n, ap2[n]) for n in names]
     summary = {}
     for name, extra in variants:
         used = time.time() - t0

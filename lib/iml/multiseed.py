@@ -142,13 +142,18 @@ class BatchedGPT(torch.nn.Module):
         return decay, no_decay
 
     @staticmethod
-    def _ln(x, w, b):
-        x = F.layer_norm(x, x.shape[-1:])
-        return x * w[:, None, :] + b[:, None, :]
-
-    @staticmethod
     def _lin(x, w, b):  # x (S, N, din), w (S, din, dout), b (S, dout)
         return torch.baddbmm(b[:, None, :], x, w)
+
+    @staticmethod
+    def _ln_lin(x, ln_w, ln_b, w, b):
+        """Linear(LayerNorm(x)) with the LN gain/bias folded into the (small) weight instead of applied
+        to the (large) activation: (n*g + c) @ W + b == n @ (g[:, None] * W) + (c @ W + b). The same
+        function and gradients, two fewer activation-sized elementwise passes per LayerNorm."""
+        n = F.layer_norm(x, x.shape[-1:])
+        w2 = ln_w[:, :, None] * w
+        b2 = torch.baddbmm(b[:, None, :], ln_b[:, None, :], w)  # (S, 1, dout)
+        return torch.baddbmm(b2, n, w2)
 
     @staticmethod
     def _attend(q, k, v):
@@ -168,34 +173,39 @@ class BatchedGPT(torch.nn.Module):
         sh = self.shape
         d, H = sh.d_model, sh.n_heads
         emb = self.p("tok_emb")
-        lane = torch.arange(S, device=tokens.device)[:, None, None]
-        x = emb[lane, tokens] + self.p("pos_emb")[:, None, :T, :]  # (S, B, T, d)
+        V = emb.shape[1]
+        # one flat embedding table (S*V, d): lane s's token t is row s*V + t (F.embedding's backward is
+        # much faster on CUDA than advanced-indexing's index_put)
+        flat = tokens + (torch.arange(S, device=tokens.device) * V)[:, None, None]
+        x = F.embedding(flat, emb.reshape(S * V, d)) + self.p("pos_emb")[:, None, :T, :]  # (S, B, T, d)
         x = x.reshape(S, B * T, d)
         for i in range(sh.n_layers):
             q = f"h{i}."
-            h = self._ln(x, self.p(q + "ln1_w"), self.p(q + "ln1_b"))
-            qkv = self._lin(h, self.p(q + "qkv_w"), self.p(q + "qkv_b"))
+            qkv = self._ln_lin(x, self.p(q + "ln1_w"), self.p(q + "ln1_b"), self.p(q + "qkv_w"), self.p(q + "qkv_b"))
             qkv = qkv.view(S * B, T, 3, H, d // H).permute(2, 0, 3, 1, 4)  # (3, SB, H, T, dh)
             a = self._attend(qkv[0], qkv[1], qkv[2])
             a = a.transpose(1, 2).reshape(S, B * T, d)
             x = x + self._lin(a, self.p(q + "proj_w"), self.p(q + "proj_b"))
-            h = self._ln(x, self.p(q + "ln2_w"), self.p(q + "ln2_b"))
-            h = F.gelu(self._lin(h, self.p(q + "fc_w"), self.p(q + "fc_b")))
-            x = x + self._lin(h, self.p(q + "out_w"), self.p(q + "out_b"))
-        return self._ln(x, self.p("lnf_w"), self.p("lnf_b"))
+            h = self._ln_lin(x, self.p(q + "ln2_w"), self.p(q + "ln2_b"), self.p(q + "fc_w"), self.p(q + "fc_b"))
+            x = x + self._lin(F.gelu(h), self.p(q + "out_w"), self.p(q + "out_b"))
+        return x  # the final LayerNorm is folded into the head
+
+    def _head(self, x: torch.Tensor) -> torch.Tensor:
+        """Final LayerNorm + output head on residual states x (S, N, d) -> (S, N, n_out)."""
+        zeros = torch.zeros(x.shape[0], self.shape.n_out, device=x.device, dtype=x.dtype)
+        return self._ln_lin(x, self.p("lnf_w"), self.p("lnf_b"), self.p("head_w"), zeros)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         """tokens (S, B, T) -> logits (S, B, T, n_out) over the first n_out token ids."""
         S, B, T = tokens.shape
-        h = self.hidden(tokens)
-        return torch.bmm(h, self.p("head_w")).view(S, B, T, self.shape.n_out)
+        return self._head(self.hidden(tokens)).view(S, B, T, self.shape.n_out)
 
     def logits_at(self, tokens: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
         """Logits only at position pos (S, B) of each document -> (S, B, n_out)."""
         S, B, T = tokens.shape
         h = self.hidden(tokens).view(S, B, T, -1)
         h = torch.gather(h, 2, pos[:, :, None, None].expand(S, B, 1, h.shape[-1])).squeeze(2)
-        return torch.bmm(h, self.p("head_w"))
+        return self._head(h)
 
     def state_for_lanes(self, lanes: Sequence[int]) -> dict[str, torch.Tensor]:
         idx = torch.as_tensor(list(lanes), device=next(self.parameters()).device)
@@ -231,9 +241,11 @@ class LaneTrainer:
         self.cfg = optim
         self.device = device
         self.amp = amp and device.type == "cuda"
-        self._fwd = model.forward
-        if compile:
-            self._fwd = torch.compile(model.forward, dynamic=False)
+        self._loss = self._lane_loss
+        self._logits_at = model.logits_at
+        if compile:  # forward + loss as one graph (backward via AOTAutograd); static shapes throughout
+            self._loss = torch.compile(self._lane_loss, dynamic=False)
+            self._logits_at = torch.compile(model.logits_at, dynamic=False)
 
     def _autocast(self):
         if self.amp:
@@ -264,7 +276,10 @@ class LaneTrainer:
     def lane_loss(self, tokens: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         """Per-lane weighted mean CE of targets tokens[:, :, 1:] -> (S,)."""
         with self._autocast():
-            logits = self._fwd(tokens)
+            return self._loss(tokens, w)
+
+    def _lane_loss(self, tokens: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        logits = self.model(tokens)
         S, B, T, V = logits.shape
         tgt = tokens[:, :, 1:].clamp(max=V - 1)
         ce = F.cross_entropy(logits[:, :, :-1].float().reshape(-1, V), tgt.reshape(-1),
@@ -316,9 +331,14 @@ class LaneTrainer:
                       chunk: int = 4096) -> torch.Tensor:
         """Logits of candidate tokens `cand` (C,) at position pos (S, N) -> (S, N, C) float32."""
         S, N, T = docs.shape
+        chunk = min(chunk, N)
+        pad = -N % chunk  # every chunk has the same shape (nothing recompiles); padding rows are dropped
+        if pad:
+            docs = torch.cat([docs, docs[:, :pad]], 1)
+            pos = torch.cat([pos, pos[:, :pad]], 1)
         out = []
-        for a in range(0, N, chunk):
+        for a in range(0, N + pad, chunk):
             with self._autocast():
-                lg = self.model.logits_at(docs[:, a:a + chunk], pos[:, a:a + chunk])
+                lg = self._logits_at(docs[:, a:a + chunk], pos[:, a:a + chunk])
             out.append(lg.float()[..., cand])
-        return torch.cat(out, 1)
+        return torch.cat(out, 1)[:, :N]
