@@ -113,6 +113,17 @@ def test_heldout_cells_and_x2_never_in_training(con):
     assert not np.any((s1["subset"] == sub("q")) & (s1["cell"] == M.NO_CELL))
 
 
+def test_labels_are_balanced(con):
+    assert set(con.grids.sum(1).tolist()) == {4, 5}
+    for name in M.SUBSETS:  # a constant guess scores ~0.5 on every subset's held-out test
+        r = con.tests["acc"]["subset"] == sub(name)
+        lab = con.tests["acc"]["labels"][r, con.tests["acc"]["cell"][r]]
+        assert abs(lab.mean() - 0.5) <= 0.5 / 9 + 1e-9, (name, lab.mean())
+    x1 = np.isin(con.subset, [sub(n) for n in M.X1_SUBSETS])
+    held_b = (con.grids * con.held_out).sum(1)[x1]  # k = 3: one or two B cells, alternating
+    assert set(held_b.tolist()) == {1, 2}
+
+
 def test_construction_is_deterministic(con):
     cfg = tiny(n_aliases=60, held_out_cells=3, fractions={"q": 0.1, "qd1consis": 0.25})
     again = M.build_construction(cfg, 7)

@@ -175,8 +175,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     "cpu": dict(n_aliases=60, image_scale=7, width=8, hidden=128, stage1_epochs=350, stage2_epochs=200,
                 batch_size=32, lr=2e-3, evals_per_stage=5, n_seeds=5, group_size=5),
     # ~2-3 min on one H100/H200
-    "gpu": dict(n_aliases=800, image_scale=14, width=16, hidden=256, stage1_epochs=100, stage2_epochs=100,
-                batch_size=128, lr=1e-3, evals_per_stage=10, n_seeds=20, group_size=20),
+    "gpu": dict(n_aliases=200, image_scale=14, width=16, hidden=256, norm="group", stage1_epochs=300,
+                stage2_epochs=200, batch_size=32, lr=2e-3, evals_per_stage=10, n_seeds=20, group_size=20),
 }
 
 
@@ -297,21 +297,34 @@ def build_construction(cfg: Config, seed: int) -> Construction:
         if len(dup) == 0:
             break
         codes[dup] = rng.integers(0, 10, size=(len(dup), N_CELLS))
-    grids = rng.integers(0, 2, size=(n, N_CELLS))
     counts = subset_counts(n, cfg.fractions)
     order = rng.permutation(n)
     subset = np.full(n, -1, np.int64)
+    rank = np.zeros(n, np.int64)  # position of the alias inside its subset (or among the unused ones)
     start = 0
     for i, name in enumerate(SUBSETS):
-        subset[order[start:start + counts[name]]] = i
+        members = order[start:start + counts[name]]
+        subset[members] = i
+        rank[members] = np.arange(len(members))
         start += counts[name]
+    rank[order[start:]] = np.arange(n - start)
+    # Label grids are balanced: 4 or 5 "B"s (alternating inside each subset), so that a model with a
+    # constant guess scores ~0.5 on every subset's test, not 0.5 +- the label imbalance of a small draw.
+    grids = np.zeros((n, N_CELLS), np.int64)
+    for a in range(n):
+        grids[a, rng.permutation(N_CELLS)[:4 + rank[a] % 2]] = 1
     def_grid_of = np.arange(n)
     inc = np.flatnonzero(subset == SUBSETS.index("qd2incons"))
     if len(inc):
         def_grid_of[inc] = _derangement(rng, inc, grids)
+    # Held-out cells of X1 aliases are balanced too: k/2 A-cells and k/2 B-cells (odd k alternates).
+    k = cfg.held_out_cells
     held_out = np.zeros((n, N_CELLS), bool)
     for a in np.flatnonzero(np.isin(subset, [SUBSETS.index(s) for s in X1_SUBSETS])):
-        held_out[a, rng.choice(N_CELLS, size=cfg.held_out_cells, replace=False)] = True
+        n_b = (k + rank[a] % 2) // 2
+        ones, zeros = np.flatnonzero(grids[a] == 1), np.flatnonzero(grids[a] == 0)
+        held_out[a, rng.choice(ones, size=n_b, replace=False)] = True
+        held_out[a, rng.choice(zeros, size=k - n_b, replace=False)] = True
     tags = _tag_patterns(rng, cfg.tag_bits)
 
     all9 = [True] * N_CELLS
