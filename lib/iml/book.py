@@ -383,7 +383,29 @@ so re-running them under nbval gives the same outputs whatever results/ holds.""
 
 def make_refs(out_dir: str | os.PathLike = REFS_DIR, names: Iterable[str] | None = None) -> list[Path]:
     """papermill the notebooks at the smoke preset into tests/notebooks/ (what `make refs` calls)."""
-    return run_notebooks("smoke", out_dir, names, REF_PARAMETERS)
+    paths = run_notebooks("smoke", out_dir, names, REF_PARAMETERS)
+    for p in paths:
+        slim_reference(p)
+    return paths
+
+
+def slim_reference(path: str | os.PathLike) -> Path:
+    """Drop what nbval never compares from a reference notebook (images, widget state, outputs of
+    `nbval-ignore-output` cells), so the committed references stay small."""
+    path = Path(path)
+    nb = json.loads(path.read_text())
+    nb.get("metadata", {}).pop("widgets", None)
+    for c in nb["cells"]:
+        if c["cell_type"] != "code":
+            continue
+        if "nbval-ignore-output" in c.get("metadata", {}).get("tags", []):
+            c["outputs"] = []
+            continue
+        for o in c.get("outputs", []):
+            for k in ("image/png", "image/jpeg", "application/vnd.jupyter.widget-view+json"):
+                o.get("data", {}).pop(k, None)
+    io.write_text(path, json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
+    return path
 
 
 # ------------------------------------------------------------------------------------------------

@@ -371,3 +371,12 @@ def schematic(figsize=(11, 5.2)):
     ax.add_patch(FancyArrowPatch((47.8, 30), (52.2, 30), arrowstyle="-|>", mutation_scale=16, color="black"))
     fig.tight_layout()
     return fig
+
+
+def show(fig):
+    """Display `fig` once and close it (so the inline backend does not show it a second time)."""
+    import matplotlib.pyplot as plt
+    from IPython.display import display
+
+    display(fig)
+    plt.close(fig)
