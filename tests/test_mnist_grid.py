@@ -226,6 +226,7 @@ def test_test_digits_come_from_test_pool():
     ({"bogus": 1}, "bogus"),
     ({"n_aliases": 10, "fractions.d3consis": 0.05}, "fractions.d3consis"),
     ({"tag_bits": 1}, "tag_bits"),
+    ({"task_version": 1}, "task_version"),
 ])
 def test_bad_config_names_field(overrides, field):
     with pytest.raises(ConfigError) as e:
