@@ -55,5 +55,40 @@ def main():
                       for k, v in summary.items()}, indent=1))
 
 
+def profile(out: Path, seeds: int = 10, steps: int = 12):
+    """Kernel-level profile of training steps at the paper scale (uncompiled), and attention variants."""
+    import numpy as np
+    import torch
+
+    from iml import multiseed as ms, setinclusion as si
+
+    c = si.make_config("gpu", {"device": "cuda"})
+    d = si.make_data(c, 0)
+    v = d.vocab
+    shape = ms.ModelShape(vocab_size=v.size, n_out=v.n_out, max_len=c.seq_len)
+    model = ms.BatchedGPT(shape, list(range(seeds)), device="cuda")
+    tr = ms.LaneTrainer(model, ms.OptimConfig(), device=torch.device("cuda"), amp=True)
+    n = 512 * steps
+    docs = torch.from_numpy(np.stack([d.stage1_docs[:n]] * seeds)).cuda()
+    w = torch.from_numpy(np.stack([si.loss_weights(d.stage1_docs[:n], v, "answer")] * seeds)).cuda()
+    rngs = [np.random.default_rng(i) for i in range(seeds)]
+    tr.train(docs, w, epochs=1, batch_size=512, lr=1e-4, order_rngs=rngs)
+    from torch.profiler import ProfilerActivity, profile as prof
+
+    with prof(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as p:
+        info = tr.train(docs, w, epochs=1, batch_size=512, lr=1e-4, order_rngs=rngs)
+    print(f"{steps} steps: {info['wall_s'] * 1000 / steps:.1f} ms/step (profiled)")
+    tab = p.key_averages().table(sort_by="cuda_time_total", row_limit=25)
+    print(tab)
+    (out / "profile.txt").write_text(tab)
+    info = tr.train(docs, w, epochs=1, batch_size=512, lr=1e-4, order_rngs=rngs)
+    print(f"{steps} steps: {info['wall_s'] * 1000 / steps:.1f} ms/step (unprofiled)")
+
+
+if __name__ == "__main__" and "--profile" in sys.argv:
+    profile(Path(sys.argv[sys.argv.index("--out") + 1]) if "--out" in sys.argv else Path("gpu_check"))
+    sys.exit(0)
+
+
 if __name__ == "__main__":
     main()
