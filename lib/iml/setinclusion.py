@@ -55,9 +55,7 @@ from typing import Any, Mapping
 
 import numpy as np
 import pandas as pd
-import torch
 
-from . import multiseed as ms
 from .config import ConfigError, check_choice, check_fraction, check_positive, from_dict, to_dict
 from .results import COLUMNS, Result, ResultStore, load
 
@@ -192,7 +190,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     # (held-out qd1consis ~0.8, feasibility.md §3.1). Stage 2 here is the paper's (definitions only,
     # all weights), which on CPU gave gap ~0 in the feasibility study: expect no clear IML at this scale.
     "cpu": dict(n_aliases=1000, n_numbers=20, n_per_question=4, d_model=64, n_layers=2, n_heads=4, d_mlp=256,
-                stage1_epochs=30, stage2_epochs=30, batch_size=32, lr=2e-3, eval_every=10,
+                stage1_epochs=40, stage2_epochs=30, batch_size=32, lr=2e-3, eval_every=10,
                 eval_train_qa_max=1024, n_seeds=5, device="cpu"),
     # The paper's scale (8000 aliases, 0..99, 8 numbers, Pythia-70M shape, 100 + 40 epochs, bs 512),
     # 10 stage-1 seeds trained as one batched model. Choose the loss with an override:
@@ -400,11 +398,13 @@ def _seed_int(*parts: int) -> int:
     return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1, np.uint64)[0] % (2 ** 63))
 
 
-def _stack(arrs, device) -> torch.Tensor:
+def _stack(arrs, device):
+    import torch
+
     return torch.from_numpy(np.stack(arrs)).to(device)
 
 
-def _amp(config: Config, device: torch.device) -> bool:
+def _amp(config: Config, device) -> bool:
     if config.dtype == "fp32":
         return False
     if config.dtype == "bf16" and device.type != "cuda":
@@ -417,6 +417,10 @@ def train_seed_group(config: Config, seeds: list[int], *, progress: bool = True,
 
     Returns the tidy result table of these runs and an extra dict (timings, seed-epochs/s).
     """
+    import torch  # lazily: the data side of this module needs only numpy
+
+    from . import multiseed as ms
+
     c = config
     log = log or (lambda m: print(m, file=sys.stderr, flush=True))
     device = ms.resolve_device(c.device)
