@@ -50,7 +50,9 @@ def main(argv=None):
     ap.add_argument("--epochs", type=int, default=2, help="stage-1 epochs to time")
     ap.add_argument("--stage2-epochs", type=int, default=None, help="stage-2 epochs to time (default: --epochs)")
     ap.add_argument("--loss-on", choices=["answer", "all"], default=None)
-    ap.add_argument("--compile", action="store_true", help="torch.compile the model forward")
+    ap.add_argument("--compile", dest="compile", action="store_const", const=True, default=None,
+                    help="torch.compile the loss/forward (the gpu preset already does)")
+    ap.add_argument("--no-compile", dest="compile", action="store_const", const=False)
     ap.add_argument("--no-warmup", action="store_true")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     ap.add_argument("--set", action="append", help="extra config override key=value (JSON value)")
@@ -62,7 +64,7 @@ def main(argv=None):
     dev = "cpu" if dev == "auto" else dev
     preset = args.preset or ("gpu" if dev.startswith("cuda") else "cpu")
     full = si.make_config(preset, dict({"device": dev}, **({"loss_on": args.loss_on} if args.loss_on else {}),
-                                       **({"compile": True} if args.compile else {}), **_parse_set(args.set)))
+                                       **({"compile": args.compile} if args.compile is not None else {}), **_parse_set(args.set)))
     S = args.seeds or (full.seeds_per_unit or full.n_seeds)
     E1 = args.epochs
     E2 = args.stage2_epochs if args.stage2_epochs is not None else E1
