@@ -251,3 +251,12 @@ def test_stage1_learns():
     assert tq.loc[30] > 0.72
     loss = t[(t.subset == "train_qa") & (t.metric == "loss")].set_index("epoch").value
     assert loss.loc[30] < 0.6 < loss.loc[0]
+
+
+def test_whole_sequence_loss_and_d3consis_run():
+    c = si.make_config("smoke", dict(TINY, loss_on="all", n_seeds=1, stage1_epochs=1, stage2_epochs=1))
+    t, extra = si.train_seed_group(c, [5], progress=False)
+    assert "d3consis" in set(t.subset)
+    tl = t[(t.subset == "train") & (t.metric == "loss")]
+    assert list(tl.epoch) == [1, 2] and np.isfinite(tl.value).all() and (tl.value > 0).all()
+    assert extra["seed_epochs"] == 2 and extra["stage1_epoch_s"] > 0
