@@ -96,6 +96,10 @@ def main(argv=None):
     ev1 = ex["eval_s"]["1"] / max(1, n_ev1)
     ev2 = ex["eval_s"]["2"] / max(1, n_ev2)
     data_per_seed = ex["data_s"] / S
+    # both stages evaluate the same sets; the first evaluation can include one-time costs (compilation
+    # of the fixed-shape eval graphs), so bill every evaluation at the cheaper stage's average
+    if n_ev1 and n_ev2:
+        ev1 = ev2 = min(ev1, ev2)
     # extrapolate to the full preset, unit by unit (each unit of size <= S trains at the measured rate)
     units = full.units()
     full_evals1 = 1 + len([e for e in range(1, full.stage1_epochs + 1)
