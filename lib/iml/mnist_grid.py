@@ -178,9 +178,9 @@ PRESETS: dict[str, dict[str, Any]] = {
     # <= 15 min on a 2-core CPU with one torch thread
     "cpu": dict(n_aliases=60, image_scale=7, width=8, hidden=128, stage1_epochs=350, stage2_epochs=200,
                 batch_size=32, lr=2e-3, evals_per_stage=5, n_seeds=5, group_size=5),
-    # ~2-3 min on one H100/H200
-    "gpu": dict(n_aliases=200, image_scale=14, width=16, hidden=256, norm="group", stage1_epochs=300,
-                stage2_epochs=200, batch_size=32, lr=2e-3, evals_per_stage=10, n_seeds=20, group_size=20),
+    # ~1-3 min on one H100/H200 (estimate; check with benchmarks/bench_mnist.py --device cuda)
+    "gpu": dict(n_aliases=120, image_scale=14, width=16, hidden=256, norm="none", stage1_epochs=200,
+                stage2_epochs=200, batch_size=32, lr=1e-3, evals_per_stage=10, n_seeds=20, group_size=20),
 }
 
 
@@ -827,3 +827,47 @@ def run(config: Config, *, root=None, force: bool = False, progress: bool = True
     store.finalize(units, meta={"wall_time_s": round(time.time() - t0, 2),
                                 "seed_epochs_per_s": float(np.mean(rates)) if rates else None})
     return load(EXPERIMENT, config, root=root)
+
+
+def main(argv=None) -> int:
+    """``PYTHONPATH=lib python -m iml.mnist_grid --preset gpu [--set n_seeds=40] [--root DIR]``."""
+    import argparse
+    import json
+
+    from .stats import iml_gap
+
+    ap = argparse.ArgumentParser(description="Run the MNIST grid IML experiment and print its gaps.")
+    ap.add_argument("--preset", default="cpu", choices=sorted(PRESETS))
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override (JSON value)")
+    ap.add_argument("--root", default=None, help="results root (default: results/)")
+    ap.add_argument("--force", action="store_true")
+    ap.add_argument("--quiet", action="store_true")
+    args = ap.parse_args(argv)
+    overrides = {}
+    for kv in args.set:
+        k, _, v = kv.partition("=")
+        try:
+            overrides[k] = json.loads(v)
+        except json.JSONDecodeError:
+            overrides[k] = v
+    try:
+        cfg = make_config(args.preset, overrides)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    res = run(cfg, root=args.root, force=args.force, progress=not args.quiet)
+    t = res.table
+    print(f"result: {res.dir}  wall {res.meta.get('wall_time_s')} s, "
+          f"{res.meta.get('seed_epochs_per_s')} stage-1 seed-epochs/s")
+    if cfg.stage1_epochs:
+        print("stage 1:", iml_gap(t, "qd1consis", "qd2incons", metric="acc", epoch=cfg.stage1_epochs))
+    for a, b in (("d1consis", "d2consis"), ("d1consis", "d3consis"), ("d3consis", "d2consis")):
+        try:
+            print("stage 2:", iml_gap(t, a, b, metric="acc"))
+        except ValueError:
+            pass
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
