@@ -189,6 +189,10 @@ PRESETS: dict[str, dict[str, Any]] = {
     # question, 1000 aliases, bs 32, lr 2e-3, answer-only loss, d 64 / 2 layers did learn Stage 1
     # (held-out qd1consis ~0.8, feasibility.md §3.1). Stage 2 here is the paper's (definitions only,
     # all weights), which on CPU gave gap ~0 in the feasibility study: expect no clear IML at this scale.
+    # Measured (2026-11-26, 1 thread, shared 2-core box at load 1.7-3.5): 626 s wall; Stage 1 held-out
+    # qd1consis 0.657 vs qd2incons 0.612 (+0.044, 95% CI [+0.029, +0.063]), train QA 0.947; after
+    # Stage 2 d1consis 0.512 vs d2consis 0.503: gap +0.009 [-0.001, +0.016], 5 seeds (not a clear
+    # IML effect). With 30 stage-1 epochs Stage 1 learned less (qd1 0.63) and the gap was -0.009.
     "cpu": dict(n_aliases=1000, n_numbers=20, n_per_question=4, d_model=64, n_layers=2, n_heads=4, d_mlp=256,
                 stage1_epochs=40, stage2_epochs=30, batch_size=32, lr=2e-3, eval_every=10,
                 eval_train_qa_max=1024, n_seeds=5, device="cpu"),
