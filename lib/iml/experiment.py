@@ -140,6 +140,8 @@ class Config:
     seeds: SeedConfig = dataclasses.field(default_factory=SeedConfig)
     eval: EvalConfig = dataclasses.field(default_factory=EvalConfig)
     checkpoints: str = "memory"
+    code_version: int = 1
+    """Part of the config hash: bump it when a code change alters results, so stored results go stale."""
     """Where Stage-1 checkpoints wait for their Stage-2 runs: "memory" (CPU RAM) or "disk" (under the
     result folder, deleted when the stage-1 seed is done)."""
 

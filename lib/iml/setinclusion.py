@@ -114,6 +114,8 @@ class Config:
     device: str = "auto"
     dtype: str = "auto"  # "auto" (bf16 on CUDA, fp32 on CPU) | "bf16" | "fp32"
     compile: bool = False
+    code_version: int = 1
+    """Part of the config hash: bump it when a code change alters results, so stored results go stale."""
 
     def __post_init__(self):
         check_positive("n_aliases", self.n_aliases)
