@@ -35,7 +35,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from . import io, paper, plots, stats
+from . import io, paper, plots, registry, stats
 
 __all__ = ["NOTEBOOKS_DIR", "EXECUTED_DIR", "PRESET_ORDER", "results_root", "headline", "headline_note",
            "comparison", "explorer", "subset_table", "fake_result", "run_notebooks", "best_results",
@@ -309,7 +309,7 @@ def verdict(result, experiment: str | None = None) -> str:
     """A sentence or two, in words, on whether this result shows the paper's IML gap(s) at its scale."""
     experiment = experiment or result.experiment
     b = plots.stage_boundaries(result.table)
-    preset = (result.meta or {}).get("preset") or (result.config or {}).get("preset")
+    preset = (result.meta or {}).get("preset") or registry.preset_of(experiment, result.config)
     scale = f"the {preset} scale" if preset else "this run's scale"
     out = []
     for c in paper.CLAIMS:
@@ -319,7 +319,7 @@ def verdict(result, experiment: str | None = None) -> str:
             when = next((g.when for g in paper.GAPS if (g.a, g.b, g.metric) == (a, b_, m)), "stage2_end")
             ep = (b[-1] if b else None) if when == "stage1_end" else None
             status, txt = _gap_status(result, a, b_, m, ep, str(preset))
-            out.append(f"- {paper.gap_label(experiment, a, b_, m)}: **{status}** at {scale}: {txt}.")
+            out.append(f"- {paper.gap_label(experiment, a, b_, m)}: **{status}** ({scale}): {txt}.")
     if not out:
         return "No claim of the paper is tested by this result."
     return "**Verdict on this run** (95% CI > 0 counts as reproduced):\n\n" + "\n".join(out)

@@ -202,6 +202,15 @@ def _fmt_seconds(s: float) -> str:
     return f"{s / 3600:.1f} h"
 
 
+def _preset_of(result) -> str | None:
+    from . import registry
+
+    name = getattr(result, "experiment", None)
+    if name not in registry.EXPERIMENTS or not getattr(result, "config", None):
+        return None
+    return registry.preset_of(name, result.config)
+
+
 def scale_caption(result) -> str:
     """One sentence stating the scale of `result`: model, seeds, data size, hardware, wall time.
 
@@ -211,7 +220,7 @@ def scale_caption(result) -> str:
     meta = dict(getattr(result, "meta", {}) or {})
     n1, n2 = _seed_counts(result.table)
     size = _find(cfg, ["num_ents", "num_x", "n_aliases", "num_aliases", "n_entities", "num_grids", "n_train"])
-    preset = meta.get("preset") or cfg.get("preset")
+    preset = meta.get("preset") or cfg.get("preset") or _preset_of(result)
     env = meta.get("environment") or {}
     if env.get("gpu"):
         hw = f"{env.get('gpu_count', 1)}× {env['gpu']}"

@@ -26,3 +26,22 @@ def get(name: str):
     if name not in EXPERIMENTS:
         raise ValueError(f"unknown experiment {name!r}; known: {', '.join(EXPERIMENTS)}")
     return importlib.import_module(EXPERIMENTS[name])
+
+
+def preset_of(name: str, config) -> str | None:
+    """The preset of experiment `name` whose config hashes like `config` (a dict or dataclass), or None.
+
+    Results do not store the preset they were made with (a preset is just a named config); this recovers it
+    for captions, so a figure can say "cpu preset" only when the config really is that preset's.
+    """
+    from .config import config_hash
+
+    want = config_hash(config)
+    mod = get(name)
+    for preset in mod.PRESETS:
+        try:
+            if config_hash(mod.make_config(preset)) == want:
+                return preset
+        except Exception:  # noqa: BLE001 - e.g. a preset that needs a local checkpoint path
+            continue
+    return None
