@@ -121,6 +121,7 @@ def _flatten(d, prefix=""):
 def _cmd_show(args) -> int:
     import pandas as pd
 
+    from . import registry
     from .results import StaleResultError, load_dir
     from .stats import gap_table
 
@@ -132,13 +133,12 @@ def _cmd_show(args) -> int:
     # Stage-2 runs from non-final Stage-1 checkpoints are reported separately (see iml.experiment).
     if "run_id" in table:
         table = table[~table["run_id"].astype(str).str.contains("-from")]
-    try:
-        from .experiment import GAP_PAIRS
-    except ImportError:  # pragma: no cover
-        GAP_PAIRS = [("d1consis", "d2consis"), ("qd1consis", "qd2incons")]
-    metrics = [m for m in ("EM", "F1") if m in set(table["metric"])]
+    # Each experiment module may name its own gap pairs; the IML gap and the Stage-1 effect otherwise.
+    mod = registry.get(res.experiment) if res.experiment in registry.EXPERIMENTS else None
+    GAP_PAIRS = getattr(mod, "GAP_PAIRS", [("d1consis", "d2consis"), ("qd1consis", "qd2incons")])
+    metrics = [m for m in ("EM", "F1", "acc") if m in set(table["metric"])]
     if not metrics:
-        return _fail(f"{res.dir}: the result has no EM/F1 rows")
+        return _fail(f"{res.dir}: the result has no EM/F1/acc rows")
     rows = []
     for a, b in GAP_PAIRS:
         # qd1consis vs qd2incons is a Stage-1 effect: compare at the end of Stage 1 (before Stage 2).
