@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import time
 from pathlib import Path
@@ -25,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lib"))
 import torch  # noqa: E402
 
 from iml import mnist_grid as M  # noqa: E402
+from iml.config import parse_override  # noqa: E402
 
 
 def bench(preset: str, device: str, epochs: int, overrides: dict) -> dict:
@@ -74,13 +74,7 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     if args.device.startswith("cuda"):
         torch.backends.cudnn.benchmark = True
-    overrides = {}
-    for kv in args.set:
-        k, _, v = kv.partition("=")
-        try:
-            overrides[k] = json.loads(v)
-        except json.JSONDecodeError:
-            overrides[k] = v
+    overrides = dict(parse_override(kv) for kv in args.set)
     rows = []
     for p in args.presets.split(","):
         row = bench(p, args.device, args.epochs, overrides)

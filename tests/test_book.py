@@ -6,7 +6,6 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 
 from iml import book, paper, results  # noqa: E402

@@ -78,3 +78,10 @@ def test_overrides():
         parse_override("noequals")
     with pytest.raises(ConfigError):
         apply_overrides({"epochs": 3}, {"epochs.x": 1})
+
+
+def test_override_numbers_in_exponent_form_are_numbers():
+    # YAML 1.1 would read these as strings; a learning rate on the command line must stay a number
+    assert parse_override("lr=1e-3") == ("lr", 1e-3)
+    assert parse_override("lr=5.0e-5") == ("lr", 5e-5)
+    assert parse_override("name=e5") == ("name", "e5")

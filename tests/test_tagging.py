@@ -382,7 +382,7 @@ def test_alpha_fractions(alpha):
                and r["prompt"].startswith(tag1) and r["answer"] != r["entity"]]
     assert len(incons1) == len(data.subsets["qd1incons"])
     if data.subsets["qd1incons"]:
-        assert f"ent_assoc_name_qd1incons_swapped" in data.splits
+        assert "ent_assoc_name_qd1incons_swapped" in data.splits
 
 
 def test_literal_tags_and_qd4_random_tags():

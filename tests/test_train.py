@@ -2,7 +2,6 @@
 import math
 
 import pytest
-import torch
 
 from iml.models import ModelConfig, load_model
 from iml.tokenizer import TokenizerConfig, train_tokenizer

@@ -36,6 +36,7 @@ import numpy as np
 import pandas as pd
 
 from . import io, paper, plots, registry, stats
+from .config import parse_override
 
 __all__ = ["NOTEBOOKS_DIR", "EXECUTED_DIR", "PRESET_ORDER", "results_root", "headline", "headline_note",
            "comparison", "explorer", "subset_table", "fake_result", "run_notebooks", "best_results",
@@ -677,13 +678,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     h.add_argument("--no-browser", action="store_true")
     args = ap.parse_args(argv)
     if args.cmd == "run":
-        params = {}
-        for kv in args.param:
-            k, _, v = kv.partition("=")
-            try:
-                params[k] = json.loads(v)
-            except json.JSONDecodeError:
-                params[k] = v
+        params = dict(parse_override(kv) for kv in args.param)
         run_notebooks(args.preset, args.out, args.only, params)
         path = write_claims(Path(args.out) / "claims.md")
         print(f"[iml.book] wrote {path}")

@@ -207,6 +207,11 @@ def parse_override(text: str) -> tuple[str, Any]:
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError as e:
         raise ConfigError(key, f"cannot parse value {raw!r}: {e}") from None
+    if isinstance(value, str):  # YAML 1.1 reads 1e-3 as a string; numbers are meant
+        try:
+            value = float(value) if any(c in value.lower() for c in ".e") else int(value)
+        except ValueError:
+            pass
     return key, value
 
 

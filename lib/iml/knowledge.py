@@ -19,7 +19,6 @@ bucketing used by the paper, and the synthetic generator.
 from __future__ import annotations
 
 import dataclasses
-from typing import Mapping, Sequence
 
 import numpy as np
 

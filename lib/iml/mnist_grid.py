@@ -50,7 +50,8 @@ import torch
 import torch.nn.functional as F
 
 from . import io
-from .config import ConfigError, apply_overrides, check_choice, check_fraction, check_positive, from_dict, to_dict
+from .config import (ConfigError, apply_overrides, check_choice, check_fraction, check_positive, from_dict,
+                     parse_override, to_dict)
 from .results import COLUMNS, Result, ResultStore, load
 
 __all__ = [
@@ -414,7 +415,7 @@ def render(digits: torch.Tensor, tag: torch.Tensor, cell: torch.Tensor, strips: 
 
     `strips` is (S, 4, strip, W) (per-seed tag patterns, row 0 blank); `boxes` is (10, 3p, 3p)."""
     S, B = tag.shape
-    s, p = layout.scale, layout.pitch
+    p = layout.pitch
     grid = F.pad(digits, (1, 1, 1, 1))                                   # (S, B, 9, p, p)
     grid = grid.reshape(S, B, 3, 3, p, p).permute(0, 1, 2, 4, 3, 5).reshape(S, B, 3 * p, 3 * p)
     grid = torch.maximum(grid, boxes[cell])
@@ -832,7 +833,6 @@ def run(config: Config, *, root=None, force: bool = False, progress: bool = True
 def main(argv=None) -> int:
     """``PYTHONPATH=lib python -m iml.mnist_grid --preset gpu [--set n_seeds=40] [--root DIR]``."""
     import argparse
-    import json
 
     from .stats import iml_gap
 
@@ -843,13 +843,7 @@ def main(argv=None) -> int:
     ap.add_argument("--force", action="store_true")
     ap.add_argument("--quiet", action="store_true")
     args = ap.parse_args(argv)
-    overrides = {}
-    for kv in args.set:
-        k, _, v = kv.partition("=")
-        try:
-            overrides[k] = json.loads(v)
-        except json.JSONDecodeError:
-            overrides[k] = v
+    overrides = dict(parse_override(kv) for kv in args.set)
     try:
         cfg = make_config(args.preset, overrides)
     except ConfigError as e:

@@ -38,7 +38,7 @@ PROVENANCE = {
 }
 
 # Paper notation for plots (matplotlib mathtext) and tables (unicode). The unicode strings match
-# iml.tagging.PAPER_SYMBOLS; the mathtext ones render with matplotlib's own fonts (no missing glyphs).
+# iml.tagging.PAPER_SYMBOLS (which is built from it); the mathtext ones render with matplotlib's own fonts (no missing glyphs).
 SYMBOLS: dict[str, str] = {
     "qd1consis": "Ḋ₁ᶜᵒⁿˢ QA₁",
     "qd2incons": "D̄₂ⁱⁿᶜᵒⁿˢ QA₂",

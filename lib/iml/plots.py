@@ -12,7 +12,6 @@ from __future__ import annotations
 import math
 from typing import Any, Iterable, Mapping, Sequence
 
-import numpy as np
 import pandas as pd
 
 from . import paper

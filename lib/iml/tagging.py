@@ -52,6 +52,7 @@ from fractions import Fraction
 from typing import Any, Mapping, Sequence
 
 from .config import ConfigError, check_choice, check_file, check_fraction, check_positive, from_dict
+from . import paper as _paper
 from .knowledge import KB_NAMES, Entity, KnowledgeBase
 
 __all__ = [
@@ -111,20 +112,7 @@ _STAGE1_DEFINED = tuple(s for s in X1_SUBSETS if s in TAG_OF_SUBSET)
 _STAGE2_DEFINED = ("d1consis", "d2consis", "d3consis")
 _ALIASED = tuple(s for s in SUBSETS if s != "q_no_replacement_baseline")
 
-PAPER_SYMBOLS: dict[str, str] = {
-    "qd1consis": "Ḋ₁ᶜᵒⁿˢ QA₁",
-    "qd2incons": "D̄₂ⁱⁿᶜᵒⁿˢ QA₂",
-    "q": "QA₃",
-    "q_no_replacement_baseline": "Q̂A₄",
-    "d1consis": "Ḋ₅ᶜᵒⁿˢ",
-    "d2consis": "D̄₆ᶜᵒⁿˢ",
-    "no_qd_baseline": "QA₇",
-    "d3consis": "D̃₈ᶜᵒⁿˢ",
-    "qd1incons": "Ḋ₈ⁱⁿᶜᵒⁿˢ QA₈",
-    "qd2consis": "D̄₉ᶜᵒⁿˢ QA₉",
-    "qd4consis": "D*ᶜᵒⁿˢ QA",
-    "d2incons": "D̄₆ⁱⁿᶜᵒⁿˢ (swapped)",
-}
+PAPER_SYMBOLS: dict[str, str] = dict(_paper.SYMBOLS)
 """Subset -> the paper's notation (reference-notes.md table; D̃₈ as on the poster, Ḋ₈/D̄₉ as in the code's
 labels for the tag-consistency-correlation subsets; qd4consis is code-only and has no paper symbol)."""
 

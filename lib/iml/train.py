@@ -274,7 +274,6 @@ def _token_loss_sum(model, ids, mask, labels):
     The output projection is applied only at the positions that have a label (answer-only loss on a
     49k-vocabulary model skips most of the logits).
     """
-    import torch
     import torch.nn.functional as F
 
     tgt = labels[:, 1:]
