@@ -237,7 +237,7 @@ def with_paper(gaps: pd.DataFrame, experiment: str) -> pd.DataFrame:
             "95% CI": f"[{g['ci_low']:+.3f}, {g['ci_high']:+.3f}]",
             "p (one-sided)": float(f"{g['p_one_sided']:.2g}"),
             "seeds": f"{int(g['n_stage1'])}×{g['n_stage2_per_stage1']:g}",
-            "paper": round(pv, 3) if not math.isnan(pv) else math.nan,
+            "paper": round(pv, 3) if not math.isnan(pv) else "no number",
             "paper source": src,
         })
     return pd.DataFrame(rows, columns=cols)
