@@ -32,6 +32,7 @@ JOBS: list[tuple[str, dict]] = [
     ("setinclusion", {"loss_on": "answer"}),
     ("mnist", {}),
     ("setinclusion", {"loss_on": "all"}),
+    ("main", {}),  # needs the SmolLM2 GGUF there: IML_SMOLLM2_GGUF (scripts/gpu_prepare_smollm2.sh)
 ]
 
 # Probe: the same code paths at a few seconds' scale, to measure throughput before the full run.
@@ -45,6 +46,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default=os.environ.get("OUT", "gpu_out"))
     ap.add_argument("--probe", action="store_true", help="tiny epochs: check the code path and time it")
+    ap.add_argument("--preset", default="gpu", help="preset of every job (gpu; smoke to test this script on CPU)")
     ap.add_argument("--device", default=None, help="override the presets' device (e.g. cpu for a local test)")
     ap.add_argument("--only", default=None, help="comma-separated experiment names to run")
     ap.add_argument("--set", action="append", default=[], metavar="EXP:KEY=VALUE",
@@ -62,7 +64,7 @@ def main(argv=None) -> int:
 
         extra.setdefault(exp, {})[k] = yaml.safe_load(v)
 
-    summary = {"probe": args.probe, "jobs": [], "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    summary = {"probe": args.probe, "preset": args.preset, "jobs": [], "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     try:
         import torch
 
@@ -76,7 +78,7 @@ def main(argv=None) -> int:
         if args.only and name not in args.only.split(","):
             continue
         ov = dict(overrides)
-        if args.probe:
+        if args.probe and args.preset == "gpu":
             ov.update(PROBE_OVERRIDES.get(name, {}))
         if args.device:
             ov["device"] = args.device
@@ -85,7 +87,7 @@ def main(argv=None) -> int:
         t0 = time.time()
         try:
             mod = registry.get(name)
-            cfg = mod.make_config("gpu", ov)
+            cfg = mod.make_config(args.preset, ov)
             job["config"] = to_dict(cfg)
             res = mod.run(cfg, root=root, progress=False)
             job["result_dir"] = str(Path(res.dir).relative_to(out))
