@@ -147,3 +147,11 @@ def test_check_page_dom():
     probs = book.check_page_dom(fallback, expect_widgets=True)
     assert any("did not render" in p for p in probs)
     assert book.check_page_dom("<p>no figures</p>", expect_widgets=False)
+
+
+def test_single_stage1_seed_is_never_reproduced():
+    fake = book.fake_result("setinclusion")
+    one = fake.table[fake.table["seed_stage1"] == fake.table["seed_stage1"].min()]
+    res = results.Result(fake.experiment, fake.hash, fake.dir, one, fake.config, fake.meta)
+    status, txt = book._gap_status(res, "d1consis", "d2consis", "acc", None, "cpu")
+    assert status == "too few seeds" and "at least 2 stage-1 seeds" in txt

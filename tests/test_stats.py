@@ -64,3 +64,11 @@ def test_missing_subset_is_an_error():
     t = _table([[0.1]])
     with pytest.raises(ValueError):
         iml_gap(t, "d1consis", "d3consis")
+
+
+def test_one_stage1_seed_gives_no_interval_and_no_test():
+    # many stage-2 seeds of ONE stage-1 model: still a single replicate
+    r = iml_gap(_table([[0.2, 0.21, 0.19, 0.2]]))
+    assert r.gap == pytest.approx(0.2)
+    assert np.isnan(r.ci_low) and np.isnan(r.ci_high) and np.isnan(r.p_one_sided) and np.isnan(r.t_p_one_sided)
+    assert r.n_stage1 == 1

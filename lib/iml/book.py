@@ -413,7 +413,7 @@ def slim_reference(path: str | os.PathLike) -> Path:
 # Claims page
 # ------------------------------------------------------------------------------------------------
 
-STATUSES = ("reproduced", "not reproduced", "null at our scale", "not attempted")
+STATUSES = ("reproduced", "not reproduced", "null at our scale", "too few seeds", "not attempted")
 
 
 def best_results(root: str | os.PathLike | None = None, extra: Mapping[str, Any] | None = None) -> dict:
@@ -458,6 +458,8 @@ def _gap_status(result, a: str, b: str, metric: str, epoch, preset: str) -> tupl
         return "not attempted", f"no {metric} rows for {a}/{b} ({e})"
     txt = (f"{paper.symbol(a)} − {paper.symbol(b)} = {g.gap:+.3f} [{g.ci_low:+.3f}, {g.ci_high:+.3f}] "
            f"({metric}, epoch {g.epoch:g}, {g.n_stage1}×{g.n_stage2_per_stage1:g} seeds)")
+    if not (g.ci_low == g.ci_low):  # NaN: fewer than two stage-1 seeds
+        return "too few seeds", txt + " (a CI needs at least 2 stage-1 seeds)"
     if g.ci_low > 0:
         return "reproduced", txt
     if g.ci_high < 0 or preset == "paper":
@@ -499,8 +501,8 @@ def claims_table(available: Mapping[str, tuple[str, Any]]) -> pd.DataFrame:
                 s, e = _gap_status(res, a, b_, m, ep, preset)
                 sts.append(s)
                 evs.append(e)
-            order = {s: i for i, s in enumerate(("not reproduced", "not attempted", "null at our scale",
-                                                 "reproduced"))}
+            order = {s: i for i, s in enumerate(("not reproduced", "not attempted", "too few seeds",
+                                                 "null at our scale", "reproduced"))}
             status = min(sts, key=order.__getitem__) if sts else "not attempted"
             evidence = "; ".join(evs)
         paper_vals = "; ".join(
@@ -526,8 +528,8 @@ def claims_markdown(table: pd.DataFrame) -> str:
         "",
         "Status rules: **reproduced** = every gap the claim names has a 95% CI (hierarchical bootstrap over "
         "stage-1 seeds) above 0; **not reproduced** = a CI below 0, or including 0 at the paper's scale; "
-        "**null at our scale** = a CI including 0 at a smaller scale than the paper's; **not attempted** = "
-        "no result. Paper values are poster readings (±0.005 EM each, see `iml.paper`).",
+        "**null at our scale** = a CI including 0 at a smaller scale than the paper's; **too few seeds** = "
+        "fewer than 2 stage-1 seeds, so no CI; **not attempted** = no result. Paper values are poster readings (±0.005 EM each, see `iml.paper`).",
         "",
         "Summary: " + ", ".join(f"{s}: {int(counts.get(s, 0))}" for s in STATUSES) + ".",
         "",

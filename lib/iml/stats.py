@@ -109,15 +109,22 @@ def iml_gap(table: pd.DataFrame, a: str = "d1consis", b: str = "d2consis", metri
             epoch: float | None = None, n_boot: int = 10_000, seed: int = 0, level: float = 0.95) -> GapResult:
     """The IML gap a - b with a hierarchical-bootstrap CI and two one-sided p-values.
 
+    With fewer than two stage-1 seeds the CI and both p-values are NaN: one stage-1 seed cannot show an
+    effect, however many stage-2 seeds or test questions it has.
+
     `p_one_sided` is the bootstrap p (share of resampled means <= 0); `t_p_one_sided` is a t-test on the
     per-stage-1-seed means (stage-2 seeds averaged first), which never pools nested runs.
     """
     d = paired_differences(table, a, b, metric, epoch)
-    boot = hierarchical_bootstrap(d, n_boot=n_boot, seed=seed)
     per_s1 = d.groupby("seed_stage1")["diff"].mean().to_numpy()
-    alpha = (1 - level) / 2
-    lo, hi = np.quantile(boot, [alpha, 1 - alpha])
-    p = (1 + np.sum(boot <= 0)) / (len(boot) + 1)
+    if len(per_s1) < 2:
+        # One stage-1 seed says nothing about seed-to-seed variation: no interval, no test.
+        lo = hi = p = float("nan")
+    else:
+        boot = hierarchical_bootstrap(d, n_boot=n_boot, seed=seed)
+        alpha = (1 - level) / 2
+        lo, hi = np.quantile(boot, [alpha, 1 - alpha])
+        p = (1 + np.sum(boot <= 0)) / (len(boot) + 1)
     n_s2 = d.groupby("seed_stage1").size().mean()
     return GapResult(a=a, b=b, metric=metric, epoch=d.attrs["epoch"], gap=float(per_s1.mean()),
                      ci_low=float(lo), ci_high=float(hi), p_one_sided=float(p),
