@@ -7,7 +7,8 @@ import pytest
 import iml.train
 from iml import results
 from iml.config import ConfigError, config_hash
-from iml.experiment import PRESETS, derive_seed, make_config, run, unit_id
+from iml.experiment import (PRESETS, completed_stage1, derive_seed, finalize_completed, make_config, run,
+                            unit_id)
 
 OVERRIDES = {
     "data.num_ents": 24,
@@ -87,6 +88,27 @@ def test_resume_recomputes_only_the_missing_unit(finished, monkeypatch):
     run(cfg, root=root, progress=False)
     assert calls == ["stage1", "stage2", "stage2"]  # stage 1 once, stage 2 from epochs 2 and 8
     pd.testing.assert_frame_equal(store.load_unit("s1-1"), old)  # deterministic
+
+
+def test_time_limited_and_sharded_runs_give_the_same_result(finished, tmp_path):
+    """A run stopped by its deadline keeps its finished stage-1 seeds; they finalize as the config with
+    that many seeds; the other seeds computed by another call (another process) complete the result."""
+    import time
+
+    cfg, _, res = finished
+    assert run(cfg, root=tmp_path, progress=False, stop_by=time.time()) is None  # first seed only
+    assert completed_stage1(cfg, tmp_path) == 1
+    part = finalize_completed(cfg, tmp_path, meta={"note": "deadline"})
+    assert part.config["seeds"]["n_stage1"] == 1 and part.meta["planned_n_stage1"] == 2
+    assert part.meta["planned_config_hash"] == config_hash(cfg) and part.meta["note"] == "deadline"
+    pd.testing.assert_frame_equal(part.table, res.table[res.table.seed_stage1 == 0].reset_index(drop=True))
+    full = run(cfg, root=tmp_path, progress=False, stage1_seeds=[1])
+    pd.testing.assert_frame_equal(full.table, res.table)
+    with pytest.raises(ConfigError, match="stage1_seeds"):
+        run(cfg, root=tmp_path, stage1_seeds=[7])
+    empty = make_config("smoke", {**OVERRIDES, "seeds.start_seed": 50})
+    with pytest.raises(RuntimeError, match="nothing to finalize"):
+        finalize_completed(empty, tmp_path)
 
 
 def test_changed_config_gets_a_new_hash():

@@ -46,7 +46,7 @@ from .tokenizer import TokenizerConfig
 from .train import StageConfig, TrainConfig
 
 __all__ = ["EXPERIMENT", "Config", "SeedConfig", "EvalConfig", "PRESETS", "PRESET_NOTES", "make_config",
-           "run", "derive_seed", "unit_id", "load_presets", "GAP_PAIRS"]
+           "run", "completed_stage1", "finalize_completed", "derive_seed", "unit_id", "load_presets", "GAP_PAIRS"]
 
 EXPERIMENT = "main"
 
@@ -410,14 +410,26 @@ def _snapshot(model) -> dict:
     return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
 
 
-def run(config: Config, *, root: str | Path | None = None, force: bool = False, progress: bool = True
-        ) -> results_mod.Result:
-    """Run (or resume, or just load) the experiment of `config`; returns the finished result."""
+def run(config: Config, *, root: str | Path | None = None, force: bool = False, progress: bool = True,
+        stage1_seeds: list[int] | None = None, stop_by: float | None = None) -> results_mod.Result | None:
+    """Run (or resume, or just load) the experiment of `config`; returns the finished result.
+
+    For several processes sharing one GPU (launch-bound small models) or several machines, each can
+    compute a share: `stage1_seeds` restricts this call to those stage-1 seeds, and `stop_by` (a
+    ``time.time()`` value) stops it from starting a stage-1 seed that the previous one's duration says
+    would end later. Such a call writes its finished units and returns None unless every unit of the
+    config is then done; :func:`finalize_completed` makes the result from what finished.
+    """
     from .models import check_model_config
 
     if not isinstance(config, Config):
         raise TypeError(f"run() needs an iml.experiment.Config, got {type(config).__name__}")
     check_model_config(config.model)
+    if stage1_seeds is not None:
+        unknown = sorted(set(stage1_seeds) - set(config.seeds.stage1))
+        if unknown:
+            raise ConfigError("stage1_seeds", f"{unknown} are not stage-1 seeds of this config "
+                                              f"({config.seeds.stage1[0]}..{config.seeds.stage1[-1]})")
     store = results_mod.ResultStore(EXPERIMENT, config, root=root)
     if force and store.dir.exists():
         shutil.rmtree(store.dir)
@@ -425,13 +437,60 @@ def run(config: Config, *, root: str | Path | None = None, force: bool = False, 
         return results_mod.load(EXPERIMENT, config, root=root)
     t0 = time.time()
     all_units = [unit_id(s1, j) for s1 in config.seeds.stage1 for j in config.seeds.stage2]
-    computed = []
-    for s1 in config.seeds.stage1:
+    computed, last = [], None
+    for s1 in (config.seeds.stage1 if stage1_seeds is None else list(stage1_seeds)):
         todo = [j for j in config.seeds.stage2 if not store.unit_done(unit_id(s1, j))]
-        if todo:
-            computed += _run_stage1_seed(config, store, s1, todo, progress)
+        if not todo:
+            continue
+        if stop_by is not None and last is not None and time.time() + last > stop_by:
+            break
+        t1 = time.time()
+        computed += _run_stage1_seed(config, store, s1, todo, progress)
+        last = time.time() - t1
+    if not all(store.unit_done(u) for u in all_units):
+        return None
     store.finalize(all_units, meta={"units_computed_last_run": computed,
                                     "last_run_wall_time_s": round(time.time() - t0, 2)})
+    return results_mod.load(EXPERIMENT, config, root=root)
+
+
+def completed_stage1(config: Config, root: str | Path | None = None) -> int:
+    """How many stage-1 seeds, counted from ``start_seed`` without gaps, have all their units done."""
+    store = results_mod.ResultStore(EXPERIMENT, config, root=root)
+    k = 0
+    for s1 in config.seeds.stage1:
+        if not all(store.unit_done(unit_id(s1, j)) for j in config.seeds.stage2):
+            break
+        k += 1
+    return k
+
+
+def finalize_completed(config: Config, root: str | Path | None = None,
+                       meta: Mapping[str, Any] | None = None) -> results_mod.Result:
+    """The result of the stage-1 seeds that finished, as the result of the config with that many seeds.
+
+    After a time-limited (``stop_by``) or sharded run, the first k stage-1 seeds may be done and the
+    rest not. Their units are exactly the units of the same config with ``seeds.n_stage1 = k`` (a unit
+    depends only on its seeds and the config), so they are copied into that config's result folder and
+    finalized there; its meta records the planned seed count. Raises if no stage-1 seed finished.
+    """
+    k = completed_stage1(config, root)
+    if k == 0:
+        raise RuntimeError(f"no stage-1 seed of {config.seeds.stage1[0]}.. finished all its units; nothing to "
+                           f"finalize")
+    extra = dict(meta or {})
+    if k < config.seeds.n_stage1:
+        src = results_mod.ResultStore(EXPERIMENT, config, root=root)
+        config = dataclasses.replace(config, seeds=dataclasses.replace(config.seeds, n_stage1=k))
+        dst = results_mod.ResultStore(EXPERIMENT, config, root=root)
+        for s1 in config.seeds.stage1:
+            for j in config.seeds.stage2:
+                u = unit_id(s1, j)
+                dst.save_unit(u, src.load_unit(u), src.unit_extra(u))
+        extra.update({"planned_n_stage1": src.config["seeds"]["n_stage1"], "planned_config_hash": src.hash})
+    store = results_mod.ResultStore(EXPERIMENT, config, root=root)
+    units = [unit_id(s1, j) for s1 in config.seeds.stage1 for j in config.seeds.stage2]
+    store.finalize(units, meta=extra)
     return results_mod.load(EXPERIMENT, config, root=root)
 
 
