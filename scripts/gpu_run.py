@@ -5,6 +5,15 @@ experiment modules directly, never the notebooks)::
 
     IML_GIT_REVISION=<sha> PYTHONPATH=lib python scripts/gpu_run.py --out $OUT            # full run
     IML_GIT_REVISION=<sha> PYTHONPATH=lib python scripts/gpu_run.py --out $OUT --probe    # seconds-long probe
+    ... --only main --workers 5 --deadline 470   # main: 5 processes share the GPU, stop by 470 s
+
+The main experiment fine-tunes a small pretrained model (SmolLM2-135M) whose steps are too short to
+keep an H100/H200 busy from one Python process, so ``--workers N`` splits its stage-1 seeds over N
+processes (seed i goes to process i mod N) that share the GPU. ``--deadline S`` (seconds from the
+script's start) stops every process from starting a seed it would not finish in time (judged by its
+previous seed) and kills what still runs 60 s past it; the result is then the first k stage-1 seeds
+that finished, saved as the config with ``n_stage1 = k`` (``iml.experiment.finalize_completed``; its
+meta records the planned count), so a run cut short still returns a valid, smaller result.
 
 Each job runs in its own try-block so one failure does not lose the others; every finished result folder
 is packed into ``$OUT/results.tgz`` (unpack it at the repo root: it holds ``results/<experiment>/<hash>/``)
@@ -16,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
 import sys
 import tarfile
 import time
@@ -25,7 +35,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lib"))
 
 from iml import registry  # noqa: E402
-from iml.config import to_dict  # noqa: E402
+from iml.config import from_dict, to_dict  # noqa: E402
 
 # (experiment, extra overrides on top of its gpu preset). Order = priority: the most important first.
 JOBS: list[tuple[str, dict]] = [
@@ -51,7 +61,18 @@ def main(argv=None) -> int:
     ap.add_argument("--only", default=None, help="comma-separated experiment names to run")
     ap.add_argument("--set", action="append", default=[], metavar="EXP:KEY=VALUE",
                     help="extra override for one experiment, e.g. setinclusion:n_seeds=12")
+    ap.add_argument("--workers", type=int, default=1, help="processes sharing the GPU for the main experiment")
+    ap.add_argument("--deadline", type=float, default=None,
+                    help="seconds from start: main-experiment processes start no seed they cannot finish by then")
+    ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)  # internal: a JSON job spec
     args = ap.parse_args(argv)
+    if args.worker:
+        return _main_worker(args.worker)
+    if args.workers < 1:
+        ap.error(f"--workers must be >= 1, got {args.workers}")
+    if args.deadline is not None and args.deadline <= 0:
+        ap.error(f"--deadline must be > 0 seconds, got {args.deadline}")
+    t_start = time.time()
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -81,7 +102,7 @@ def main(argv=None) -> int:
         if args.probe and args.preset == "gpu":
             ov.update(PROBE_OVERRIDES.get(name, {}))
         if args.device:
-            ov["device"] = args.device
+            ov["train.device" if name == "main" else "device"] = args.device
         ov.update(extra.get(name, {}))
         job = {"experiment": name, "overrides": ov}
         t0 = time.time()
@@ -89,7 +110,11 @@ def main(argv=None) -> int:
             mod = registry.get(name)
             cfg = mod.make_config(args.preset, ov)
             job["config"] = to_dict(cfg)
-            res = mod.run(cfg, root=root, progress=False)
+            if name == "main" and (args.workers > 1 or args.deadline is not None):
+                stop_by = None if args.deadline is None else t_start + args.deadline
+                res = _run_main_sharded(cfg, root, out, args.workers, stop_by, job)
+            else:
+                res = mod.run(cfg, root=root, progress=False)
             job["result_dir"] = str(Path(res.dir).relative_to(out))
             job["meta"] = {k: res.meta.get(k) for k in ("config_hash", "wall_time_s", "seed_epochs_per_s",
                                                          "git_revision", "environment")}
@@ -108,6 +133,48 @@ def main(argv=None) -> int:
             tar.add(root, arcname="results")
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
     return 0 if all(j["ok"] for j in summary["jobs"]) else 1
+
+
+def _run_main_sharded(cfg, root: Path, out: Path, workers: int, stop_by: float | None, job: dict):
+    """The main experiment's stage-1 seeds over `workers` processes; the result of those that finished."""
+    from iml import experiment
+
+    t0 = time.time()
+    cfg_path = out / "main_config.json"
+    cfg_path.write_text(json.dumps(to_dict(cfg)))
+    procs = []
+    for i in range(workers):
+        log = open(out / f"main_worker{i}.log", "w")
+        spec = json.dumps({"config": str(cfg_path), "shard": [i, workers], "stop_by": stop_by, "root": str(root)})
+        procs.append((subprocess.Popen([sys.executable, __file__, "--worker", spec], stdout=log,
+                                       stderr=subprocess.STDOUT), log))
+    codes = []
+    for p, log in procs:
+        try:
+            codes.append(p.wait(timeout=None if stop_by is None else max(1.0, stop_by + 60 - time.time())))
+        except subprocess.TimeoutExpired:
+            p.kill()
+            codes.append("killed")
+        log.close()
+    job["workers"] = workers
+    job["worker_exit_codes"] = codes
+    job["planned_n_stage1"] = cfg.seeds.n_stage1
+    return experiment.finalize_completed(cfg, root, meta={
+        "wall_time_s": round(time.time() - t0, 2), "workers": workers, "worker_exit_codes": codes,
+        "deadline_s": None if stop_by is None else round(stop_by - t0, 1)})
+
+
+def _main_worker(spec: str) -> int:
+    from iml import experiment
+
+    job = json.loads(spec)
+    i, n = job["shard"]
+    cfg = from_dict(experiment.Config, json.loads(Path(job["config"]).read_text()))
+    seeds = cfg.seeds.stage1[i::n]
+    print(f"[worker {i}/{n}] stage-1 seeds {seeds}", flush=True)
+    experiment.run(cfg, root=job["root"], progress=False, stage1_seeds=seeds, stop_by=job["stop_by"])
+    print(f"[worker {i}/{n}] done", flush=True)
+    return 0
 
 
 if __name__ == "__main__":

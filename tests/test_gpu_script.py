@@ -39,3 +39,52 @@ def test_gpu_script_reports_a_failing_job(tmp_path):
     assert p.returncode == 1
     job = json.loads((out / "summary.json").read_text())["jobs"][0]
     assert not job["ok"] and "n_seeds" in job["error"]
+
+
+def test_gpu_script_main_over_workers_with_a_deadline(tmp_path):
+    """--workers splits the main experiment's stage-1 seeds over processes; a deadline that leaves time
+    for one seed per process keeps the first seeds and saves them as the config with that many seeds."""
+    out = tmp_path / "out"
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "lib"), OMP_NUM_THREADS="1", IML_GIT_REVISION="test-rev")
+    p = subprocess.run([sys.executable, str(ROOT / "scripts/gpu_run.py"), "--out", str(out), "--preset", "smoke",
+                        "--device", "cpu", "--only", "main", "--workers", "2", "--deadline", "1",
+                        "--set", "main:seeds.n_stage1=4", "--set", "main:data.num_ents=24",
+                        "--set", "main:stages.0.epochs=2", "--set", "main:stages.1.epochs=1"],
+                       capture_output=True, text=True, env=env, timeout=600)
+    assert p.returncode == 0, p.stderr[-3000:]
+    job = json.loads((out / "summary.json").read_text())["jobs"][0]
+    assert job["ok"] and job["workers"] == 2 and job["planned_n_stage1"] == 4
+    meta = json.loads((out / job["result_dir"] / "meta.json").read_text())
+    cfg = json.loads((out / job["result_dir"] / "config.json").read_text())
+    # each process finished its first seed (0 and 1) and started no second one past the deadline
+    assert cfg["seeds"]["n_stage1"] == 2 and meta["planned_n_stage1"] == 4 and meta["workers"] == 2
+    assert meta["git_revision"] == "test-rev"
+    with tarfile.open(out / "results.tgz") as tar:
+        assert f"{job['result_dir']}/results.csv" in tar.getnames()
+
+
+def test_two_call_gpu_session_at_smoke_scale(tmp_path):
+    """scripts/gpu_session.sh: call one starts MNIST in the background and returns; call two runs the main
+    experiment over worker processes, collects MNIST, and leaves at most 8 plain files in $OUT (what the
+    device tool brings back)."""
+    out, stash = tmp_path / "out", tmp_path / "stash"
+    out.mkdir()
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHON=sys.executable, GPU_PRESET="smoke", GPU_DEVICE="cpu",
+               GPU_STASH=str(stash), GPU_CARRY=str(tmp_path / "nothing"), GPU_ONE_WAIT="0", GPU_BG_WAIT="300",
+               OUT=str(out), IML_GIT_REVISION="rev-one",
+               GPU_SET="--set main:seeds.n_stage1=2 --set main:data.num_ents=24 --set main:stages.0.epochs=2 "
+                       "--set main:stages.1.epochs=1")
+    script = str(ROOT / "scripts/gpu_session.sh")
+    one = subprocess.run(["bash", script, "one"], capture_output=True, text=True, env=env, timeout=120)
+    assert one.returncode == 0, one.stderr[-2000:]
+    assert "torch" in one.stdout
+    two = subprocess.run(["bash", script, "two", "rev-two", "600", "2"], capture_output=True, text=True, env=env,
+                         timeout=600)
+    assert two.returncode == 0, two.stdout[-2000:] + two.stderr[-2000:]
+    files = sorted(p.name for p in out.iterdir())
+    assert all((out / f).is_file() for f in files) and len(files) <= 8, files
+    assert {"results.tgz", "summary.json", "bg_summary.json", "workers.log", "bg.log"} <= set(files)
+    with tarfile.open(out / "results.tgz") as tar:
+        metas = {n.split("/")[1]: json.load(tar.extractfile(n)) for n in tar.getnames() if n.endswith("meta.json")}
+    assert set(metas) == {"main", "mnist"}
+    assert metas["main"]["git_revision"] == "rev-two" and metas["main"]["workers"] == 2
