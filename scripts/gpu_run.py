@@ -11,7 +11,7 @@ The main experiment fine-tunes a small pretrained model (SmolLM2-135M) whose ste
 keep an H100/H200 busy from one Python process, so ``--workers N`` splits its stage-1 seeds over N
 processes (seed i goes to process i mod N) that share the GPU. ``--deadline S`` (seconds from the
 script's start) stops every process from starting a seed it would not finish in time (judged by its
-previous seed) and kills what still runs 60 s past it; the result is then the first k stage-1 seeds
+previous seed) and kills what still runs ``--grace`` seconds (60) past it; the result is then the first k stage-1 seeds
 that finished, saved as the config with ``n_stage1 = k`` (``iml.experiment.finalize_completed``; its
 meta records the planned count), so a run cut short still returns a valid, smaller result.
 
@@ -64,6 +64,8 @@ def main(argv=None) -> int:
     ap.add_argument("--workers", type=int, default=1, help="processes sharing the GPU for the main experiment")
     ap.add_argument("--deadline", type=float, default=None,
                     help="seconds from start: main-experiment processes start no seed they cannot finish by then")
+    ap.add_argument("--grace", type=float, default=60.0,
+                    help="seconds past the deadline after which main-experiment processes still running are killed")
     ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)  # internal: a JSON job spec
     args = ap.parse_args(argv)
     if args.worker:
@@ -112,7 +114,7 @@ def main(argv=None) -> int:
             job["config"] = to_dict(cfg)
             if name == "main" and (args.workers > 1 or args.deadline is not None):
                 stop_by = None if args.deadline is None else t_start + args.deadline
-                res = _run_main_sharded(cfg, root, out, args.workers, stop_by, job)
+                res = _run_main_sharded(cfg, root, out, args.workers, stop_by, args.grace, job)
             else:
                 res = mod.run(cfg, root=root, progress=False)
             job["result_dir"] = str(Path(res.dir).relative_to(out))
@@ -135,7 +137,7 @@ def main(argv=None) -> int:
     return 0 if all(j["ok"] for j in summary["jobs"]) else 1
 
 
-def _run_main_sharded(cfg, root: Path, out: Path, workers: int, stop_by: float | None, job: dict):
+def _run_main_sharded(cfg, root: Path, out: Path, workers: int, stop_by: float | None, grace: float, job: dict):
     """The main experiment's stage-1 seeds over `workers` processes; the result of those that finished."""
     from iml import experiment
 
@@ -151,7 +153,7 @@ def _run_main_sharded(cfg, root: Path, out: Path, workers: int, stop_by: float |
     codes = []
     for p, log in procs:
         try:
-            codes.append(p.wait(timeout=None if stop_by is None else max(1.0, stop_by + 60 - time.time())))
+            codes.append(p.wait(timeout=None if stop_by is None else max(1.0, stop_by + grace - time.time())))
         except subprocess.TimeoutExpired:
             p.kill()
             codes.append("killed")

@@ -47,7 +47,7 @@ torch.cuda.get_device_name(0) if torch.cuda.is_available() else "")'
     fi
     export PYTHONPATH="$STASH/site:lib" IML_GIT_REVISION="$sha"
     "$PY" scripts/gpu_run.py --out "$out" --preset "$PRESET" $DEV --only main --workers "$workers" \
-      --deadline "$deadline" "${EXTRA[@]}"
+      --deadline "$deadline" --grace "${GPU_GRACE:-40}" "${EXTRA[@]}"
     echo "main exit $?"
     for _ in $(seq 1 "${GPU_BG_WAIT:-30}"); do [ -f "$STASH/bg/results.tgz" ] && break; sleep 1; done
     mkdir -p "$out/results"; cat "$STASH/bg.log" > "$out/bg.log"
