@@ -1,0 +1,154 @@
+"""Benchmark: one training step of the main experiment's gpu preset (SmolLM2-135M shape, batch 256, people data).
+
+Where does a step's time go, and do several processes sharing one GPU add throughput? The first H200 run of the
+gpu preset (5 processes) trained at ~16k tokens/s per process (~80k together, ~6% MFU); this script separates:
+
+* ``host_ms``: building one batch on the CPU (collate, loss positions);
+* ``fwdbwd_ms``: forward + backward of one batch (bf16 autocast, all-token loss), synchronised;
+* ``opt_iml_ms`` / ``opt_hf_ms``: one Adafactor step, ``iml.optim`` (batched by shape) vs ``transformers``;
+* ``loop_tok_s``: the real loop (:func:`iml.train.train_stage`) over ``--steps`` batches; with ``--procs N``
+  N such loops run at once in separate processes and ``sum_tok_s`` is their total.
+
+The weights are random (speed does not depend on them), so only the shape and the tokenizer are needed: a
+folder with SmolLM2's ``config.json`` and tokenizer files (``--shape``; written from the GGUF by
+``load_model`` + ``save_pretrained``).
+
+    python benchmarks/bench_main_step.py --shape DIR --device cuda [--procs 1,3]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
+
+import torch  # noqa: E402
+
+
+def _setup(args):
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    from iml.tagging import DataConfig, build
+
+    tok = AutoTokenizer.from_pretrained(args.shape)
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(args.shape)).to(args.device)
+    rows = build(DataConfig(kb="people", num_ents=args.num_ents, seed=600)).splits["train_stage1"]
+    return model, tok, rows
+
+
+def _sync(dev):
+    if dev.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def _ms(fn, n, dev):
+    for _ in range(2):
+        fn()
+    _sync(dev)
+    t = time.perf_counter()
+    for _ in range(n):
+        fn()
+    _sync(dev)
+    return 1000 * (time.perf_counter() - t) / n
+
+
+def parts(args):
+    from transformers.optimization import Adafactor as HFAdafactor
+
+    from iml.optim import Adafactor
+    from iml.train import _loss_sum, collate, encode_rows, loss_positions
+
+    model, tok, rows = _setup(args)
+    docs, _ = encode_rows(rows[: args.batch * 8], tok, "all")
+    batches = [docs[i:i + args.batch] for i in range(0, len(docs), args.batch)]
+    k = [0]
+
+    def host():
+        ids, mask, labels = collate(batches[k[0] % len(batches)], tok.pad_token_id)
+        k[0] += 1
+        return ids, mask, loss_positions(labels)
+
+    dev = args.device
+    out = {"host_ms": _ms(host, 20, "cpu")}
+    prepared = []
+    for b in batches:
+        ids, mask, (fi, tg) = host()
+        prepared.append(tuple(t.to(dev) for t in (ids, mask, fi, tg)))
+
+    def fwdbwd():
+        ids, mask, fi, tg = prepared[k[0] % len(prepared)]
+        k[0] += 1
+        with torch.autocast(device_type=dev.split(":")[0], dtype=torch.bfloat16, enabled=dev.startswith("cuda")):
+            loss = _loss_sum(model, ids, mask, fi, tg)
+        (loss / max(1, tg.numel())).backward()
+
+    out["fwdbwd_ms"] = _ms(fwdbwd, 20, dev)
+    out["tokens_per_batch"] = int(sum(int(p[1].sum()) for p in prepared) / len(prepared))
+    params = [p for p in model.parameters() if p.requires_grad]
+    for name, opt in (("opt_iml_ms", Adafactor(params, lr=5e-5)),
+                      ("opt_hf_ms", HFAdafactor(params, lr=5e-5, scale_parameter=False, relative_step=False,
+                                                warmup_init=False))):
+        out[name] = _ms(opt.step, 20, dev)
+    return out
+
+
+def loop(args):
+    from iml.train import StageConfig, TrainConfig, train_stage
+
+    model, tok, rows = _setup(args)
+    sub = rows[: args.batch * args.steps]
+    train_stage(model, tok, sub[:args.batch * 3], StageConfig(epochs=1, batch_size=args.batch), TrainConfig(), progress=False)
+    if args.start_at:
+        time.sleep(max(0.0, args.start_at - time.time()))
+    log = train_stage(model, tok, sub, StageConfig(epochs=1, batch_size=args.batch), TrainConfig(), progress=False)
+    return {"loop_tok_s": log.tokens_per_s, "loop_ms_per_step": 1000 * log.train_time_s / log.steps,
+            "steps": log.steps}
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--shape", required=True, help="folder with config.json and the tokenizer files")
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--num-ents", type=int, default=4000)
+    ap.add_argument("--steps", type=int, default=40)
+    ap.add_argument("--batch", type=int, default=256)
+    ap.add_argument("--procs", default="1", help="comma-separated process counts for the loop measurement")
+    ap.add_argument("--mode", default="all", choices=["all", "parts", "loop"])
+    ap.add_argument("--load-s", type=float, default=25.0, help="seconds the loop processes get to load first")
+    ap.add_argument("--start-at", type=float, default=None, help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    torch.set_num_threads(1)
+    if args.mode == "parts":
+        print(json.dumps(parts(args)), flush=True)
+        return 0
+    if args.mode == "loop":
+        print(json.dumps(loop(args)), flush=True)
+        return 0
+    res = parts(args)
+    for k, v in res.items():
+        print(f"{k}={v:.2f}" if isinstance(v, float) else f"{k}={v}", flush=True)
+    for n in [int(x) for x in args.procs.split(",")]:
+        start = time.time() + args.load_s  # all processes load first, then start together
+        cmd = [sys.executable, __file__, "--mode", "loop", "--shape", args.shape, "--device", args.device,
+               "--num-ents", str(args.num_ents), "--steps", str(args.steps), "--batch", str(args.batch),
+               "--start-at", repr(start)]
+        ps = [subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True) for _ in range(n)]
+        outs = [json.loads(p.communicate()[0].strip().splitlines()[-1]) for p in ps]
+        per = [o["loop_tok_s"] for o in outs]
+        print(f"procs={n} per_proc_tok_s={[round(x) for x in per]} sum_tok_s={sum(per):.0f} "
+              f"ms_per_step={[round(o['loop_ms_per_step'], 1) for o in outs]}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
