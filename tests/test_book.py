@@ -127,6 +127,27 @@ def test_headline_lookup(tmp_path):
     assert avail["main"][0] == "gpu"
 
 
+def test_headline_shows_a_gpu_run_cut_short_by_its_deadline(tmp_path):
+    """A run of the gpu config that kept only its first seeds (finalize_completed) is the headline,
+    and says that it was cut short."""
+    pytest.importorskip("iml.experiment")
+    from iml import experiment
+    from iml.config import config_hash
+
+    planned = experiment.make_config("gpu")
+    cut = experiment.make_config("gpu", {"seeds.n_stage1": 3})
+    store = results.ResultStore("main", cut, root=tmp_path)
+    store.save_unit("u0", book.fake_result("main").table)
+    store.finalize(["u0"], meta={"planned_n_stage1": 10, "planned_config_hash": config_hash(planned)})
+    other = results.ResultStore("main", experiment.make_config("gpu", {"seeds.n_stage1": 4}), root=tmp_path)
+    other.save_unit("u0", book.fake_result("main").table)
+    other.finalize(["u0"], meta={"planned_n_stage1": 10, "planned_config_hash": "0123456789ab"})  # another plan
+    h = book.headline("main", root=tmp_path)
+    assert h is not None and h.hash == store.hash
+    note = book.headline_note(h, "main")
+    assert "3 of the 10 planned stage-1 seeds" in note and "gpu preset, cut to 3 of 10" in note
+
+
 def test_external_refs(tmp_path):
     (tmp_path / "a.html").write_text(
         '<script src="https://cdn.jsdelivr.net/npm/x.js"></script><script src="_static/ok.js"></script>'

@@ -104,13 +104,29 @@ def headline(name: str, preset: str = "gpu", root: str | os.PathLike | None = No
     try:
         return results.load(name, cfg, root=r)
     except (FileNotFoundError, results.StaleResultError):
-        return None
+        pass
+    # A run of this config cut short by its deadline keeps its finished seeds as a smaller config whose
+    # meta names the planned one (iml.experiment.finalize_completed); show the one with the most rows.
+    from .config import config_hash
+
+    want, found = config_hash(cfg), []
+    for meta_path in sorted((Path(r) / name).glob("*/meta.json")):
+        try:
+            if json.loads(meta_path.read_text()).get("planned_config_hash") == want:
+                found.append(results.load_dir(meta_path.parent))
+        except (OSError, ValueError, FileNotFoundError, results.StaleResultError):
+            continue
+    return max(found, key=lambda res: len(res.table)) if found else None
 
 
 def headline_note(result, name: str, preset: str = "gpu", root=None) -> str:
     """Markdown saying what the headline figure is, or plainly that no committed result exists."""
     if result is not None:
-        return (f"**Headline: committed `{preset}`-preset result** (`results/{name}/{result.hash}`). "
+        planned = result.meta.get("planned_n_stage1")
+        cut = (f" **Cut short:** {result.config['seeds']['n_stage1']} of the {planned} planned stage-1 seeds "
+               f"finished within the GPU time (the others were not started); the numbers below are those seeds'."
+               if planned else "")
+        return (f"**Headline: committed `{preset}`-preset result** (`results/{name}/{result.hash}`).{cut} "
                 f"{plots.scale_caption(result)}")
     if _headline_root(root) is None:
         return f"*The committed `{preset}`-preset lookup is disabled in this run (test reference notebook).*"

@@ -207,7 +207,15 @@ def _preset_of(result) -> str | None:
     name = getattr(result, "experiment", None)
     if name not in registry.EXPERIMENTS or not getattr(result, "config", None):
         return None
-    return registry.preset_of(name, result.config)
+    preset = registry.preset_of(name, result.config)
+    planned = (getattr(result, "meta", None) or {}).get("planned_config_hash")
+    if preset is None and planned:
+        # a run cut short by its deadline (iml.experiment.finalize_completed): name the preset it was
+        planned_preset = registry.preset_of_hash(name, planned)
+        if planned_preset:
+            n = (result.config.get("seeds") or {}).get("n_stage1", "?")
+            return f"{planned_preset} preset, cut to {n} of {result.meta.get('planned_n_stage1', '?')} stage-1 seeds"
+    return preset
 
 
 def scale_caption(result) -> str:
@@ -234,7 +242,7 @@ def scale_caption(result) -> str:
     epochs = result.table["epoch"].max() if len(result.table) else 0
     parts = [
         f"{getattr(result, 'experiment', 'result')}"
-        + (f" ({preset} preset)" if preset else "")
+        + ((f" ({preset})" if "preset" in preset else f" ({preset} preset)") if preset else "")
         + f", config {getattr(result, 'hash', '?')}",
         f"model: {_model_text(cfg)}",
         f"seeds: {n1} stage-1 × {n2:g} stage-2",

@@ -36,7 +36,13 @@ def preset_of(name: str, config) -> str | None:
     """
     from .config import config_hash
 
-    want = config_hash(config)
+    return preset_of_hash(name, config_hash(config))
+
+
+def preset_of_hash(name: str, want: str) -> str | None:
+    """The preset of experiment `name` whose config hash is `want`, or None."""
+    from .config import config_hash
+
     mod = get(name)
     for preset in mod.PRESETS:
         try:
