@@ -91,7 +91,7 @@ def headline(name: str, preset: str = "gpu", root: str | os.PathLike | None = No
     Looked up by the preset's config hash (:func:`iml.results.load`), so only a result made by exactly the
     current gpu config is shown.
     """
-    from . import registry, results
+    from . import registry
 
     r = _headline_root(root)
     if r is None:
@@ -101,16 +101,22 @@ def headline(name: str, preset: str = "gpu", root: str | os.PathLike | None = No
         cfg = exp.make_config(preset)
     except (ImportError, KeyError, ValueError):
         return None
-    try:
-        return results.load(name, cfg, root=r)
-    except (FileNotFoundError, results.StaleResultError):
-        pass
-    # A run of this config cut short by its deadline keeps its finished seeds as a smaller config whose
-    # meta names the planned one (iml.experiment.finalize_completed); show the one with the most rows.
+    return find_result(name, cfg, root=r)
+
+
+def find_result(name: str, cfg, root) -> Any:
+    """The finished result of `cfg` under `root`, else the one of a run of `cfg` cut short by its deadline
+    (its finished seeds saved as a smaller config whose meta names `cfg`'s hash, see
+    :func:`iml.experiment.finalize_completed`; the one with most rows), else None."""
+    from . import results
     from .config import config_hash
 
+    try:
+        return results.load(name, cfg, root=root)
+    except (FileNotFoundError, results.StaleResultError):
+        pass
     want, found = config_hash(cfg), []
-    for meta_path in sorted((Path(r) / name).glob("*/meta.json")):
+    for meta_path in sorted((Path(root) / name).glob("*/meta.json")):
         try:
             if json.loads(meta_path.read_text()).get("planned_config_hash") == want:
                 found.append(results.load_dir(meta_path.parent))
@@ -326,8 +332,8 @@ def verdict(result, experiment: str | None = None) -> str:
     """A sentence or two, in words, on whether this result shows the paper's IML gap(s) at its scale."""
     experiment = experiment or result.experiment
     b = plots.stage_boundaries(result.table)
-    preset = (result.meta or {}).get("preset") or registry.preset_of(experiment, result.config)
-    scale = f"the {preset} scale" if preset else "this run's scale"
+    preset = (result.meta or {}).get("preset") or plots.preset_label(result)
+    scale = (preset if "preset" in preset else f"the {preset} scale") if preset else "this run's scale"
     out = []
     for c in paper.CLAIMS:
         if c.experiment != experiment:
@@ -438,7 +444,7 @@ def best_results(root: str | os.PathLike | None = None, extra: Mapping[str, Any]
     Looks up each preset's config hash under `root` (default results/, or $IML_RESULTS_ROOT). `extra`
     maps experiment -> (preset, Result) to use instead (e.g. a result just computed elsewhere).
     """
-    from . import registry, results
+    from . import registry
 
     roots = []
     for r in (root, os.environ.get(RESULTS_ENV), io.RESULTS_DIR):
@@ -456,11 +462,10 @@ def best_results(root: str | os.PathLike | None = None, extra: Mapping[str, Any]
             except Exception:  # noqa: BLE001 - a preset this experiment lacks
                 continue
             for r in roots:
-                try:
-                    out[name] = (preset, results.load(name, cfg, root=r))
+                found = find_result(name, cfg, r)
+                if found is not None:
+                    out[name] = (preset, found)
                     break
-                except (FileNotFoundError, results.StaleResultError):
-                    continue
             if name in out:
                 break
     out.update(dict(extra or {}))
@@ -507,7 +512,7 @@ def claims_table(available: Mapping[str, tuple[str, Any]]) -> pd.DataFrame:
             evidence = f"no finished `{c.experiment}` result"
         else:
             preset, res = available[c.experiment]
-            scale = f"{preset} preset, config {res.hash}"
+            scale = f"{plots.preset_label(res) or preset + ' preset'}, config {res.hash}"
             b = plots.stage_boundaries(res.table)
             stage1_end = b[-1] if b else None
             sts, evs = [], []

@@ -201,7 +201,8 @@ def _fmt_seconds(s: float) -> str:
     return f"{s / 3600:.1f} h"
 
 
-def _preset_of(result) -> str | None:
+def preset_label(result) -> str | None:
+    """The preset `result` was made with ("gpu"; "gpu preset, cut to 5 of 10 stage-1 seeds"), or None."""
     from . import registry
 
     name = getattr(result, "experiment", None)
@@ -227,7 +228,7 @@ def scale_caption(result) -> str:
     meta = dict(getattr(result, "meta", {}) or {})
     n1, n2 = _seed_counts(result.table)
     size = _find(cfg, ["num_ents", "num_x", "n_aliases", "num_aliases", "n_entities", "num_grids", "n_train"])
-    preset = meta.get("preset") or cfg.get("preset") or _preset_of(result)
+    preset = meta.get("preset") or cfg.get("preset") or preset_label(result)
     env = meta.get("environment") or {}
     if env.get("gpu"):
         hw = f"{env.get('gpu_count', 1)}× {env['gpu']}"
