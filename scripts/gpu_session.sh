@@ -4,7 +4,8 @@
 #
 #   call 1 (carry $CARRY/part1 $CARRY/wheels):  bash scripts/gpu_session.sh one
 #       keeps part 1 and the gguf wheel in /tmp, prints the machine's versions, and starts the MNIST
-#       gpu preset in the background (setsid: it outlives the call, on the GPU beside the main run)
+#       gpu preset (or the experiments named by GPU_BG, e.g. setinclusion) in the background (setsid: it
+#       outlives the call, on the GPU beside the main run; a finished result is only loaded again)
 #   call 2 (carry $CARRY/part2), at once:          bash scripts/gpu_session.sh two SHA DEADLINE WORKERS
 #       assembles and checks the GGUF, runs the main experiment's gpu preset over WORKERS processes
 #       that start no seed they cannot finish by DEADLINE seconds, waits for MNIST, packs $OUT.
@@ -35,7 +36,7 @@ torch.cuda.get_device_name(0) if torch.cuda.is_available() else "")'
     nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null || true
     # MNIST in the background, in its own process session so that it outlives this call
     setsid nohup env PYTHONPATH=lib IML_GIT_REVISION="${IML_GIT_REVISION:-}" \
-      "$PY" scripts/gpu_run.py --out "$STASH/bg" --preset "$PRESET" $DEV --only mnist "${EXTRA[@]}" \
+      "$PY" scripts/gpu_run.py --out "$STASH/bg" --preset "$PRESET" $DEV --only "${GPU_BG:-mnist}" "${EXTRA[@]}" \
       > "$STASH/bg.log" 2>&1 < /dev/null &
     sleep "${GPU_ONE_WAIT:-15}"; cat "$STASH/bg.log";;
   two)

@@ -176,3 +176,18 @@ def test_single_stage1_seed_is_never_reproduced():
     res = results.Result(fake.experiment, fake.hash, fake.dir, one, fake.config, fake.meta)
     status, txt = book._gap_status(res, "d1consis", "d2consis", "acc", None, "cpu")
     assert status == "too few seeds" and "at least 2 stage-1 seeds" in txt
+
+
+def test_committed_gpu_results_are_the_current_gpu_presets():
+    """The committed H200 results stay the headlines: changing a gpu preset (or code that a config hash
+    covers) without rerunning it would silently drop them from the book. The main run is also resumable:
+    its planned folder holds the finished seeds' units under the current gpu config."""
+    from iml import experiment
+    from iml.config import config_hash
+    from iml.io import RESULTS_DIR
+
+    for name in ("main", "mnist"):
+        assert book.headline(name, root=RESULTS_DIR) is not None, f"committed {name} gpu result no longer found"
+    planned = RESULTS_DIR / "main" / config_hash(experiment.make_config("gpu"))
+    if (planned / "units").exists():
+        assert len(list((planned / "units").glob("s*-*.csv"))) >= 2
