@@ -66,6 +66,9 @@ def main(argv=None) -> int:
                     help="seconds from start: main-experiment processes start no seed they cannot finish by then")
     ap.add_argument("--grace", type=float, default=60.0,
                     help="seconds past the deadline after which main-experiment processes still running are killed")
+    ap.add_argument("--resume-from", default=str(Path(__file__).resolve().parents[1] / "results"),
+                    help="results folder whose finished units of the same config are reused (default: the repo's "
+                         "committed results/)")
     ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)  # internal: a JSON job spec
     args = ap.parse_args(argv)
     if args.worker:
@@ -111,6 +114,7 @@ def main(argv=None) -> int:
         try:
             mod = registry.get(name)
             cfg = mod.make_config(args.preset, ov)
+            job["resumed_from"] = _seed_from_committed(name, cfg, Path(args.resume_from), root)
             job["config"] = to_dict(cfg)
             if name == "main" and (args.workers > 1 or args.deadline is not None):
                 stop_by = None if args.deadline is None else t_start + args.deadline
@@ -135,6 +139,21 @@ def main(argv=None) -> int:
             tar.add(root, arcname="results")
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
     return 0 if all(j["ok"] for j in summary["jobs"]) else 1
+
+
+def _seed_from_committed(name: str, cfg, committed: Path, root: Path) -> str | None:
+    """Copy the committed result folder of exactly this config (finished units, e.g. the seeds of a run
+    cut short by its deadline) into this run's results root, so that only what is missing is computed."""
+    import shutil
+
+    from iml.config import config_hash
+
+    h = config_hash(cfg)
+    src, dst = committed / name / h, root / name / h
+    if not src.is_dir() or dst.exists() or src.resolve() == dst.resolve():
+        return None
+    shutil.copytree(src, dst)
+    return str(src)
 
 
 def _run_main_sharded(cfg, root: Path, out: Path, workers: int, stop_by: float | None, grace: float, job: dict):

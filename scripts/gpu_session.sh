@@ -7,11 +7,15 @@
 #       gpu preset (or the experiments named by GPU_BG, e.g. setinclusion) in the background (setsid: it
 #       outlives the call, on the GPU beside the main run; a finished result is only loaded again)
 #   call 2 (carry $CARRY/part2), at once:          bash scripts/gpu_session.sh two SHA DEADLINE WORKERS
-#       assembles and checks the GGUF, runs the main experiment's gpu preset over WORKERS processes
-#       that start no seed they cannot finish by DEADLINE seconds, waits for MNIST, packs $OUT.
+#       assembles and checks the GGUF, starts the main experiment's gpu preset in the background over
+#       WORKERS processes that start no seed they cannot finish by DEADLINE seconds (killed GRACE s later),
+#       waits up to GPU_WAIT s (560) for it, packs $OUT
+#   call 3 (if call 2 says the run is still going), at once: bash scripts/gpu_session.sh three
+#       waits again (GPU_WAIT) and packs $OUT with the finished run. DEADLINE may thus exceed one call's
+#       600 s limit: the device time of the session (15 min) is the only bound.
 #
 # $OUT receives results.tgz (unpack at the repo root), summary.json (main), bg_summary.json (MNIST),
-# workers.log, bg.log. GPU_PRESET / GPU_DEVICE / GPU_SET (extra --set flags) let the CPU test run it at smoke
+# workers.log, main.log, bg.log. GPU_PRESET / GPU_DEVICE / GPU_SET (extra --set flags) let the CPU test run it at smoke
 # scale (tests/test_gpu_script.py); GPU_CARRY (default .gpucarry), GPU_STASH, PYTHON likewise.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -22,6 +26,26 @@ PRESET=${GPU_PRESET:-gpu}
 DEV=${GPU_DEVICE:+--device $GPU_DEVICE}
 read -r -a EXTRA <<< "${GPU_SET:-}"
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
+
+# Wait (at most GPU_WAIT s) for the background main run, then pack what exists into $OUT: results.tgz with
+# every result folder of the main and background runs, their summaries and logs (<= 8 plain files).
+wait_and_collect() {
+  local out=${OUT:?OUT must be set} t0=$SECONDS
+  while [ ! -f "$STASH/main.done" ] && [ $((SECONDS - t0)) -lt "${GPU_WAIT:-560}" ]; do sleep 2; done
+  if [ -f "$STASH/main.done" ]; then echo "main finished (exit $(cat "$STASH/main.done"))"
+  else echo "main still running after ${GPU_WAIT:-560} s: call 'three' at once to wait for it again"; fi
+  for _ in $(seq 1 "${GPU_BG_WAIT:-30}"); do [ -f "$STASH/bg/results.tgz" ] && break; sleep 1; done
+  rm -rf "$STASH/pack"; mkdir -p "$STASH/pack/results"
+  for d in "$STASH/main/results" "$STASH/bg/results"; do [ -d "$d" ] && cp -r "$d/." "$STASH/pack/results/"; done
+  tar czf "$out/results.tgz" -C "$STASH/pack" results
+  [ -f "$STASH/main/summary.json" ] && cp "$STASH/main/summary.json" "$out/summary.json"
+  [ -f "$STASH/bg/summary.json" ] && cp "$STASH/bg/summary.json" "$out/bg_summary.json"
+  cat "$STASH/main"/main_worker*.log > "$out/workers.log" 2>/dev/null
+  [ -f "$STASH/main.log" ] && cp "$STASH/main.log" "$out/main.log"
+  [ -f "$STASH/bg.log" ] && cp "$STASH/bg.log" "$out/bg.log"
+  ls -la "$out"; tail -n 5 "$STASH/main.log" 2>/dev/null
+  [ -f "$STASH/main.done" ] || return 4  # exit status 4: still running
+}
 case "${1:-}" in
   one)
     mkdir -p "$STASH/smol" "$STASH/bg"
@@ -41,21 +65,19 @@ torch.cuda.get_device_name(0) if torch.cuda.is_available() else "")'
     sleep "${GPU_ONE_WAIT:-15}"; cat "$STASH/bg.log";;
   two)
     sha=${2:?two needs the git revision}; deadline=${3:?two needs the deadline in seconds}; workers=${4:?and the workers}
-    out=${OUT:?OUT must be set}
     if compgen -G "$CARRY/part2/*" > /dev/null; then
-      cp $CARRY/part2/* "$STASH/smol/"
+      cp "$CARRY"/part2/* "$STASH/smol/"
       export IML_SMOLLM2_GGUF=$(bash scripts/gpu_prepare_smollm2.sh assemble "$STASH/smol") || exit 3
     fi
     export PYTHONPATH="$STASH/site:lib" IML_GIT_REVISION="$sha"
-    "$PY" scripts/gpu_run.py --out "$out" --preset "$PRESET" $DEV --only main --workers "$workers" \
-      --deadline "$deadline" --grace "${GPU_GRACE:-40}" "${EXTRA[@]}"
-    echo "main exit $?"
-    for _ in $(seq 1 "${GPU_BG_WAIT:-30}"); do [ -f "$STASH/bg/results.tgz" ] && break; sleep 1; done
-    mkdir -p "$out/results"; cat "$STASH/bg.log" > "$out/bg.log"
-    [ -f "$STASH/bg/summary.json" ] && cp "$STASH/bg/summary.json" "$out/bg_summary.json"
-    [ -d "$STASH/bg/results" ] && cp -r "$STASH/bg/results/." "$out/results/"
-    cat "$out"/main_worker*.log > "$out/workers.log" 2>/dev/null; rm -f "$out"/main_worker*.log "$out/main_config.json"
-    tar czf "$out/results.tgz" -C "$out" results && rm -rf "$out/results"
-    ls -la "$out"; tail -n 5 "$out/workers.log";;
-  *) echo "usage: $0 one | two SHA DEADLINE WORKERS" >&2; exit 2;;
+    rm -rf "$STASH/main" "$STASH/main.done"; mkdir -p "$STASH/main"
+    # in its own process session: the run may outlast this call (the machine stays while calls follow)
+    setsid nohup bash -c '"$0" scripts/gpu_run.py --out "$1" --preset "$2" $3 --only main --workers "$4" \
+        --deadline "$5" --grace "$6" "${@:8}" > "$1.log" 2>&1; echo $? > "$7"' \
+      "$PY" "$STASH/main" "$PRESET" "$DEV" "$workers" "$deadline" "${GPU_GRACE:-40}" "$STASH/main.done" \
+      "${EXTRA[@]}" < /dev/null > /dev/null 2>&1 &
+    wait_and_collect;;
+  three)  # the main run outlasted call two: wait for it again, then collect
+    wait_and_collect;;
+  *) echo "usage: $0 one | two SHA DEADLINE WORKERS | three" >&2; exit 2;;
 esac

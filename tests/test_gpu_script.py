@@ -63,10 +63,11 @@ def test_gpu_script_main_over_workers_with_a_deadline(tmp_path):
         assert f"{job['result_dir']}/results.csv" in tar.getnames()
 
 
-def test_two_call_gpu_session_at_smoke_scale(tmp_path):
-    """scripts/gpu_session.sh: call one starts MNIST in the background and returns; call two runs the main
-    experiment over worker processes, collects MNIST, and leaves at most 8 plain files in $OUT (what the
-    device tool brings back)."""
+def test_gpu_session_calls_at_smoke_scale(tmp_path):
+    """scripts/gpu_session.sh: call one starts MNIST in the background and returns; call two starts the main
+    experiment in the background over worker processes and packs what exists when its wait ends (here at
+    once: exit 4, still running); call three waits again and packs the finished run. $OUT holds at most 8
+    plain files (what the device tool brings back)."""
     out, stash = tmp_path / "out", tmp_path / "stash"
     out.mkdir()
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHON=sys.executable, GPU_PRESET="smoke", GPU_DEVICE="cpu",
@@ -78,13 +79,53 @@ def test_two_call_gpu_session_at_smoke_scale(tmp_path):
     one = subprocess.run(["bash", script, "one"], capture_output=True, text=True, env=env, timeout=120)
     assert one.returncode == 0, one.stderr[-2000:]
     assert "torch" in one.stdout
-    two = subprocess.run(["bash", script, "two", "rev-two", "600", "2"], capture_output=True, text=True, env=env,
-                         timeout=600)
-    assert two.returncode == 0, two.stdout[-2000:] + two.stderr[-2000:]
+    two = subprocess.run(["bash", script, "two", "rev-two", "600", "2"], capture_output=True, text=True,
+                         env={**env, "GPU_WAIT": "0"}, timeout=600)
+    assert two.returncode == 4 and "still running" in two.stdout, two.stdout[-2000:] + two.stderr[-2000:]
+    assert (out / "results.tgz").exists()
+    for f in out.iterdir():
+        f.unlink()  # $OUT is emptied before each call
+    three = subprocess.run(["bash", script, "three"], capture_output=True, text=True,
+                           env={**env, "GPU_WAIT": "500"}, timeout=600)
+    assert three.returncode == 0 and "main finished (exit 0)" in three.stdout, three.stdout[-2000:]
     files = sorted(p.name for p in out.iterdir())
     assert all((out / f).is_file() for f in files) and len(files) <= 8, files
-    assert {"results.tgz", "summary.json", "bg_summary.json", "workers.log", "bg.log"} <= set(files)
+    assert {"results.tgz", "summary.json", "bg_summary.json", "workers.log", "main.log", "bg.log"} <= set(files)
     with tarfile.open(out / "results.tgz") as tar:
         metas = {n.split("/")[1]: json.load(tar.extractfile(n)) for n in tar.getnames() if n.endswith("meta.json")}
     assert set(metas) == {"main", "mnist"}
     assert metas["main"]["git_revision"] == "rev-two" and metas["main"]["workers"] == 2
+    assert metas["mnist"]["git_revision"] == "rev-one"
+
+
+def test_gpu_script_resumes_committed_units(tmp_path):
+    """Units of the same config committed under results/ (a run cut short) are reused, not recomputed:
+    the next GPU session computes only the missing seeds."""
+    committed, out = tmp_path / "committed", tmp_path / "out"
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "lib"), OMP_NUM_THREADS="1", IML_GIT_REVISION="test-rev")
+    sets = ["--set", "main:data.num_ents=24", "--set", "main:stages.0.epochs=2", "--set", "main:stages.1.epochs=1",
+            "--set", "main:seeds.n_stage1=2"]
+    first = subprocess.run([sys.executable, str(ROOT / "scripts/gpu_run.py"), "--out", str(tmp_path / "o1"),
+                            "--preset", "smoke", "--device", "cpu", "--only", "main", *sets],
+                           capture_output=True, text=True, env=env, timeout=600)
+    assert first.returncode == 0, first.stderr[-3000:]
+    rel = json.loads((tmp_path / "o1" / "summary.json").read_text())["jobs"][0]["result_dir"]
+    done = tmp_path / "o1" / rel
+    # "commit" only seed 0's units, marked so that a recomputation would show
+    dst = committed / "main" / done.name / "units"
+    dst.mkdir(parents=True)
+    for f in (done / "units").glob("s0-*"):
+        text = f.read_text()
+        (dst / f.name).write_text(text.replace('"device"', '"marker": "committed", "device"') if f.suffix == ".json"
+                                  else text)
+    (committed / "main" / done.name / "config.json").write_text((done / "config.json").read_text())
+    p = subprocess.run([sys.executable, str(ROOT / "scripts/gpu_run.py"), "--out", str(out), "--preset", "smoke",
+                        "--device", "cpu", "--only", "main", "--workers", "2", "--deadline", "300",
+                        "--resume-from", str(committed), *sets],
+                       capture_output=True, text=True, env=env, timeout=600)
+    assert p.returncode == 0, p.stderr[-3000:]
+    job = json.loads((out / "summary.json").read_text())["jobs"][0]
+    assert job["result_dir"] == rel and job["resumed_from"]
+    units = out / rel / "units"
+    assert json.loads((units / "s0-0.json").read_text())["marker"] == "committed"  # reused
+    assert "marker" not in json.loads((units / "s1-0.json").read_text())  # computed here
