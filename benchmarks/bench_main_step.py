@@ -6,6 +6,8 @@ gpu preset (5 processes) trained at ~16k tokens/s per process (~80k together, ~6
 * ``host_ms``: building one batch on the CPU (collate, loss positions);
 * ``fwdbwd_ms``: forward + backward of one batch (bf16 autocast, all-token loss), synchronised;
 * ``opt_iml_ms`` / ``opt_hf_ms``: one Adafactor step, ``iml.optim`` (batched by shape) vs ``transformers``;
+* with ``--compile``: the same with every batch padded to one length, eager and with the transformer body
+  ``torch.compile``'d (``compile_s`` is the one-time compilation);
 * ``loop_tok_s``: the real loop (:func:`iml.train.train_stage`) over ``--steps`` batches; with ``--procs N``
   N such loops run at once in separate processes and ``sum_tok_s`` is their total.
 
@@ -99,6 +101,27 @@ def parts(args):
                       ("opt_hf_ms", HFAdafactor(params, lr=5e-5, scale_parameter=False, relative_step=False,
                                                 warmup_init=False))):
         out[name] = _ms(opt.step, 20, dev)
+    if args.compile:
+        # every batch padded to one length, so that the compiled transformer body sees one shape
+        import torch.nn.functional as F
+
+        L = max(len(d.input_ids) for d in docs)
+        fixed = []
+        for b in batches:
+            ids, mask, labels = collate(b, tok.pad_token_id)
+            pad = L - ids.shape[1]
+            ids = F.pad(ids, (0, pad), value=tok.pad_token_id)
+            mask, labels = F.pad(mask, (0, pad)), F.pad(labels, (0, pad), value=-100)
+            fixed.append(tuple(t.to(dev) for t in (ids, mask, *loss_positions(labels))))
+        prepared[:] = fixed
+        out["fixed_len"] = L
+        out["fwdbwd_fixed_eager_ms"] = _ms(fwdbwd, 20, dev)
+        t = time.perf_counter()
+        model.model = torch.compile(model.model, dynamic=False)
+        fwdbwd()
+        _sync(dev)
+        out["compile_s"] = time.perf_counter() - t
+        out["fwdbwd_fixed_compiled_ms"] = _ms(fwdbwd, 20, dev)
     return out
 
 
@@ -123,6 +146,8 @@ def main(argv=None):
     ap.add_argument("--steps", type=int, default=40)
     ap.add_argument("--batch", type=int, default=256)
     ap.add_argument("--procs", default="1", help="comma-separated process counts for the loop measurement")
+    ap.add_argument("--compile", action="store_true",
+                    help="also time forward+backward with fixed-length batches, eager and torch.compile'd")
     ap.add_argument("--mode", default="all", choices=["all", "parts", "loop"])
     ap.add_argument("--load-s", type=float, default=25.0, help="seconds the loop processes get to load first")
     ap.add_argument("--start-at", type=float, default=None, help=argparse.SUPPRESS)
