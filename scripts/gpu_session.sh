@@ -13,6 +13,9 @@
 #   call 3 (if call 2 says the run is still going), at once: bash scripts/gpu_session.sh three
 #       waits again (GPU_WAIT) and packs $OUT with the finished run. DEADLINE may thus exceed one call's
 #       600 s limit: the device time of the session (15 min) is the only bound.
+#   optional, after two/three:                       bash scripts/gpu_session.sh probe-lr "5.0e-5 3.0e-4" SHA
+#       one gpu-probe run (1000 people, 1 seed, about a minute) per learning rate, in parallel;
+#       $OUT gets probe_results.tgz and probe.log
 #
 # $OUT receives results.tgz (unpack at the repo root), summary.json (main), bg_summary.json (MNIST),
 # workers.log, main.log, bg.log. GPU_PRESET / GPU_DEVICE / GPU_SET (extra --set flags) let the CPU test run it at smoke
@@ -79,5 +82,22 @@ torch.cuda.get_device_name(0) if torch.cuda.is_available() else "")'
     wait_and_collect;;
   three)  # the main run outlasted call two: wait for it again, then collect
     wait_and_collect;;
-  *) echo "usage: $0 one | two SHA DEADLINE WORKERS | three" >&2; exit 2;;
+  probe-lr)  # after `two`: one short run of the gpu-probe preset per learning rate, all at once
+    lrs=${2:?probe-lr needs the learning rates, e.g. "5.0e-5 3.0e-4 1.0e-3"}; out=${OUT:?OUT must be set}
+    gguf="$STASH/smol/SmolLM2-135M-Instruct.Q4_1.gguf"
+    [ -f "$gguf" ] && export IML_SMOLLM2_GGUF="$gguf"
+    export PYTHONPATH="$STASH/site:lib" IML_GIT_REVISION="${IML_GIT_REVISION:-${3:-unknown}}"
+    rm -rf "$STASH/probe"; mkdir -p "$STASH/probe"; pids=()
+    for lr in $lrs; do
+      "$PY" scripts/gpu_run.py --out "$STASH/probe/lr$lr" --preset "${GPU_PROBE_PRESET:-gpu-probe}" $DEV --only main \
+        --set "main:stages.0.lr=$lr" --set "main:stages.1.lr=$lr" "${EXTRA[@]}" > "$STASH/probe/lr$lr.log" 2>&1 &
+      pids+=($!)
+    done
+    rc=0; for p in "${pids[@]}"; do wait "$p" || rc=1; done
+    mkdir -p "$STASH/probe/pack/results"
+    for d in "$STASH"/probe/lr*/results; do [ -d "$d" ] && cp -r "$d/." "$STASH/probe/pack/results/"; done
+    tar czf "$out/probe_results.tgz" -C "$STASH/probe/pack" results
+    for lr in $lrs; do echo "== lr $lr"; tail -n 3 "$STASH/probe/lr$lr.log"; done | tee "$out/probe.log"
+    exit $rc;;
+  *) echo "usage: $0 one | two SHA DEADLINE WORKERS | three | probe-lr \"LR ...\" [SHA]" >&2; exit 2;;
 esac

@@ -129,3 +129,22 @@ def test_gpu_script_resumes_committed_units(tmp_path):
     units = out / rel / "units"
     assert json.loads((units / "s0-0.json").read_text())["marker"] == "committed"  # reused
     assert "marker" not in json.loads((units / "s1-0.json").read_text())  # computed here
+
+
+def test_gpu_session_learning_rate_probe_at_smoke_scale(tmp_path):
+    """probe-lr runs one short main-experiment run per learning rate, in parallel, and packs them."""
+    out = tmp_path / "out"
+    out.mkdir()
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHON=sys.executable, GPU_PROBE_PRESET="smoke", GPU_DEVICE="cpu",
+               GPU_STASH=str(tmp_path / "stash"), OUT=str(out),
+               GPU_SET="--set main:seeds.n_stage1=1 --set main:data.num_ents=24 --set main:stages.0.epochs=2 "
+                       "--set main:stages.1.epochs=1")
+    p = subprocess.run(["bash", str(ROOT / "scripts/gpu_session.sh"), "probe-lr", "0.001 0.003", "rev-p"],
+                       capture_output=True, text=True, env=env, timeout=600)
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
+    assert {f.name for f in out.iterdir()} == {"probe_results.tgz", "probe.log"}
+    with tarfile.open(out / "probe_results.tgz") as tar:
+        cfgs = [json.load(tar.extractfile(n)) for n in tar.getnames() if n.endswith("/config.json")]
+        metas = [json.load(tar.extractfile(n)) for n in tar.getnames() if n.endswith("/meta.json")]
+    assert sorted(c["stages"][0]["lr"] for c in cfgs) == [0.001, 0.003]
+    assert all(m["git_revision"] == "rev-p" for m in metas) and len(metas) == 2
