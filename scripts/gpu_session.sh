@@ -10,9 +10,11 @@
 #       assembles and checks the GGUF, starts the main experiment's gpu preset in the background over
 #       WORKERS processes that start no seed they cannot finish by DEADLINE seconds (killed GRACE s later),
 #       waits up to GPU_WAIT s (560) for it, packs $OUT
-#   call 3 (if call 2 says the run is still going), at once: bash scripts/gpu_session.sh three
+#   call 3 (if call 2 says the run is still going), at once: bash scripts/gpu_session.sh three  (= wait)
 #       waits again (GPU_WAIT) and packs $OUT with the finished run. DEADLINE may thus exceed one call's
 #       600 s limit: the device time of the session (15 min) is the only bound.
+#   A session without the main run: `one` with GPU_BG=setinclusion (and, say, GPU_SET="--set
+#       setinclusion:loss_on=answer" for one loss setting), then `wait` until it exits 0.
 #   optional, after two/three:                       bash scripts/gpu_session.sh probe-lr "5.0e-5 3.0e-4" SHA
 #       one gpu-probe run (1000 people, 1 seed, about a minute) per learning rate, in parallel;
 #       $OUT gets probe_results.tgz and probe.log
@@ -30,14 +32,19 @@ DEV=${GPU_DEVICE:+--device $GPU_DEVICE}
 read -r -a EXTRA <<< "${GPU_SET:-}"
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 
-# Wait (at most GPU_WAIT s) for the background main run, then pack what exists into $OUT: results.tgz with
-# every result folder of the main and background runs, their summaries and logs (<= 8 plain files).
+# Wait (at most GPU_WAIT s) for the background runs that were started (main: call two; GPU_BG: call one),
+# then pack what exists into $OUT: results.tgz with every result folder of both (finished jobs only: each
+# folder is written when its job ends), their summaries and logs (<= 8 plain files). Exit status 4 while
+# something still runs: call `wait` (= `three`) again at once.
+running() {
+  { [ -d "$STASH/main" ] && [ ! -f "$STASH/main.done" ]; } || { [ -f "$STASH/bg.log" ] && [ ! -f "$STASH/bg.done" ]; }
+}
 wait_and_collect() {
   local out=${OUT:?OUT must be set} t0=$SECONDS
-  while [ ! -f "$STASH/main.done" ] && [ $((SECONDS - t0)) -lt "${GPU_WAIT:-560}" ]; do sleep 2; done
-  if [ -f "$STASH/main.done" ]; then echo "main finished (exit $(cat "$STASH/main.done"))"
-  else echo "main still running after ${GPU_WAIT:-560} s: call 'three' at once to wait for it again"; fi
-  for _ in $(seq 1 "${GPU_BG_WAIT:-30}"); do [ -f "$STASH/bg/results.tgz" ] && break; sleep 1; done
+  while running && [ $((SECONDS - t0)) -lt "${GPU_WAIT:-560}" ]; do sleep 2; done
+  [ -f "$STASH/main.done" ] && echo "main finished (exit $(cat "$STASH/main.done"))"
+  [ -f "$STASH/bg.done" ] && echo "background ${GPU_BG_NAME:-job} finished (exit $(cat "$STASH/bg.done"))"
+  running && echo "still running after ${GPU_WAIT:-560} s: call 'wait' at once to wait again"
   rm -rf "$STASH/pack"; mkdir -p "$STASH/pack/results"
   for d in "$STASH/main/results" "$STASH/bg/results"; do [ -d "$d" ] && cp -r "$d/." "$STASH/pack/results/"; done
   tar czf "$out/results.tgz" -C "$STASH/pack" results
@@ -46,8 +53,9 @@ wait_and_collect() {
   cat "$STASH/main"/main_worker*.log > "$out/workers.log" 2>/dev/null
   [ -f "$STASH/main.log" ] && cp "$STASH/main.log" "$out/main.log"
   [ -f "$STASH/bg.log" ] && cp "$STASH/bg.log" "$out/bg.log"
-  ls -la "$out"; tail -n 5 "$STASH/main.log" 2>/dev/null
-  [ -f "$STASH/main.done" ] || return 4  # exit status 4: still running
+  ls -la "$out"; tail -n 3 "$STASH/main.log" "$STASH/bg.log" 2>/dev/null
+  if running; then return 4; fi
+  return 0
 }
 case "${1:-}" in
   one)
@@ -61,11 +69,15 @@ case "${1:-}" in
 "transformers", transformers.__version__, "cuda", torch.cuda.is_available(),
 torch.cuda.get_device_name(0) if torch.cuda.is_available() else "")'
     nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null || true
-    # MNIST in the background, in its own process session so that it outlives this call
-    setsid nohup env PYTHONPATH=lib IML_GIT_REVISION="${IML_GIT_REVISION:-}" \
-      "$PY" scripts/gpu_run.py --out "$STASH/bg" --preset "$PRESET" $DEV --only "${GPU_BG:-mnist}" "${EXTRA[@]}" \
-      > "$STASH/bg.log" 2>&1 < /dev/null &
-    sleep "${GPU_ONE_WAIT:-15}"; cat "$STASH/bg.log";;
+    # the background job (GPU_BG, default mnist; empty: none) in its own process session: it outlives this call
+    rm -rf "$STASH/bg" "$STASH/bg.log" "$STASH/bg.done"
+    if [ -n "${GPU_BG-mnist}" ]; then
+      setsid nohup env PYTHONPATH=lib IML_GIT_REVISION="${IML_GIT_REVISION:-}" bash -c \
+        '"$0" scripts/gpu_run.py --out "$1" --preset "$2" $3 --only "$4" "${@:6}" > "$1.log" 2>&1; echo $? > "$5"' \
+        "$PY" "$STASH/bg" "$PRESET" "$DEV" "${GPU_BG-mnist}" "$STASH/bg.done" "${EXTRA[@]}" \
+        < /dev/null > /dev/null 2>&1 &
+      sleep "${GPU_ONE_WAIT:-15}"; cat "$STASH/bg.log" 2>/dev/null || true
+    fi;;
   two)
     sha=${2:?two needs the git revision}; deadline=${3:?two needs the deadline in seconds}; workers=${4:?and the workers}
     if compgen -G "$CARRY/part2/*" > /dev/null; then
@@ -80,7 +92,7 @@ torch.cuda.get_device_name(0) if torch.cuda.is_available() else "")'
       "$PY" "$STASH/main" "$PRESET" "$DEV" "$workers" "$deadline" "${GPU_GRACE:-40}" "$STASH/main.done" \
       "${EXTRA[@]}" < /dev/null > /dev/null 2>&1 &
     wait_and_collect;;
-  three)  # the main run outlasted call two: wait for it again, then collect
+  three|wait)  # a background run outlasted the last call: wait for it again, then collect
     wait_and_collect;;
   probe-lr)  # after `two`: one short run of the gpu-probe preset per learning rate, all at once
     lrs=${2:?probe-lr needs the learning rates, e.g. "5.0e-5 3.0e-4 1.0e-3"}; out=${OUT:?OUT must be set}
@@ -99,5 +111,5 @@ torch.cuda.get_device_name(0) if torch.cuda.is_available() else "")'
     tar czf "$out/probe_results.tgz" -C "$STASH/probe/pack" results
     for lr in $lrs; do echo "== lr $lr"; tail -n 3 "$STASH/probe/lr$lr.log"; done | tee "$out/probe.log"
     exit $rc;;
-  *) echo "usage: $0 one | two SHA DEADLINE WORKERS | three | probe-lr \"LR ...\" [SHA]" >&2; exit 2;;
+  *) echo "usage: $0 one | two SHA DEADLINE WORKERS | three | wait | probe-lr \"LR ...\" [SHA]" >&2; exit 2;;
 esac

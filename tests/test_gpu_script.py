@@ -148,3 +148,24 @@ def test_gpu_session_learning_rate_probe_at_smoke_scale(tmp_path):
         metas = [json.load(tar.extractfile(n)) for n in tar.getnames() if n.endswith("/meta.json")]
     assert sorted(c["stages"][0]["lr"] for c in cfgs) == [0.001, 0.003]
     assert all(m["git_revision"] == "rev-p" for m in metas) and len(metas) == 2
+
+
+def test_gpu_session_background_only(tmp_path):
+    """A session without the main run: `one` starts GPU_BG (here set inclusion, one loss setting) and
+    `wait` collects it once finished."""
+    out = tmp_path / "out"
+    out.mkdir()
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHON=sys.executable, GPU_PRESET="smoke", GPU_DEVICE="cpu",
+               GPU_STASH=str(tmp_path / "stash"), GPU_CARRY=str(tmp_path / "nothing"), GPU_ONE_WAIT="0",
+               OUT=str(out), IML_GIT_REVISION="rev-bg", GPU_BG="setinclusion",
+               GPU_SET="--set setinclusion:loss_on=answer")
+    script = str(ROOT / "scripts/gpu_session.sh")
+    one = subprocess.run(["bash", script, "one"], capture_output=True, text=True, env=env, timeout=120)
+    assert one.returncode == 0, one.stderr[-2000:]
+    w = subprocess.run(["bash", script, "wait"], capture_output=True, text=True, env={**env, "GPU_WAIT": "500"},
+                       timeout=600)
+    assert w.returncode == 0 and "background job finished (exit 0)" in w.stdout, w.stdout[-2000:]
+    with tarfile.open(out / "results.tgz") as tar:
+        cfgs = [json.load(tar.extractfile(n)) for n in tar.getnames() if n.endswith("/config.json")]
+    assert [c["loss_on"] for c in cfgs] == ["answer"]  # both set-inclusion jobs are this one config
+    assert not (out / "summary.json").exists() and (out / "bg_summary.json").exists()
