@@ -38,6 +38,15 @@ def test_load_refuses_other_config(results_root):
         results.load("exp", {"a": 2}, root=results_root)
 
 
+def test_load_of_an_unfinished_run_says_it_can_resume(results_root):
+    st = ResultStore("exp", {"a": 3}, root=results_root)
+    st.save_unit("u0", _unit_table(0))
+    with pytest.raises(FileNotFoundError, match=r"holds 1 finished unit\(s\) of an unfinished run"):
+        results.load("exp", {"a": 3}, root=results_root)
+    with pytest.raises(FileNotFoundError, match="run it first"):
+        results.load("exp", {"a": 4}, root=results_root)
+
+
 def test_load_refuses_stale_config(results_root):
     st = ResultStore("exp", {"a": 1}, root=results_root)
     st.save_unit("u0", _unit_table(0))

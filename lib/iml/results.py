@@ -158,8 +158,11 @@ def load(experiment: str, config: Any = None, *, hash: str | None = None,
         raise StaleResultError(f"hash {hash} was asked for, but the given config hashes to {want}")
     d = root / experiment / want
     if not (d / "results.csv").exists():
+        units = sorted((d / "units").glob("*.csv")) if (d / "units").is_dir() else []
+        partial = (f"; it holds {len(units)} finished unit(s) of an unfinished run, which the same config "
+                   f"resumes" if units else "; run it first")
         raise FileNotFoundError(f"no finished result for experiment {experiment!r} with config hash {want} "
-                                f"(looked in {d}); run it first")
+                                f"(looked in {d}){partial}")
     stored = json.loads((d / "config.json").read_text())
     got = config_hash(stored)
     if got != want:
