@@ -107,7 +107,7 @@ def test_gpu_script_resumes_committed_units(tmp_path):
             "--set", "main:seeds.n_stage1=2"]
     first = subprocess.run([sys.executable, str(ROOT / "scripts/gpu_run.py"), "--out", str(tmp_path / "o1"),
                             "--preset", "smoke", "--device", "cpu", "--only", "main", *sets],
-                           capture_output=True, text=True, env=env, timeout=600)
+                           capture_output=True, text=True, env={**env, "IML_GIT_REVISION": "rev-old"}, timeout=600)
     assert first.returncode == 0, first.stderr[-3000:]
     rel = json.loads((tmp_path / "o1" / "summary.json").read_text())["jobs"][0]["result_dir"]
     done = tmp_path / "o1" / rel
@@ -129,6 +129,8 @@ def test_gpu_script_resumes_committed_units(tmp_path):
     units = out / rel / "units"
     assert json.loads((units / "s0-0.json").read_text())["marker"] == "committed"  # reused
     assert "marker" not in json.loads((units / "s1-0.json").read_text())  # computed here
+    meta = json.loads((out / rel / "meta.json").read_text())
+    assert meta["unit_git_revisions"] == {"s0-0": "rev-old", "s1-0": "test-rev"}  # who computed what
 
 
 def test_gpu_session_learning_rate_probe_at_smoke_scale(tmp_path):

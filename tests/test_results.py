@@ -38,6 +38,19 @@ def test_load_refuses_other_config(results_root):
         results.load("exp", {"a": 2}, root=results_root)
 
 
+def test_units_record_the_revision_that_computed_them(results_root, monkeypatch):
+    st = ResultStore("exp", {"a": 5}, root=results_root)
+    monkeypatch.setenv("IML_GIT_REVISION", "rev-a")
+    st.save_unit("u0", _unit_table(0))
+    monkeypatch.setenv("IML_GIT_REVISION", "rev-b")
+    st.save_unit("u1", _unit_table(1), {"git_revision": "rev-kept", "wall_time_s": 2.0})
+    st.save_unit("u2", _unit_table(2))
+    assert st.unit_extra("u0") == {"git_revision": "rev-a"}
+    r = results.load_dir(st.finalize(["u0", "u1", "u2"]))
+    assert r.meta["unit_git_revisions"] == {"u0": "rev-a", "u1": "rev-kept", "u2": "rev-b"}
+    assert r.meta["git_revision"] == "rev-b"
+
+
 def test_load_of_an_unfinished_run_says_it_can_resume(results_root):
     st = ResultStore("exp", {"a": 3}, root=results_root)
     st.save_unit("u0", _unit_table(0))

@@ -82,14 +82,17 @@ class ResultStore:
         return sorted(p.stem for p in self.units_dir.glob("*.csv"))
 
     def save_unit(self, unit_id: str, table: pd.DataFrame, extra: Mapping[str, Any] | None = None) -> Path:
-        """Write one finished unit (atomically). `extra` (e.g. its wall time) goes to a .json beside it."""
+        """Write one finished unit (atomically). `extra` (e.g. its wall time) goes to a .json beside it,
+        with the git revision that computed the unit."""
         self._write_config()
         path = self.unit_path(unit_id)
         table = check_table(table)
         with io.atomic_path(path) as tmp:
             table.to_csv(tmp, index=False)
-        if extra is not None:
-            io.write_json(path.with_suffix(".json"), dict(extra))
+        # the revision that computed this unit: a resumed run's units may come from several
+        extra = dict(extra or {})
+        extra.setdefault("git_revision", io.git_revision())
+        io.write_json(path.with_suffix(".json"), extra)
         return path
 
     def load_unit(self, unit_id: str) -> pd.DataFrame:
@@ -123,6 +126,7 @@ class ResultStore:
             "environment": io.environment_info(),
             "units": unit_ids,
             "unit_wall_time_s": {u: self.unit_extra(u).get("wall_time_s") for u in unit_ids},
+            "unit_git_revisions": {u: self.unit_extra(u).get("git_revision") for u in unit_ids},
             "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
         full_meta.update(dict(meta or {}))
