@@ -7,6 +7,7 @@
 #   call 2: carry [.gpucarry/part2] -> `bash scripts/gpu_prepare_smollm2.sh assemble /tmp/smol` -> run main
 # Usage here:   bash scripts/gpu_prepare_smollm2.sh pack
 # Usage there:  bash scripts/gpu_prepare_smollm2.sh assemble DIR   (checks the sha256, prints the path)
+# For the step benchmark (here): bash scripts/gpu_prepare_smollm2.sh shape FILE.gguf -> .gpucarry/smolshape
 set -euo pipefail
 GGUF=SmolLM2-135M-Instruct.Q4_1.gguf
 GGUF_SHA=b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53
@@ -27,5 +28,12 @@ case "${1:-}" in
     cat "$dir/gguf.part00" "$dir/gguf.part01" > "$dir/$GGUF"
     echo "$GGUF_SHA  $dir/$GGUF" | sha256sum -c - >&2
     echo "$dir/$GGUF";;
-  *) echo "usage: $0 pack | assemble DIR" >&2; exit 2;;
+  shape)  # SmolLM2's config.json and tokenizer files (3.5 MB), for benchmarks/bench_main_step.py --shape
+    gguf=${2:?shape needs the assembled GGUF file}
+    IML_SMOLLM2_GGUF="$gguf" PYTHONPATH=lib "${PYTHON:-.venv/bin/python}" -c '
+from iml.models import ModelConfig, load_model
+m, tok = load_model(ModelConfig(name="smollm2-135m", pretrained=True), None)
+tok.save_pretrained(".gpucarry/smolshape"); m.config.save_pretrained(".gpucarry/smolshape")'
+    ls -la .gpucarry/smolshape;;
+  *) echo "usage: $0 pack | assemble DIR | shape GGUF" >&2; exit 2;;
 esac
