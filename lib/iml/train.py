@@ -25,8 +25,9 @@ What one stage does (:func:`train_stage`):
 Optimizers and schedules (:class:`StageConfig`): the paper's recipe is the default, spelled out here
 because the reference code only got it implicitly from Hugging Face defaults (reference-notes.md 2.3):
 Adafactor ``transformers.optimization.Adafactor(lr=5e-5, scale_parameter=False, relative_step=False,
-warmup_init=False, weight_decay=0.0)`` (as :class:`iml.optim.Adafactor`, the same update batched by shape), **linear decay to 0, no warmup, gradient clipping at 1.0**, a
-fresh optimizer and schedule at every stage. The alternative is AdamW with linear warmup and cosine
+warmup_init=False, weight_decay=0.0)`` (implemented as :class:`iml.optim.Adafactor`: the same update,
+batched by parameter shape), **linear decay to 0, no warmup, gradient clipping at 1.0**, a fresh
+optimizer and schedule at every stage. The alternative is AdamW with linear warmup and cosine
 decay (from-scratch runs).
 """
 from __future__ import annotations
@@ -277,19 +278,11 @@ def loss_positions(labels):
     (boolean indexing on the GPU would synchronise every micro-batch and stop the host from queueing
     the next kernels while the GPU works).
     """
-    import torch
-
-    b, n = labels.shape
+    n = labels.shape[1]
     tgt = labels[:, 1:]
     keep = tgt != -100
     rows, cols = keep.nonzero(as_tuple=True)
     return rows * n + cols, tgt[keep]
-
-
-def _token_loss_sum(model, ids, mask, labels):
-    """Sum of next-token cross-entropy over label positions, and their count (labels on the host)."""
-    flat_idx, target = loss_positions(labels.cpu())
-    return _loss_sum(model, ids, mask, flat_idx.to(ids.device), target.to(ids.device)), int(flat_idx.numel())
 
 
 def _loss_sum(model, ids, mask, flat_idx, target):
