@@ -158,8 +158,10 @@ def _seed_from_committed(name: str, cfg, committed: Path, root: Path) -> str | N
 
 def _run_main_sharded(cfg, root: Path, out: Path, workers: int, stop_by: float | None, grace: float, job: dict):
     """The main experiment's stage-1 seeds over `workers` processes; the result of those that finished."""
-    from iml import experiment
+    from iml import experiment, results
 
+    if results.ResultStore(experiment.EXPERIMENT, cfg, root=root).is_complete():
+        return results.load(experiment.EXPERIMENT, cfg, root=root)  # finished before: keep its meta as it is
     t0 = time.time()
     cfg_path = out / "main_config.json"
     cfg_path.write_text(json.dumps(to_dict(cfg)))

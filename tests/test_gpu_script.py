@@ -131,6 +131,14 @@ def test_gpu_script_resumes_committed_units(tmp_path):
     assert "marker" not in json.loads((units / "s1-0.json").read_text())  # computed here
     meta = json.loads((out / rel / "meta.json").read_text())
     assert meta["unit_git_revisions"] == {"s0-0": "rev-old", "s1-0": "test-rev"}  # who computed what
+    # a finished result is only loaded again: its meta keeps the revision and machine that made it
+    again = subprocess.run([sys.executable, str(ROOT / "scripts/gpu_run.py"), "--out", str(tmp_path / "o3"),
+                            "--preset", "smoke", "--device", "cpu", "--only", "main", "--workers", "2",
+                            "--resume-from", str(out / "results"), *sets],
+                           capture_output=True, text=True, env={**env, "IML_GIT_REVISION": "rev-later"},
+                           timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert json.loads((tmp_path / "o3" / rel / "meta.json").read_text()) == meta
 
 
 def test_gpu_session_learning_rate_probe_at_smoke_scale(tmp_path):
