@@ -43,7 +43,7 @@ wait_and_collect() {
   local out=${OUT:?OUT must be set} t0=$SECONDS
   while running && [ $((SECONDS - t0)) -lt "${GPU_WAIT:-560}" ]; do sleep 2; done
   [ -f "$STASH/main.done" ] && echo "main finished (exit $(cat "$STASH/main.done"))"
-  [ -f "$STASH/bg.done" ] && echo "background ${GPU_BG_NAME:-job} finished (exit $(cat "$STASH/bg.done"))"
+  [ -f "$STASH/bg.done" ] && echo "background job finished (exit $(cat "$STASH/bg.done"))"
   running && echo "still running after ${GPU_WAIT:-560} s: call 'wait' at once to wait again"
   rm -rf "$STASH/pack"; mkdir -p "$STASH/pack/results"
   for d in "$STASH/main/results" "$STASH/bg/results"; do [ -d "$d" ] && cp -r "$d/." "$STASH/pack/results/"; done
@@ -59,7 +59,7 @@ wait_and_collect() {
 }
 case "${1:-}" in
   one)
-    mkdir -p "$STASH/smol" "$STASH/bg"
+    mkdir -p "$STASH/smol"
     if compgen -G "$CARRY/part1/*" > /dev/null; then cp $CARRY/part1/* "$STASH/smol/"; fi
     if compgen -G "$CARRY/wheels/*.whl" > /dev/null; then
       "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$STASH/site" \
