@@ -5,6 +5,7 @@ gpu preset (5 processes) trained at ~16k tokens/s per process (~80k together, ~6
 
 * ``host_ms``: building one batch on the CPU (collate, loss positions);
 * ``fwdbwd_ms``: forward + backward of one batch (bf16 autocast, all-token loss), synchronised;
+  ``fwdbwd_fast_ms`` the same with :mod:`iml.fastllama`'s forward (``train.fast_forward``);
 * ``opt_iml_ms`` / ``opt_hf_ms``: one Adafactor step, ``iml.optim`` (batched by shape) vs ``transformers``;
 * with ``--compile``: the same with every batch padded to one length, eager and with the transformer body
   ``torch.compile``'d (``compile_s`` is the one-time compilation);
@@ -15,7 +16,7 @@ The weights are random (speed does not depend on them), so only the shape and th
 folder with SmolLM2's ``config.json`` and tokenizer files (``--shape``; written from the GGUF by
 ``load_model`` + ``save_pretrained``).
 
-    python benchmarks/bench_main_step.py --shape DIR --device cuda [--procs 1,3]
+    python benchmarks/bench_main_step.py --shape DIR --device cuda [--procs 1,3] [--fast] [--compile]
 """
 from __future__ import annotations
 
@@ -87,14 +88,19 @@ def parts(args):
         ids, mask, (fi, tg) = host()
         prepared.append(tuple(t.to(dev) for t in (ids, mask, fi, tg)))
 
+    fast = [False]
+
     def fwdbwd():
         ids, mask, fi, tg = prepared[k[0] % len(prepared)]
         k[0] += 1
         with torch.autocast(device_type=dev.split(":")[0], dtype=torch.bfloat16, enabled=dev.startswith("cuda")):
-            loss = _loss_sum(model, ids, mask, fi, tg)
+            loss = _loss_sum(model, ids, mask, fi, tg, fast_forward=fast[0])
         (loss / max(1, tg.numel())).backward()
 
     out["fwdbwd_ms"] = _ms(fwdbwd, 20, dev)
+    fast[0] = True
+    out["fwdbwd_fast_ms"] = _ms(fwdbwd, 20, dev)  # iml.fastllama: the same forward without HF's machinery
+    fast[0] = False
     out["tokens_per_batch"] = int(sum(int(p[1].sum()) for p in prepared) / len(prepared))
     params = [p for p in model.parameters() if p.requires_grad]
     for name, opt in (("opt_iml_ms", Adafactor(params, lr=5e-5)),
@@ -130,10 +136,11 @@ def loop(args):
 
     model, tok, rows = _setup(args)
     sub = rows[: args.batch * args.steps]
-    train_stage(model, tok, sub[:args.batch * 3], StageConfig(epochs=1, batch_size=args.batch), TrainConfig(), progress=False)
+    tc = TrainConfig(fast_forward=args.fast)
+    train_stage(model, tok, sub[:args.batch * 3], StageConfig(epochs=1, batch_size=args.batch), tc, progress=False)
     if args.start_at:
         time.sleep(max(0.0, args.start_at - time.time()))
-    log = train_stage(model, tok, sub, StageConfig(epochs=1, batch_size=args.batch), TrainConfig(), progress=False)
+    log = train_stage(model, tok, sub, StageConfig(epochs=1, batch_size=args.batch), tc, progress=False)
     return {"loop_tok_s": log.tokens_per_s, "loop_ms_per_step": 1000 * log.train_time_s / log.steps,
             "steps": log.steps}
 
@@ -146,6 +153,7 @@ def main(argv=None):
     ap.add_argument("--steps", type=int, default=40)
     ap.add_argument("--batch", type=int, default=256)
     ap.add_argument("--procs", default="1", help="comma-separated process counts for the loop measurement")
+    ap.add_argument("--fast", action="store_true", help="the loop measurements use train.fast_forward")
     ap.add_argument("--compile", action="store_true",
                     help="also time forward+backward with fixed-length batches, eager and torch.compile'd")
     ap.add_argument("--mode", default="all", choices=["all", "parts", "loop"])
@@ -166,11 +174,11 @@ def main(argv=None):
         start = time.time() + args.load_s  # all processes load first, then start together
         cmd = [sys.executable, __file__, "--mode", "loop", "--shape", args.shape, "--device", args.device,
                "--num-ents", str(args.num_ents), "--steps", str(args.steps), "--batch", str(args.batch),
-               "--start-at", repr(start)]
+               "--start-at", repr(start)] + (["--fast"] if args.fast else [])
         ps = [subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True) for _ in range(n)]
         outs = [json.loads(p.communicate()[0].strip().splitlines()[-1]) for p in ps]
         per = [o["loop_tok_s"] for o in outs]
-        print(f"procs={n} per_proc_tok_s={[round(x) for x in per]} sum_tok_s={sum(per):.0f} "
+        print(f"fast_forward={args.fast} procs={n} per_proc_tok_s={[round(x) for x in per]} sum_tok_s={sum(per):.0f} "
               f"ms_per_step={[round(o['loop_ms_per_step'], 1) for o in outs]}", flush=True)
     return 0
 

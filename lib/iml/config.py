@@ -10,6 +10,7 @@ The CLI turns a ConfigError into one line on stderr and exit code 2.
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import hashlib
 import json
@@ -183,9 +184,32 @@ def to_dict(obj) -> Any:
     return obj
 
 
+HASH_NEUTRAL: dict[str, Any] = {
+    "train.fast_forward": False,  # iml.train.TrainConfig (main experiment), added 2026-11-26
+}
+"""Dotted config paths of fields added after results were committed, each with the value that reproduces
+the behaviour from before the field existed. At that value the field is left out of :func:`config_hash`,
+so adding an option does not orphan the committed results (their stored configs lack the field, and hash
+the same); any other value changes the hash as usual. Listed here, not next to the field, so that every
+hash (also of a stored config.json read without its experiment's module) drops the same fields."""
+
+
+def _drop_neutral(d: Any) -> Any:
+    for path, value in HASH_NEUTRAL.items():
+        *parents, leaf = path.split(".")
+        node = d
+        for p in parents:
+            node = node.get(p) if isinstance(node, dict) else None
+        if isinstance(node, dict) and leaf in node and node[leaf] == value:
+            del node[leaf]
+    return d
+
+
 def config_hash(obj, length: int = 12) -> str:
-    """A stable hash of a config: sha256 of its canonical JSON (sorted keys)."""
-    blob = json.dumps(to_dict(obj), sort_keys=True, separators=(",", ":"), default=str)
+    """A stable hash of a config: sha256 of its canonical JSON (sorted keys), without the fields at their
+    :data:`HASH_NEUTRAL` values."""
+    d = _drop_neutral(copy.deepcopy(to_dict(obj)))
+    blob = json.dumps(d, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:length]
 
 
