@@ -147,8 +147,9 @@ def loop(args):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--shape", required=True, help="folder with config.json and the tokenizer files")
-    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--shape", default=".gpucarry/smolshape",
+                    help="folder with config.json and the tokenizer files (scripts/gpu_prepare_smollm2.sh shape)")
+    ap.add_argument("--device", default=None, help="default: cuda if there is one, else the benchmark is skipped")
     ap.add_argument("--num-ents", type=int, default=4000)
     ap.add_argument("--steps", type=int, default=40)
     ap.add_argument("--batch", type=int, default=256)
@@ -160,6 +161,16 @@ def main(argv=None):
     ap.add_argument("--load-s", type=float, default=25.0, help="seconds the loop processes get to load first")
     ap.add_argument("--start-at", type=float, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if args.device is None:
+        if not torch.cuda.is_available():
+            print("bench_main_step: a GPU benchmark (SmolLM2 shape, batch 256); no CUDA here, skipped "
+                  "(pass --device cpu with a small --batch/--num-ents to try it on a CPU)")
+            return 0
+        args.device = "cuda"
+    if not os.path.isfile(os.path.join(args.shape, "config.json")):
+        print(f"bench_main_step: no model shape at {args.shape}; make it with "
+              f"`bash scripts/gpu_prepare_smollm2.sh shape FILE.gguf` (or pass --shape DIR)")
+        return 2
     torch.set_num_threads(1)
     if args.mode == "parts":
         print(json.dumps(parts(args)), flush=True)
