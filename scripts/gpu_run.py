@@ -160,8 +160,12 @@ def _run_main_sharded(cfg, root: Path, out: Path, workers: int, stop_by: float |
     """The main experiment's stage-1 seeds over `workers` processes; the result of those that finished."""
     from iml import experiment, results
 
-    if results.ResultStore(experiment.EXPERIMENT, cfg, root=root).is_complete():
+    store = results.ResultStore(experiment.EXPERIMENT, cfg, root=root)
+    if store.is_complete():
         return results.load(experiment.EXPERIMENT, cfg, root=root)  # finished before: keep its meta as it is
+    # units finished before this run (resumed): wall_time_s below covers only the others
+    resumed = [experiment.unit_id(s1, j) for s1 in cfg.seeds.stage1 for j in cfg.seeds.stage2
+               if store.unit_done(experiment.unit_id(s1, j))]
     t0 = time.time()
     cfg_path = out / "main_config.json"
     cfg_path.write_text(json.dumps(to_dict(cfg)))
@@ -183,7 +187,8 @@ def _run_main_sharded(cfg, root: Path, out: Path, workers: int, stop_by: float |
     job["worker_exit_codes"] = codes
     job["planned_n_stage1"] = cfg.seeds.n_stage1
     return experiment.finalize_completed(cfg, root, meta={
-        "wall_time_s": round(time.time() - t0, 2), "workers": workers, "worker_exit_codes": codes,
+        "wall_time_s": round(time.time() - t0, 2), "units_resumed": resumed, "workers": workers,
+        "worker_exit_codes": codes,
         "deadline_s": None if stop_by is None else round(stop_by - t0, 1)})
 
 

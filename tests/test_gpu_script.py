@@ -131,6 +131,7 @@ def test_gpu_script_resumes_committed_units(tmp_path):
     assert "marker" not in json.loads((units / "s1-0.json").read_text())  # computed here
     meta = json.loads((out / rel / "meta.json").read_text())
     assert meta["unit_git_revisions"] == {"s0-0": "rev-old", "s1-0": "test-rev"}  # who computed what
+    assert meta["units_resumed"] == ["s0-0"]  # so wall_time_s is read as the time of s1-0 alone
     # a finished result is only loaded again: its meta keeps the revision and machine that made it
     again = subprocess.run([sys.executable, str(ROOT / "scripts/gpu_run.py"), "--out", str(tmp_path / "o3"),
                             "--preset", "smoke", "--device", "cpu", "--only", "main", "--workers", "2",

@@ -113,6 +113,21 @@ def test_scale_caption_fields(res):
     assert "1× NVIDIA H100" in cap and "1.0 h" in cap
 
 
+def test_scale_caption_says_when_units_came_from_an_earlier_run():
+    """A resumed result's wall time is that of its last run only; the caption must not read it as the
+    whole cost. Older metas lack units_resumed: units made at another git revision count as earlier."""
+    units = ["s0-0", "s0-1", "s1-0", "s1-1"]
+    resumed = book.fake_result("main", meta={"wall_time_s": 540.0, "units": units, "units_resumed": ["s0-0"]})
+    assert "9.0 min for the last run (it computed 3 of 4 units; 1 came from an earlier run)" in \
+        plots.scale_caption(resumed)
+    old = book.fake_result("main", meta={"wall_time_s": 540.0, "units": units, "git_revision": "new",
+                                         "unit_git_revisions": {"s0-0": "old", "s0-1": "old",
+                                                                "s1-0": "new", "s1-1": "new"}})
+    assert "computed 2 of 4 units; 2 came from an earlier run" in plots.scale_caption(old)
+    fresh = book.fake_result("main", meta={"wall_time_s": 540.0, "units": units, "units_resumed": []})
+    assert plots.scale_caption(fresh).endswith("wall time: 9.0 min.")
+
+
 def test_scale_caption_flat_config():
     r = book.fake_result("setinclusion", config={"d_model": 32, "n_layers": 1, "n_aliases": 60},
                          meta={"total_unit_wall_s": 12.4})

@@ -219,6 +219,16 @@ def preset_label(result) -> str | None:
     return preset
 
 
+def _units_from_earlier_runs(meta: dict) -> list[str]:
+    """Units of a resumed result that an earlier run computed, so that its wall time is not read as the
+    whole cost: ``units_resumed`` when the run recorded it, else the units whose git revision differs from
+    the revision that finalized the result."""
+    if "units_resumed" in meta:
+        return list(meta["units_resumed"] or [])
+    revs, final = meta.get("unit_git_revisions") or {}, meta.get("git_revision")
+    return [u for u, r in revs.items() if r and final and r != final]
+
+
 def scale_caption(result) -> str:
     """One sentence stating the scale of `result`: model, seeds, data size, hardware, wall time.
 
@@ -240,6 +250,11 @@ def scale_caption(result) -> str:
         units = meta.get("unit_wall_time_s") or {}
         vals = [v for v in units.values() if isinstance(v, (int, float))]
         wall = sum(vals) if vals else None
+    wall_text = _fmt_seconds(wall) if wall is not None else "not recorded"
+    earlier, n_units = _units_from_earlier_runs(meta), len(meta.get("units") or [])
+    if earlier and n_units and meta.get("wall_time_s") is not None:
+        wall_text += (f" for the last run (it computed {n_units - len(earlier)} of {n_units} units; "
+                      f"{len(earlier)} came from an earlier run)")
     epochs = result.table["epoch"].max() if len(result.table) else 0
     parts = [
         f"{getattr(result, 'experiment', 'result')}"
@@ -250,7 +265,7 @@ def scale_caption(result) -> str:
         f"data: {size if size is not None else '?'} entities/aliases",
         f"{epochs:g} epochs in all",
         f"hardware: {hw}",
-        f"wall time: {_fmt_seconds(wall) if wall is not None else 'not recorded'}",
+        f"wall time: {wall_text}",
     ]
     return "Scale: " + "; ".join(parts) + "."
 
