@@ -10,13 +10,14 @@ gpu preset (5 processes) trained at ~16k tokens/s per process (~80k together, ~6
 * with ``--compile``: the same with every batch padded to one length, eager and with the transformer body
   ``torch.compile``'d (``compile_s`` is the one-time compilation);
 * ``loop_tok_s``: the real loop (:func:`iml.train.train_stage`) over ``--steps`` batches; with ``--procs N``
-  N such loops run at once in separate processes and ``sum_tok_s`` is their total.
+  N such loops run at once in separate processes and ``sum_tok_s`` is their total; ``--loop-compile`` runs
+  them with ``train.compile`` (compilation happens in an untimed warm-up epoch).
 
 The weights are random (speed does not depend on them), so only the shape and the tokenizer are needed: a
 folder with SmolLM2's ``config.json`` and tokenizer files (``--shape``; written from the GGUF by
 ``load_model`` + ``save_pretrained``).
 
-    python benchmarks/bench_main_step.py --shape DIR --device cuda [--procs 1,3] [--fast] [--compile]
+    python benchmarks/bench_main_step.py --shape DIR --device cuda [--procs 1,3] [--fast] [--compile] [--loop-compile]
 """
 from __future__ import annotations
 
@@ -136,8 +137,10 @@ def loop(args):
 
     model, tok, rows = _setup(args)
     sub = rows[: args.batch * args.steps]
-    tc = TrainConfig(fast_forward=args.fast)
-    train_stage(model, tok, sub[:args.batch * 3], StageConfig(epochs=1, batch_size=args.batch), tc, progress=False)
+    tc = TrainConfig(fast_forward=args.fast, compile=args.loop_compile)
+    # warm-up (with --loop-compile: compiles the one batch shape of `sub`, so it warms up on all of it)
+    warm = sub if args.loop_compile else sub[:args.batch * 3]
+    train_stage(model, tok, warm, StageConfig(epochs=1, batch_size=args.batch), tc, progress=False)
     if args.start_at:
         time.sleep(max(0.0, args.start_at - time.time()))
     log = train_stage(model, tok, sub, StageConfig(epochs=1, batch_size=args.batch), tc, progress=False)
@@ -157,6 +160,8 @@ def main(argv=None):
     ap.add_argument("--fast", action="store_true", help="the loop measurements use train.fast_forward")
     ap.add_argument("--compile", action="store_true",
                     help="also time forward+backward with fixed-length batches, eager and torch.compile'd")
+    ap.add_argument("--loop-compile", action="store_true",
+                    help="the loop measurements use train.compile (fixed-shape batches, torch.compile'd forward)")
     ap.add_argument("--mode", default="all", choices=["all", "parts", "loop"])
     ap.add_argument("--load-s", type=float, default=25.0, help="seconds the loop processes get to load first")
     ap.add_argument("--start-at", type=float, default=None, help=argparse.SUPPRESS)
@@ -185,11 +190,12 @@ def main(argv=None):
         start = time.time() + args.load_s  # all processes load first, then start together
         cmd = [sys.executable, __file__, "--mode", "loop", "--shape", args.shape, "--device", args.device,
                "--num-ents", str(args.num_ents), "--steps", str(args.steps), "--batch", str(args.batch),
-               "--start-at", repr(start)] + (["--fast"] if args.fast else [])
+               "--start-at", repr(start)] + (["--fast"] if args.fast else []) \
+            + (["--loop-compile"] if args.loop_compile else [])
         ps = [subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True) for _ in range(n)]
         outs = [json.loads(p.communicate()[0].strip().splitlines()[-1]) for p in ps]
         per = [o["loop_tok_s"] for o in outs]
-        print(f"fast_forward={args.fast} procs={n} per_proc_tok_s={[round(x) for x in per]} sum_tok_s={sum(per):.0f} "
+        print(f"fast_forward={args.fast} compile={args.loop_compile} procs={n} per_proc_tok_s={[round(x) for x in per]} sum_tok_s={sum(per):.0f} "
               f"ms_per_step={[round(o['loop_ms_per_step'], 1) for o in outs]}", flush=True)
     return 0
 

@@ -58,8 +58,12 @@ def _repeat_kv(x: torch.Tensor, n_rep: int) -> torch.Tensor:
     return x[:, :, None].expand(b, kv, n_rep, t, d).reshape(b, kv * n_rep, t, d)
 
 
-def llama_hidden(base, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-    """Final-norm hidden states (B, T, d) of `base` (a ``LlamaModel``) for right-padded `input_ids`."""
+def llama_hidden(base, input_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
+    """Final-norm hidden states (B, T, d) of `base` (a ``LlamaModel``) for right-padded `input_ids`.
+
+    `attention_mask` None: causal attention alone (SDPA's causal kernel), which is exact at every real
+    position of a right-padded batch (``train.compile`` uses it: no mask, one kernel, nothing to sync).
+    """
     cfg = base.config
     B, T = input_ids.shape
     x = base.embed_tokens(input_ids)
@@ -67,8 +71,11 @@ def llama_hidden(base, input_ids: torch.Tensor, attention_mask: torch.Tensor) ->
     cos, sin = base.rotary_emb(x, pos)
     cos, sin = cos[:, None], sin[:, None]
     # key j visible to query i iff j <= i and j is not padding (what create_causal_mask builds for SDPA)
-    causal = torch.ones(T, T, dtype=torch.bool, device=input_ids.device).tril()
-    mask = causal[None, None] & attention_mask.bool()[:, None, None, :]
+    if attention_mask is None:
+        mask = None
+    else:
+        causal = torch.ones(T, T, dtype=torch.bool, device=input_ids.device).tril()
+        mask = causal[None, None] & attention_mask.bool()[:, None, None, :]
     n_heads, n_kv = cfg.num_attention_heads, cfg.num_key_value_heads
     head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // n_heads
     for layer in base.layers[: cfg.num_hidden_layers]:
@@ -81,7 +88,7 @@ def llama_hidden(base, input_ids: torch.Tensor, attention_mask: torch.Tensor) ->
         k = (k * cos) + (_rotate_half(k) * sin)
         k, v = _repeat_kv(k, n_heads // n_kv), _repeat_kv(v, n_heads // n_kv)
         o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=0.0, scale=att.scaling,
-                                           is_causal=False)
+                                           is_causal=mask is None)
         o = o.transpose(1, 2).contiguous().reshape(B, T, -1).contiguous()
         x = x + F.linear(o, att.o_proj.weight)
         h = _rms_norm(x, layer.post_attention_layernorm)
