@@ -271,6 +271,15 @@ def test_training_is_deterministic():
     assert torch.equal(r1["losses1"], r2["losses1"]) and r1["table"].equals(r2["table"])
 
 
+def test_a_batch_larger_than_the_data_is_full_batch_training():
+    """Any batch size >= the number of examples trains on all of them at once, one step per epoch (the
+    batch-size sweep's full-batch point), not on the examples padded with empty rows."""
+    big = M.train_group(tiny(stage1_epochs=2, stage2_epochs=2, batch_size=5000), [3], CPU)
+    bigger = M.train_group(tiny(stage1_epochs=2, stage2_epochs=2, batch_size=9000), [3], CPU)
+    assert big["losses1"].shape[1] == 2 and big["losses2"].shape[1] == 2  # one step per epoch
+    assert torch.equal(big["losses1"], bigger["losses1"]) and big["table"].equals(bigger["table"])
+
+
 def test_smoke_run_writes_complete_results(results_root):
     cfg = M.make_config("smoke", {"device": "cpu"})
     res = M.run(cfg, root=results_root, progress=False)

@@ -631,7 +631,8 @@ def _train_stage(params, data: GroupData, table: dict, seed_rows: torch.Tensor, 
     S = seed_rows.shape[0]
     table = {k: v[seed_rows] for k, v in table.items()}
     n = table["alias"].shape[1] - 1
-    B = cfg.batch_size
+    # a batch larger than the data is full-batch training: one batch of all n rows, not n rows padded to B
+    B = min(cfg.batch_size, n) if n else cfg.batch_size
     steps = max(1, math.ceil(n / B)) if n else 0
     total = steps * n_epochs
     losses = torch.zeros(S, total, device=device)
