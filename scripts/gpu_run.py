@@ -43,6 +43,7 @@ JOBS: list[tuple[str, dict]] = [
     ("mnist", {}),
     ("setinclusion", {"loss_on": "all"}),
     ("main", {}),  # needs the SmolLM2 GGUF there: IML_SMOLLM2_GGUF (scripts/gpu_prepare_smollm2.sh)
+    ("batch_size", {}),  # the MNIST batch-size sweep (iml.batch_size, its `preset` sweep): several results
 ]
 
 # Probe: the same code paths at a few seconds' scale, to measure throughput before the full run.
@@ -103,6 +104,8 @@ def main(argv=None) -> int:
     for name, overrides in JOBS:
         if args.only and name not in args.only.split(","):
             continue
+        if name == "batch_size" and args.probe:
+            continue  # a sweep's epochs are set by its points; its mnist job already probes the code path
         ov = dict(overrides)
         if args.probe and args.preset == "gpu":
             ov.update(PROBE_OVERRIDES.get(name, {}))
@@ -112,18 +115,21 @@ def main(argv=None) -> int:
         job = {"experiment": name, "overrides": ov}
         t0 = time.time()
         try:
-            mod = registry.get(name)
-            cfg = mod.make_config(args.preset, ov)
-            job["resumed_from"] = _seed_from_committed(name, cfg, Path(args.resume_from), root)
-            job["config"] = to_dict(cfg)
-            if name == "main" and (args.workers > 1 or args.deadline is not None):
-                stop_by = None if args.deadline is None else t_start + args.deadline
-                res = _run_main_sharded(cfg, root, out, args.workers, stop_by, args.grace, job)
+            if name == "batch_size":
+                _run_sweep(args.preset, ov, root, out, job)
             else:
-                res = mod.run(cfg, root=root, progress=False)
-            job["result_dir"] = str(Path(res.dir).relative_to(out))
-            job["meta"] = {k: res.meta.get(k) for k in ("config_hash", "wall_time_s", "seed_epochs_per_s",
-                                                         "git_revision", "environment")}
+                mod = registry.get(name)
+                cfg = mod.make_config(args.preset, ov)
+                job["resumed_from"] = _seed_from_committed(name, cfg, Path(args.resume_from), root)
+                job["config"] = to_dict(cfg)
+                if name == "main" and (args.workers > 1 or args.deadline is not None):
+                    stop_by = None if args.deadline is None else t_start + args.deadline
+                    res = _run_main_sharded(cfg, root, out, args.workers, stop_by, args.grace, job)
+                else:
+                    res = mod.run(cfg, root=root, progress=False)
+                job["result_dir"] = str(Path(res.dir).relative_to(out))
+                job["meta"] = {k: res.meta.get(k) for k in ("config_hash", "wall_time_s", "seed_epochs_per_s",
+                                                             "git_revision", "environment")}
             job["ok"] = True
         except Exception:  # noqa: BLE001 - keep going; the traceback is in the summary
             job["ok"] = False
@@ -139,6 +145,16 @@ def main(argv=None) -> int:
             tar.add(root, arcname="results")
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
     return 0 if all(j["ok"] for j in summary["jobs"]) else 1
+
+
+def _run_sweep(sweep: str, overrides: dict, root: Path, out: Path, job: dict) -> None:
+    """The MNIST batch-size sweep `sweep` (iml.batch_size): one MNIST result per batch size."""
+    from iml import batch_size
+
+    rs = batch_size.run(sweep, overrides=overrides, root=root, progress=False)
+    job["result_dirs"] = [str(Path(r.dir).relative_to(out)) for r in rs]
+    job["meta"] = {r.hash: {"batch_size": r.config["batch_size"], "wall_time_s": r.meta.get("wall_time_s"),
+                            "git_revision": r.meta.get("git_revision")} for r in rs}
 
 
 def _seed_from_committed(name: str, cfg, committed: Path, root: Path) -> str | None:

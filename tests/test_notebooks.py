@@ -16,7 +16,10 @@ import pytest
 
 from iml import book, io, registry, results
 
-NOTEBOOK_EXPERIMENT = {"main_result": "main", "set_inclusion": "setinclusion", "mnist_grid": "mnist"}
+NOTEBOOK_EXPERIMENT = {"main_result": "main", "set_inclusion": "setinclusion", "mnist_grid": "mnist",
+                       "batch_size": "mnist"}
+SWEEP_NOTEBOOKS = {"batch_size": "iml.batch_size.run("}
+"""Notebooks of a sweep over one experiment: they call the sweep's module instead of the registry."""
 NOTEBOOKS = sorted(p.stem for p in book.NOTEBOOKS_DIR.glob("*.ipynb"))
 
 
@@ -43,7 +46,7 @@ def test_notebooks_have_parameters_and_no_backend_switch():
             assert p in src, (name, p)
         code = "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "code")
         assert "matplotlib.use" not in code and "import matplotlib" not in code
-        assert f'iml.registry.get("{NOTEBOOK_EXPERIMENT[name]}")' in code
+        assert SWEEP_NOTEBOOKS.get(name, f'iml.registry.get("{NOTEBOOK_EXPERIMENT[name]}")') in code
         assert all(not c.get("outputs") for c in cells if c["cell_type"] == "code"), f"{name}: commit without outputs"
 
 
@@ -102,6 +105,8 @@ def test_notebook_runs_at_smoke(executed, name):
         state = meta["widgets"]["application/vnd.jupyter.widget-state+json"]["state"]
         kinds = {v["model_name"] for v in state.values()}
         assert {"StackModel", "ToggleButtonsModel", "LinkModel", "HTMLModel"} <= kinds
+    elif name in SWEEP_NOTEBOOKS:
+        assert "No committed gpu sweep" in md and "Verdict on this sweep" in md
     else:
         assert "No committed `gpu`-preset result" in md or "committed `gpu`-preset result" in md
 

@@ -32,9 +32,11 @@ import pandas as pd
 
 from . import mnist_grid
 from .config import ConfigError
+from .results import ResultStore
 from .stats import hierarchical_bootstrap, iml_gap, paired_differences
 
-__all__ = ["SWEEPS", "configs", "run", "summary", "trend"]
+__all__ = ["SWEEPS", "configs", "run", "finished", "summary", "table", "trend", "verdict", "scale_note",
+           "headline_note"]
 
 SWEEPS: dict[str, dict[str, Any]] = {
     # (batch size, epoch factor): the MNIST preset's stage epochs times the factor. The last point is
@@ -45,9 +47,9 @@ SWEEPS: dict[str, dict[str, Any]] = {
     "cpu": dict(preset="cpu", points=[(8, 1.0), (32, 1.0), (128, 2.0), (512, 4.0)]),
     "gpu": dict(preset="gpu", points=[(8, 1.0), (32, 1.0), (128, 2.0), (1024, 4.0)]),
 }
-"""Sweep presets. The cpu sweep takes about 21 minutes on one CPU thread from scratch (batch 8: 2.7 min,
-32: 2.3 min, the MNIST cpu preset itself, 128: 5.5 min, full batch: ~11 min); with its results committed
-the book only loads them."""
+"""Sweep presets. The cpu sweep took 23.6 minutes on one CPU thread from scratch (batch 8: 2.7 min, 32: 2.3 min,
+the MNIST cpu preset itself, 128: 6.6 min, full batch: 12.0 min), about 12 with ``workers=2`` on 2 cores;
+with its results committed the book only loads them."""
 
 
 def configs(sweep: str = "cpu", points: Sequence[Sequence[float]] | None = None,
@@ -78,9 +80,46 @@ def configs(sweep: str = "cpu", points: Sequence[Sequence[float]] | None = None,
 
 
 def run(sweep: str = "cpu", points=None, overrides=None, *, root=None, force: bool = False,
-        progress: bool = True) -> list:
-    """Run (or load) every point of the sweep; returns their results, smallest batch first."""
-    return [mnist_grid.run(c, root=root, force=force, progress=progress) for c in configs(sweep, points, overrides)]
+        progress: bool = True, workers: int = 1) -> list:
+    """Run (or load) every point of the sweep; returns their results, smallest batch first.
+
+    ``workers > 1`` computes unfinished points in that many processes at once (one torch thread each on a
+    CPU; the points are independent results, each written atomically), longest first."""
+    cfgs = configs(sweep, points, overrides)
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ConfigError("workers", f"must be an integer >= 1, got {workers!r}")
+    todo = [c for c in cfgs if force or not ResultStore(mnist_grid.EXPERIMENT, c, root=root).is_complete()]
+    if workers > 1 and len(todo) > 1:
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor
+
+        todo.sort(key=lambda c: -(c.stage1_epochs + c.stage2_epochs))
+        with ProcessPoolExecutor(min(workers, len(todo)), mp_context=mp.get_context("spawn")) as pool:
+            for f in [pool.submit(_run_point, c, root, force) for c in todo]:
+                f.result()  # re-raises a point's error here
+        force = False  # computed just now
+    return [mnist_grid.run(c, root=root, force=force, progress=progress) for c in cfgs]
+
+
+def _run_point(cfg, root, force: bool) -> str:
+    import torch
+
+    torch.set_num_threads(1)
+    return mnist_grid.run(cfg, root=root, force=force, progress=False).hash
+
+
+def finished(sweep: str = "gpu", root=None, points=None) -> list | None:
+    """The finished results of every point of `sweep` under `root`, or None if any point is missing
+    (a sweep is shown whole or not at all). `root` None: results/; a book's "none" is handled by the caller."""
+    from . import results as results_mod
+
+    out = []
+    for c in configs(sweep, points):
+        try:
+            out.append(results_mod.load(mnist_grid.EXPERIMENT, c, root=root))
+        except (FileNotFoundError, results_mod.StaleResultError):
+            return None
+    return out
 
 
 def _steps(result, stage: int) -> int | None:
@@ -102,8 +141,9 @@ def _steps(result, stage: int) -> int | None:
 
 
 def summary(results: Sequence, n_boot: int = 10_000) -> pd.DataFrame:
-    """One row per batch size: the IML gap Ḋ₅ − D̄₆ with its CI, the Stage-1 effect, and what training did
-    (epochs, optimizer steps, Stage-1 held-out accuracies), so convergence can be judged beside the gap."""
+    """One row per batch size (numbers): the IML gap Ḋ₅ − D̄₆ with its CI, the Stage-1 effect with its CI,
+    and what training did (epochs, optimizer steps per seed, Stage-1 held-out accuracies), so that
+    convergence can be judged beside each gap. :func:`table` formats it for reading."""
     rows = []
     for r in results:
         cfg, t = r.config, r.table
@@ -112,17 +152,35 @@ def summary(results: Sequence, n_boot: int = 10_000) -> pd.DataFrame:
         s1 = iml_gap(t, "qd1consis", "qd2incons", metric="acc", epoch=e1, n_boot=n_boot)
         end1 = t[(t.metric == "acc") & (t.epoch == e1)].groupby("subset").value.mean()
         rows.append({
-            "batch size": cfg["batch_size"], "epochs (stage 1 + 2)": f"{e1} + {cfg['stage2_epochs']}",
-            "steps (stage 1 + 2)": f"{_steps(r, 1)} + {_steps(r, 2)}",
-            "stage-1 acc Ḋ₁QA₁": round(float(end1.get("qd1consis", np.nan)), 3),
-            "stage-1 acc D̄₂QA₂": round(float(end1.get("qd2incons", np.nan)), 3),
-            "IML gap Ḋ₅ − D̄₆": round(g.gap, 3), "gap 95% CI": f"[{g.ci_low:+.3f}, {g.ci_high:+.3f}]",
-            "gap p (one-sided)": float(f"{g.p_one_sided:.2g}"),
-            "stage-1 gap Ḋ₁QA₁ − D̄₂QA₂": round(s1.gap, 3),
-            "seeds": g.n_stage1, "config": r.hash,
-            "_gap": g.gap, "_lo": g.ci_low, "_hi": g.ci_high, "_s1": s1.gap, "_s1_lo": s1.ci_low, "_s1_hi": s1.ci_high,
+            "batch_size": cfg["batch_size"], "stage1_epochs": e1, "stage2_epochs": cfg["stage2_epochs"],
+            "stage1_steps": _steps(r, 1), "stage2_steps": _steps(r, 2),
+            "stage1_acc_qd1consis": float(end1.get("qd1consis", np.nan)),
+            "stage1_acc_qd2incons": float(end1.get("qd2incons", np.nan)),
+            "gap": g.gap, "ci_low": g.ci_low, "ci_high": g.ci_high, "p_one_sided": g.p_one_sided,
+            "stage1_gap": s1.gap, "stage1_ci_low": s1.ci_low, "stage1_ci_high": s1.ci_high,
+            "n_seeds": g.n_stage1, "config": r.hash,
         })
     return pd.DataFrame(rows)
+
+
+def table(summary_frame: pd.DataFrame) -> pd.DataFrame:
+    """:func:`summary` as the book shows it: rounded, CIs as intervals, the paper's symbols."""
+    s = summary_frame
+    ci = lambda lo, hi: [f"[{a:+.3f}, {b:+.3f}]" for a, b in zip(s[lo], s[hi])]  # noqa: E731
+    return pd.DataFrame({
+        "batch size": s["batch_size"],
+        "epochs (stage 1 + 2)": [f"{a} + {b}" for a, b in zip(s["stage1_epochs"], s["stage2_epochs"])],
+        "steps per seed (stage 1 + 2)": [f"{a} + {b}" for a, b in zip(s["stage1_steps"], s["stage2_steps"])],
+        "end of stage 1: Ḋ₁QA₁ acc": s["stage1_acc_qd1consis"].round(3),
+        "end of stage 1: D̄₂QA₂ acc": s["stage1_acc_qd2incons"].round(3),
+        "stage-1 gap Ḋ₁QA₁ − D̄₂QA₂": s["stage1_gap"].round(3),
+        "stage-1 95% CI": ci("stage1_ci_low", "stage1_ci_high"),
+        "IML gap Ḋ₅ − D̄₆": s["gap"].round(3),
+        "IML 95% CI": ci("ci_low", "ci_high"),
+        "p (one-sided)": [float(f"{p:.2g}") for p in s["p_one_sided"]],
+        "seeds": s["n_seeds"], "config": s["config"],
+        "paper": "no number",
+    })
 
 
 def _per_seed_gap(result) -> pd.Series:
@@ -144,3 +202,86 @@ def trend(small, large, n_boot: int = 10_000, seed: int = 0, level: float = 0.95
     return {"small": small.config["batch_size"], "large": large.config["batch_size"],
             "diff": float(diff["diff"].mean()), "ci_low": float(lo), "ci_high": float(hi),
             "p_one_sided": float((1 + np.sum(boot <= 0)) / (len(boot) + 1)), "n_seeds": int(len(common))}
+
+
+def verdict(results: Sequence) -> str:
+    """Markdown: the claim's test on these results (smallest vs largest batch, seed-paired), with a status
+    like the claims page's: *reproduced* when the difference's 95% CI is above 0."""
+    status, text = verdict_status(results)
+    return (f"**Verdict on this sweep** (95% CI > 0 counts as reproduced): the paper's claim \"smaller batches give "
+            f"more IML; full-batch training gives none\": **{status}**. {text}")
+
+
+def is_full_batch(result) -> bool:
+    """Whether Stage 1 of `result` took one optimizer step per epoch (the batch held all its examples)."""
+    steps = _steps(result, 1)
+    return steps is not None and steps == result.config["stage1_epochs"]
+
+
+def verdict_status(results: Sequence) -> tuple[str, str]:
+    """(status, evidence) for paper claim 4 from a finished sweep (the claims page uses it too).
+
+    The claim has two parts. *Smaller batches, more IML*: the seed-paired gap difference between the
+    smallest and the largest batch (:func:`trend`), reproduced when its 95% CI is above 0, not reproduced
+    when below. *Full batch, none*: when the largest batch is full-batch training and its own IML gap has a
+    CI above 0, that part is contradicted (not reproduced), whatever the trend.
+    """
+    rs = sorted(results, key=lambda r: r.config["batch_size"])
+    if len(rs) < 2:
+        return "not attempted", "a trend needs at least two batch sizes"
+    t = trend(rs[0], rs[-1], n_boot=2000)
+    text = (f"IML gap at batch {t['small']} minus gap at batch {t['large']} = {t['diff']:+.3f} "
+            f"[{t['ci_low']:+.3f}, {t['ci_high']:+.3f}] (held-out accuracy, {t['n_seeds']} seeds paired, "
+            f"one-sided p = {t['p_one_sided']:.2g}).")
+    if t["ci_low"] > 0:
+        status = "reproduced"
+    elif t["ci_high"] < 0:
+        status, text = "not reproduced", text + " The larger batch gave more IML."
+    else:
+        status, text = "null at our scale", text + " The difference's CI includes 0."
+    if is_full_batch(rs[-1]):
+        g = iml_gap(rs[-1].table, "d1consis", "d2consis", metric="acc", n_boot=2000)
+        text += (f" Full-batch training (batch {t['large']}) gave an IML gap of {g.gap:+.3f} "
+                 f"[{g.ci_low:+.3f}, {g.ci_high:+.3f}]")
+        if g.ci_low > 0:
+            status, text = "not reproduced", text + ": IML without minibatch noise, against the claim's second part."
+        else:
+            text += "."
+    return status, text
+
+
+def scale_note(results: Sequence) -> str:
+    """Markdown: the scale of every point (iml.plots.scale_caption), one line each."""
+    from .plots import scale_caption
+
+    return "\n".join(f"- batch {r.config['batch_size']}: {scale_caption(r)}" for r in results)
+
+
+def headline_note(committed: Sequence | None) -> str:
+    if not committed:
+        return ("**No committed gpu sweep yet.** `iml.batch_size.SWEEPS['gpu']` is prepared (MNIST gpu preset, "
+                "batch sizes " + ", ".join(str(p[0]) for p in SWEEPS["gpu"]["points"]) + "); run it on a GPU with "
+                "`PYTHONPATH=lib python -m iml.batch_size --sweep gpu` and commit `results/mnist/`. "
+                "The run below is what a CPU budget shows.")
+    return (f"**Headline: committed gpu sweep** ({len(committed)} batch sizes, "
+            f"{', '.join(r.hash for r in committed)} under `results/mnist/`).\n\n" + scale_note(committed))
+
+
+def main(argv=None) -> int:
+    """``PYTHONPATH=lib python -m iml.batch_size --sweep gpu [--root DIR]``: run a sweep, print its table."""
+    import argparse
+
+    ap = argparse.ArgumentParser(description="Run the MNIST batch-size sweep and print its summary.")
+    ap.add_argument("--sweep", default="cpu", choices=sorted(SWEEPS))
+    ap.add_argument("--root", default=None, help="results root (default: results/)")
+    ap.add_argument("--quiet", action="store_true")
+    args = ap.parse_args(argv)
+    rs = run(args.sweep, root=args.root, progress=not args.quiet)
+    with pd.option_context("display.width", 250, "display.max_columns", 30):
+        print(table(summary(rs)).to_string(index=False))
+    print(verdict(rs))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

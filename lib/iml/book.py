@@ -77,6 +77,12 @@ def results_root(value: str | os.PathLike | None = None) -> Path | None:
     return Path(value)
 
 
+def headline_dir(root=None) -> Path | None:
+    """Where committed headline results are looked up: `root`, else $IML_HEADLINE_ROOT, else results/;
+    ``"none"`` -> None (the nbval reference notebooks skip the lookup)."""
+    return _headline_root(root)
+
+
 def _headline_root(root) -> Path | None:
     if root is None:
         root = os.environ.get(HEADLINE_ENV) or io.RESULTS_DIR
@@ -468,6 +474,14 @@ def best_results(root: str | os.PathLike | None = None, extra: Mapping[str, Any]
                     break
             if name in out:
                 break
+    if "batch_size" not in dict(extra or {}):  # the batch-size sweep: a list of MNIST results
+        from . import batch_size
+
+        for sweep in ("gpu", "cpu"):
+            found = next((rs for r in roots if (rs := batch_size.finished(sweep, r)) is not None), None)
+            if found is not None:
+                out["batch_size"] = (sweep, found)
+                break
     out.update(dict(extra or {}))
     return out
 
@@ -510,6 +524,13 @@ def claims_table(available: Mapping[str, tuple[str, Any]]) -> pd.DataFrame:
             evidence = "no experiment for this in the book"
         elif c.experiment not in available:
             evidence = f"no finished `{c.experiment}` result"
+        elif c.experiment == "batch_size":  # a sweep: a list of results, judged by its trend
+            from . import batch_size
+
+            sweep, rs = available[c.experiment]
+            status, evidence = batch_size.verdict_status(rs)
+            evidence = "MNIST grid analogue (two stages, not the paper's single-stage LM sweep): " + evidence
+            scale = f"{sweep} sweep, batch sizes {', '.join(str(r.config['batch_size']) for r in rs)}"
         else:
             preset, res = available[c.experiment]
             scale = f"{plots.preset_label(res) or preset + ' preset'}, config {res.hash}"

@@ -288,7 +288,7 @@ CLAIMS: tuple[Claim, ...] = (
     Claim(3, "Model-size sweep (Pythia 70M-6.9B, GPT-Neo)",
           "The IML gap grows with model size; noticeable from about 1B parameters.", None, source="P-abs"),
     Claim(4, "Batch-size sweep (single stage)",
-          "Smaller batches give more IML; full-batch training gives none.", None, source="P-abs"),
+          "Smaller batches give more IML; full-batch training gives none.", "batch_size", source="P-abs"),
     Claim(5, "Gradient alignment vs batch size (Pythia-1B)",
           "cos(definition grad, QA grad) is higher for Ḋ₅ than D̄₆ at small batch sizes (≈0.231 vs 0.217 at 128).",
           None),
