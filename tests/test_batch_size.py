@@ -137,9 +137,10 @@ def test_figure_and_headline_note():
     from iml import plots
 
     s = batch_size.summary([_fake(8, 0.2, seed=1), _fake(32, 0.1, seed=2), _fake(128, 0.0, seed=3)], n_boot=200)
+    s.loc[2, ["stage1_steps", "stage1_epochs"]] = 4  # the last point: one step per epoch
     fig = plots.batch_size_figure(s)
     a, b = fig.axes
-    assert [t.get_text() for t in a.get_xticklabels()] == ["8", "32", "128"]
+    assert [t.get_text() for t in a.get_xticklabels()] == ["8", "32", "128\n(full)"]
     assert len(b.get_lines()) == 2  # the two Stage-1 subsets
     assert "No committed gpu sweep" in batch_size.headline_note(None)
     assert "python -m iml.batch_size --sweep gpu" in batch_size.headline_note(None)
