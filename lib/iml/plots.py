@@ -427,19 +427,17 @@ def batch_size_figure(summary, figsize=(10.5, 3.8)):
     err = [s["gap"] - s["ci_low"], s["ci_high"] - s["gap"]]
     a.errorbar(x, s["gap"], yerr=err, fmt="o-", color=color("d1consis"), capsize=4, label="ours (95% CI)")
     a.axhline(0, color="#888888", lw=0.8, ls="--")
-    a.set_xscale("log", base=2)
-    a.set_xticks(x, ticks)
-    a.set_xlabel("batch size")
-    a.set_ylabel("Ḋ₅ − D̄₆ held-out accuracy")
-    a.set_title("(a) IML gap after Stage 2\npaper: smaller batches more, full batch none (no numbers)")
-    a.legend(frameon=False, fontsize=8)
     for col, sub in (("stage1_acc_qd1consis", "qd1consis"), ("stage1_acc_qd2incons", "qd2incons")):
         b.plot(x, s[col], "o-", color=color(sub), label=label(sub))
-    b.set_xscale("log", base=2)
-    b.set_xticks(x, ticks)
-    b.set_xlabel("batch size")
-    b.set_ylabel("held-out accuracy at the end of Stage 1")
-    b.set_title("(b) Stage 1: did each batch size converge?")
-    b.legend(frameon=False, fontsize=8)
+    for ax, ylabel, title in (
+            (a, "Ḋ₅ − D̄₆ held-out accuracy",
+             "(a) IML gap after Stage 2\npaper: smaller batches more, full batch none (no numbers)"),
+            (b, "held-out accuracy at the end of Stage 1", "(b) Stage 1: did each batch size converge?")):
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(x, ticks)
+        ax.set_xlabel("batch size")
+        ax.set_ylabel(ylabel)
+        ax.set_title(title)
+        ax.legend(frameon=False, fontsize=8)
     fig.tight_layout()
     return fig
