@@ -144,3 +144,11 @@ def test_figure_and_headline_note():
     assert len(b.get_lines()) == 2  # the two Stage-1 subsets
     assert "No committed gpu sweep" in batch_size.headline_note(None)
     assert "python -m iml.batch_size --sweep gpu" in batch_size.headline_note(None)
+
+
+def test_command_line(tmp_path, capsys):
+    assert batch_size.main(["--sweep", "smoke", "--root", str(tmp_path), "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "batch size" in out and "Verdict on this sweep" in out
+    assert batch_size.main(["--sweep", "smoke", "--root", str(tmp_path), "--workers", "0"]) == 2
+    assert "workers" in capsys.readouterr().err

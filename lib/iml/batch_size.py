@@ -25,6 +25,7 @@ sweep's cpu point at batch 32 is the MNIST cpu preset itself.
 from __future__ import annotations
 
 import math
+import sys
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -274,9 +275,14 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description="Run the MNIST batch-size sweep and print its summary.")
     ap.add_argument("--sweep", default="cpu", choices=sorted(SWEEPS))
     ap.add_argument("--root", default=None, help="results root (default: results/)")
+    ap.add_argument("--workers", type=int, default=1, help="points computed at once in separate processes")
     ap.add_argument("--quiet", action="store_true")
     args = ap.parse_args(argv)
-    rs = run(args.sweep, root=args.root, progress=not args.quiet)
+    try:
+        rs = run(args.sweep, root=args.root, progress=not args.quiet, workers=args.workers)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     with pd.option_context("display.width", 250, "display.max_columns", 30):
         print(table(summary(rs)).to_string(index=False))
     print(verdict(rs))
