@@ -152,3 +152,21 @@ def test_command_line(tmp_path, capsys):
     assert "batch size" in out and "Verdict on this sweep" in out
     assert batch_size.main(["--sweep", "smoke", "--root", str(tmp_path), "--workers", "0"]) == 2
     assert "workers" in capsys.readouterr().err
+
+
+def test_joint_sweeps_train_one_stage_with_every_definition(tmp_path):
+    """The single-stage sweeps (the authors' sweep design): no Stage 2, the X2 definitions are trained
+    together with the X1 data, and the IML gap is read at the end of that one stage."""
+    cfgs = batch_size.configs("cpu-joint")
+    assert all(c.joint and c.stage2_epochs == 0 for c in cfgs)
+    assert [c.stage1_epochs for c in cfgs] == [350, 350, 700, 1400]
+    rs = batch_size.run("smoke-joint", root=tmp_path, progress=False)
+    two = batch_size.run("smoke", root=tmp_path, progress=False)
+    s, s_two = batch_size.summary(rs, n_boot=200), batch_size.summary(two, n_boot=200)
+    assert list(s["stage2_steps"]) == [0, 0]
+    assert (s["stage1_steps"] > s_two["stage1_steps"]).all()  # Stage 1 also holds the X2 definitions
+    assert set(rs[0].table["stage"]) == {1}
+    with pytest.raises(ConfigError, match="stage2_epochs"):
+        mnist_grid.make_config("smoke", {"joint": True})
+    # off, the new field leaves the committed MNIST results' hashes alone
+    assert config_hash(mnist_grid.make_config("cpu")) == "851451edccb6"

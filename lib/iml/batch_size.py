@@ -39,6 +39,9 @@ from .stats import hierarchical_bootstrap, iml_gap, paired_differences
 __all__ = ["SWEEPS", "configs", "run", "finished", "summary", "table", "trend", "verdict", "scale_note",
            "headline_note"]
 
+JOINT = {"joint": True, "stage2_epochs": 0}
+"""MNIST overrides of the single-stage sweeps (``iml.mnist_grid.Config.joint``)."""
+
 SWEEPS: dict[str, dict[str, Any]] = {
     # (batch size, epoch factor): the MNIST preset's stage epochs times the factor. The last point is
     # full-batch training (a batch larger than the data is all of it: 336 stage-1 examples at the cpu scale,
@@ -47,6 +50,10 @@ SWEEPS: dict[str, dict[str, Any]] = {
     "smoke": dict(preset="smoke", points=[(8, 1.0), (32, 1.0)]),
     "cpu": dict(preset="cpu", points=[(8, 1.0), (32, 1.0), (128, 2.0), (512, 4.0)]),
     "gpu": dict(preset="gpu", points=[(8, 1.0), (32, 1.0), (128, 2.0), (1024, 4.0)]),
+    # single stage, as in the authors' sweep: the X2 definitions train together with the X1 data
+    "smoke-joint": dict(preset="smoke", overrides=JOINT, points=[(8, 1.0), (32, 1.0)]),
+    "cpu-joint": dict(preset="cpu", overrides=JOINT, points=[(8, 1.0), (32, 1.0), (128, 2.0), (512, 4.0)]),
+    "gpu-joint": dict(preset="gpu", overrides=JOINT, points=[(8, 1.0), (32, 1.0), (128, 2.0), (1024, 4.0)]),
 }
 """Sweep presets. The cpu sweep took 23.6 minutes on one CPU thread from scratch (batch 8: 2.7 min, 32: 2.3 min,
 the MNIST cpu preset itself, 128: 6.6 min, full batch: 12.0 min), about 12 with ``workers=2`` on 2 cores;
@@ -70,11 +77,12 @@ def configs(sweep: str = "cpu", points: Sequence[Sequence[float]] | None = None,
     for key in ("batch_size", "stage1_epochs", "stage2_epochs"):
         if key in (overrides or {}):
             raise ConfigError(key, "is set by the sweep's points; change the points instead")
-    base = mnist_grid.make_config(spec["preset"], overrides)
+    fixed = {**spec.get("overrides", {}), **dict(overrides or {})}
+    base = mnist_grid.make_config(spec["preset"], fixed)
     out = []
     for bs, factor in sorted(pts):
         out.append(mnist_grid.make_config(spec["preset"], {
-            **dict(overrides or {}), "batch_size": int(bs),
+            **fixed, "batch_size": int(bs),
             "stage1_epochs": int(round(base.stage1_epochs * factor)),
             "stage2_epochs": int(round(base.stage2_epochs * factor))}))
     return out
@@ -135,7 +143,7 @@ def _steps(result, stage: int) -> int | None:
         extra = result.dir / "units" / f"{units[0]}.json"
         if extra.exists():
             n = json.loads(extra.read_text()).get(key)
-    if not n:
+    if n is None:
         return None
     n = int(np.max(n)) if isinstance(n, (list, tuple)) else int(n)
     return math.ceil(n / cfg["batch_size"]) * cfg[ep]

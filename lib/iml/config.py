@@ -187,6 +187,7 @@ def to_dict(obj) -> Any:
 HASH_NEUTRAL: dict[str, Any] = {
     "train.fast_forward": False,  # iml.train.TrainConfig (main experiment), added 2026-11-26
     "train.compile": False,  # iml.train.TrainConfig (main experiment), added 2026-11-26
+    "joint": False,  # iml.mnist_grid.Config (single-stage MNIST), added 2026-11-26
 }
 """Dotted config paths of fields added after results were committed, each with the value that reproduces
 the behaviour from before the field existed. At that value the field is left out of :func:`config_hash`,

@@ -123,6 +123,8 @@ class Config:
     group_size: int = 10             # stage-1 seeds trained together (one result unit)
     device: str = "auto"
     task_version: int = TASK_VERSION  # bumped whenever the construction changes, so old results go stale
+    joint: bool = False              # one stage: the X2 definitions train together with Stage 1 (the paper's
+                                     # single-stage runs and its batch-size sweep); needs stage2_epochs 0
 
     def __post_init__(self):
         if self.task_version != TASK_VERSION:
@@ -143,6 +145,11 @@ class Config:
         check_choice("norm", self.norm, {"group", "none"})
         check_positive("stage1_epochs", self.stage1_epochs, allow_zero=True)
         check_positive("stage2_epochs", self.stage2_epochs, allow_zero=True)
+        if not isinstance(self.joint, bool):
+            raise ConfigError("joint", f"must be true or false, got {self.joint!r}")
+        if self.joint and self.stage2_epochs != 0:
+            raise ConfigError("stage2_epochs", f"must be 0 when joint is true (one stage: the X2 definitions "
+                                                f"train with Stage 1), got {self.stage2_epochs}")
         check_positive("batch_size", self.batch_size)
         check_positive("lr", self.lr, integer=False)
         if not math.isfinite(self.lr):
@@ -343,7 +350,7 @@ def build_construction(cfg: Config, seed: int) -> Construction:
         true = grids[a].tolist()
         if tag:
             d = (a, tag, NO_CELL, grids[def_grid_of[a]].tolist(), all9, si)
-            (s1 if name in X1_SUBSETS else s2).extend([d] * cfg.def_copies)
+            (s1 if name in X1_SUBSETS or cfg.joint else s2).extend([d] * cfg.def_copies)
             t_def.append(d)
         one_hot = lambda c: [i == c for i in range(N_CELLS)]  # noqa: E731
         if name in X1_SUBSETS:
