@@ -120,14 +120,39 @@ def test_full_batch_is_one_step_per_epoch(tmp_path):
     assert [batch_size.is_full_batch(r) for r in rs] == [False, True]
 
 
-def test_the_claims_page_judges_claim_4_by_the_sweep():
-    rs = [_fake(8, 0.3, seed=1), _fake(512, 0.0, seed=2)]
-    t = book.claims_table({"batch_size": ("cpu", rs)})
+def test_the_claims_page_judges_claims_4_and_12_by_the_sweeps():
+    """Claim 4 takes the single-stage sweep's verdict when there is one (the authors' sweep is single-stage)
+    and lists the two-stage one beside it; claim 12 (single-stage training works) reads the single-stage
+    sweep's point at the preset's batch size."""
+    two = [_fake(8, 0.3, seed=1), _fake(512, 0.0, seed=2)]
+    t = book.claims_table({"batch_size": ("sweeps", {"two-stage": ("cpu", two)})})
     row = t[t["#"] == 4].iloc[0]
-    assert row["status"] == "reproduced" and "MNIST grid analogue" in row["this book"]
-    assert "batch sizes 8, 512" in row["scale"]
+    assert row["status"] == "reproduced" and "MNIST grid analogue, two-stage (reproduced)" in row["this book"]
+    assert row["scale"] == "cpu sweep, batch sizes 8, 512"
+    assert t[t["#"] == 12].iloc[0]["status"] == "not attempted"
+    one = [_fake(8, 0.0, seed=3), _fake(32, 0.25, seed=4), _fake(512, 0.3, seed=5)]
+    t = book.claims_table({"batch_size": ("sweeps", {"two-stage": ("cpu", two), "single-stage": ("cpu-joint", one)})})
+    row = t[t["#"] == 4].iloc[0]
+    assert row["status"] == "not reproduced"  # the single-stage sweep: the larger batch gave more IML
+    assert row["this book"].index("single-stage (not reproduced)") < row["this book"].index("two-stage (reproduced)")
+    row12 = t[t["#"] == 12].iloc[0]
+    assert row12["status"] == "reproduced" and "batch 32" in row12["this book"] and "+0.2" in row12["this book"]
     none = book.claims_table({})
-    assert none[none["#"] == 4].iloc[0]["status"] == "not attempted"
+    assert set(none[none["#"].isin([4, 12])]["status"]) == {"not attempted"}
+
+
+def test_sweep_names_and_finding_the_largest_finished_sweep(tmp_path):
+    assert batch_size.sweep_name("cpu", "single-stage") == "cpu-joint"
+    assert batch_size.sweep_name("gpu", "two-stage") == "gpu"
+    with pytest.raises(ConfigError, match="design"):
+        batch_size.sweep_name("cpu", "three-stage")
+    with pytest.raises(ConfigError, match="preset"):
+        batch_size.sweep_name("paper", "two-stage")
+    assert batch_size.find_sweeps([tmp_path]) == {}
+    batch_size.run("smoke", root=tmp_path, progress=False)
+    assert batch_size.find_sweeps([tmp_path]) == {}  # smoke sweeps are not shown on the claims page
+    with pytest.raises(ValueError, match="claims 4 and 12"):
+        batch_size.claim_status(7, {})
 
 
 def test_figure_and_headline_note():
@@ -142,8 +167,8 @@ def test_figure_and_headline_note():
     a, b = fig.axes
     assert [t.get_text() for t in a.get_xticklabels()] == ["8", "32", "128\n(full)"]
     assert len(b.get_lines()) == 2  # the two Stage-1 subsets
-    assert "No committed gpu sweep" in batch_size.headline_note(None)
-    assert "python -m iml.batch_size --sweep gpu" in batch_size.headline_note(None)
+    assert "No committed `gpu` sweep" in batch_size.headline_note(None)
+    assert "python -m iml.batch_size --sweep gpu-joint`" in batch_size.headline_note(None, "gpu-joint")
 
 
 def test_command_line(tmp_path, capsys):

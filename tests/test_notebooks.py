@@ -106,7 +106,8 @@ def test_notebook_runs_at_smoke(executed, name):
         kinds = {v["model_name"] for v in state.values()}
         assert {"StackModel", "ToggleButtonsModel", "LinkModel", "HTMLModel"} <= kinds
     elif name in SWEEP_NOTEBOOKS:
-        assert "No committed gpu sweep" in md and "Verdict on this sweep" in md
+        assert "No committed `gpu` sweep" in md and "No committed `gpu-joint` sweep" in md
+        assert md.count("Verdict on this sweep") == 2  # the two-stage and the single-stage sweep
     else:
         assert "No committed `gpu`-preset result" in md or "committed `gpu`-preset result" in md
 

@@ -474,14 +474,12 @@ def best_results(root: str | os.PathLike | None = None, extra: Mapping[str, Any]
                     break
             if name in out:
                 break
-    if "batch_size" not in dict(extra or {}):  # the batch-size sweep: a list of MNIST results
+    if "batch_size" not in dict(extra or {}):  # the batch-size sweeps: design -> (sweep, MNIST results)
         from . import batch_size
 
-        for sweep in ("gpu", "cpu"):
-            found = next((rs for r in roots if (rs := batch_size.finished(sweep, r)) is not None), None)
-            if found is not None:
-                out["batch_size"] = (sweep, found)
-                break
+        found = batch_size.find_sweeps(roots)
+        if found:
+            out["batch_size"] = ("sweeps", found)
     out.update(dict(extra or {}))
     return out
 
@@ -524,13 +522,10 @@ def claims_table(available: Mapping[str, tuple[str, Any]]) -> pd.DataFrame:
             evidence = "no experiment for this in the book"
         elif c.experiment not in available:
             evidence = f"no finished `{c.experiment}` result"
-        elif c.experiment == "batch_size":  # a sweep: a list of results, judged by its trend
+        elif c.experiment == "batch_size":  # sweeps of MNIST results (iml.batch_size), judged there
             from . import batch_size
 
-            sweep, rs = available[c.experiment]
-            status, evidence = batch_size.verdict_status(rs)
-            evidence = "MNIST grid analogue (two stages, not the paper's single-stage LM sweep): " + evidence
-            scale = f"{sweep} sweep, batch sizes {', '.join(str(r.config['batch_size']) for r in rs)}"
+            status, evidence, scale = batch_size.claim_status(c.rank, available[c.experiment][1])
         else:
             preset, res = available[c.experiment]
             scale = f"{plots.preset_label(res) or preset + ' preset'}, config {res.hash}"
