@@ -43,7 +43,7 @@ JOBS: list[tuple[str, dict]] = [
     ("mnist", {}),
     ("setinclusion", {"loss_on": "all"}),
     ("main", {}),  # needs the SmolLM2 GGUF there: IML_SMOLLM2_GGUF (scripts/gpu_prepare_smollm2.sh)
-    ("batch_size", {}),  # the MNIST batch-size sweep (iml.batch_size, its `preset` sweep): several results
+    ("batch_size", {}),  # the MNIST batch-size sweeps (iml.batch_size, both designs at `preset`): several results
 ]
 
 # Probe: the same code paths at a few seconds' scale, to measure throughput before the full run.
@@ -147,13 +147,16 @@ def main(argv=None) -> int:
     return 0 if all(j["ok"] for j in summary["jobs"]) else 1
 
 
-def _run_sweep(sweep: str, overrides: dict, root: Path, out: Path, job: dict) -> None:
-    """The MNIST batch-size sweep `sweep` (iml.batch_size): one MNIST result per batch size."""
+def _run_sweep(preset: str, overrides: dict, root: Path, out: Path, job: dict) -> None:
+    """The MNIST batch-size sweeps of `preset` (iml.batch_size), two-stage then single-stage: one MNIST
+    result per batch size and design."""
     from iml import batch_size
 
-    rs = batch_size.run(sweep, overrides=overrides, root=root, progress=False)
+    rs = [r for d in ("two-stage", "single-stage")
+          for r in batch_size.run(batch_size.sweep_name(preset, d), overrides=overrides, root=root, progress=False)]
     job["result_dirs"] = [str(Path(r.dir).relative_to(out)) for r in rs]
-    job["meta"] = {r.hash: {"batch_size": r.config["batch_size"], "wall_time_s": r.meta.get("wall_time_s"),
+    job["meta"] = {r.hash: {"batch_size": r.config["batch_size"], "joint": r.config.get("joint", False),
+                            "wall_time_s": r.meta.get("wall_time_s"),
                             "git_revision": r.meta.get("git_revision")} for r in rs}
 
 

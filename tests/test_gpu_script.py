@@ -39,8 +39,9 @@ def test_gpu_script_runs_the_batch_size_sweep(tmp_path):
                        timeout=600)
     assert p.returncode == 0, p.stderr[-3000:]
     job = json.loads((out / "summary.json").read_text())["jobs"][0]
-    assert job["experiment"] == "batch_size" and job["ok"] and len(job["result_dirs"]) == 2
-    assert sorted(m["batch_size"] for m in job["meta"].values()) == [8, 32]
+    assert job["experiment"] == "batch_size" and job["ok"] and len(job["result_dirs"]) == 4
+    assert sorted((m["joint"], m["batch_size"]) for m in job["meta"].values()) == [
+        (False, 8), (False, 32), (True, 8), (True, 32)]  # both designs
     with tarfile.open(out / "results.tgz") as tar:
         names = tar.getnames()
     assert all(f"{d}/results.csv" in names for d in job["result_dirs"])
