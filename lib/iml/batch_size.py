@@ -230,7 +230,8 @@ def is_full_batch(result) -> bool:
 
 
 def verdict_status(results: Sequence) -> tuple[str, str]:
-    """(status, evidence) for paper claim 4 from a finished sweep (the claims page uses it too).
+    """(status, evidence) for paper claim 4 from a finished sweep (the claims page uses it too). The
+    bootstraps use as many draws as :func:`summary`, so the numbers match the table beside them.
 
     The claim has two parts. *Smaller batches, more IML*: the seed-paired gap difference between the
     smallest and the largest batch (:func:`trend`), reproduced when its 95% CI is above 0, not reproduced
@@ -240,7 +241,7 @@ def verdict_status(results: Sequence) -> tuple[str, str]:
     rs = sorted(results, key=lambda r: r.config["batch_size"])
     if len(rs) < 2:
         return "not attempted", "a trend needs at least two batch sizes"
-    t = trend(rs[0], rs[-1], n_boot=2000)
+    t = trend(rs[0], rs[-1], n_boot=10_000)
     text = (f"IML gap at batch {t['small']} minus gap at batch {t['large']} = {t['diff']:+.3f} "
             f"[{t['ci_low']:+.3f}, {t['ci_high']:+.3f}] (held-out accuracy, {t['n_seeds']} seeds paired, "
             f"one-sided p = {t['p_one_sided']:.2g}).")
@@ -248,7 +249,7 @@ def verdict_status(results: Sequence) -> tuple[str, str]:
     text += {"reproduced": "", "not reproduced": " The larger batch gave more IML.",
              "null at our scale": " The difference's CI includes 0."}[status]
     if is_full_batch(rs[-1]):
-        g = iml_gap(rs[-1].table, "d1consis", "d2consis", metric="acc", n_boot=2000)
+        g = iml_gap(rs[-1].table, "d1consis", "d2consis", metric="acc", n_boot=10_000)
         text += (f" Full-batch training (batch {t['large']}) gave an IML gap of {g.gap:+.3f} "
                  f"[{g.ci_low:+.3f}, {g.ci_high:+.3f}]")
         if g.ci_low > 0:
@@ -306,7 +307,7 @@ def claim_status(rank: int, sweeps: Mapping[str, tuple[str, list]]) -> tuple[str
         name, rs = sweeps["single-stage"]
         bs = mnist_grid.make_config(SWEEPS[name]["preset"]).batch_size
         r = next((r for r in rs if r.config["batch_size"] == bs), rs[0])
-        g = iml_gap(r.table, "d1consis", "d2consis", metric="acc", n_boot=2000)
+        g = iml_gap(r.table, "d1consis", "d2consis", metric="acc", n_boot=10_000)
         return (_status(g.ci_low, g.ci_high),
                 f"MNIST grid analogue, one stage at the preset's batch {r.config['batch_size']}: Ḋ₅ − D̄₆ = "
                 f"{g.gap:+.3f} [{g.ci_low:+.3f}, {g.ci_high:+.3f}] (held-out accuracy, {g.n_stage1} seeds)",
