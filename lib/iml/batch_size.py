@@ -38,8 +38,8 @@ from .config import ConfigError
 from .results import ResultStore
 from .stats import hierarchical_bootstrap, iml_gap, paired_differences
 
-__all__ = ["SWEEPS", "DESIGNS", "sweep_name", "find_sweeps", "claim_status", "configs", "run", "finished", "summary", "table", "trend", "verdict", "scale_note",
-           "headline_note"]
+__all__ = ["JOINT", "SWEEPS", "DESIGNS", "configs", "run", "finished", "sweep_name", "find_sweeps", "summary", "table",
+           "trend", "is_full_batch", "verdict", "verdict_status", "claim_status", "scale_note", "headline_note"]
 
 JOINT = {"joint": True, "stage2_epochs": 0}
 """MNIST overrides of the single-stage sweeps (``iml.mnist_grid.Config.joint``)."""
@@ -137,7 +137,7 @@ def _steps(result, stage: int) -> int | None:
     """Optimizer steps of one seed in `stage` (1 or 2), from the examples per epoch the run recorded."""
     cfg = result.config
     key, ep = (("stage1_examples", "stage1_epochs") if stage == 1 else ("stage2_examples", "stage2_epochs"))
-    units = [u for u in (result.meta.get("units") or [])]
+    units = result.meta.get("units") or []
     n = result.meta.get(key)
     if n is None and units:
         import json
@@ -293,7 +293,9 @@ def claim_status(rank: int, sweeps: Mapping[str, tuple[str, list]]) -> tuple[str
     """(status, evidence, scale) on the claims page for paper claim 4 (batch size) or 12 (single-stage
     training), from :func:`find_sweeps`. Claim 4's status is the single-stage sweep's when there is one,
     because the authors' sweep is single-stage; the two-stage sweep's verdict is listed beside it."""
-    scale_of = lambda name, rs: f"{name} sweep, batch sizes {', '.join(str(r.config['batch_size']) for r in rs)}"  # noqa: E731
+    def scale_of(name, rs):
+        return f"{name} sweep, batch sizes {', '.join(str(r.config['batch_size']) for r in rs)}"
+
     if rank == 4:
         parts = [(d, *sweeps[d]) for d in ("single-stage", "two-stage") if d in sweeps]
         if not parts:
