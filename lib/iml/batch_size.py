@@ -39,7 +39,7 @@ from .results import ResultStore
 from .stats import hierarchical_bootstrap, iml_gap, paired_differences
 
 __all__ = ["JOINT", "SWEEPS", "DESIGNS", "configs", "run", "finished", "sweep_name", "find_sweeps", "summary", "table",
-           "trend", "is_full_batch", "verdict", "verdict_status", "claim_status", "scale_note", "headline_note"]
+           "trend", "run_points", "finished_points", "is_full_batch", "verdict", "verdict_status", "claim_status", "scale_note", "headline_note"]
 
 JOINT = {"joint": True, "stage2_epochs": 0}
 """MNIST overrides of the single-stage sweeps (``iml.mnist_grid.Config.joint``)."""
@@ -96,38 +96,60 @@ def run(sweep: str = "cpu", points=None, overrides=None, *, root=None, force: bo
 
     ``workers > 1`` computes unfinished points in that many processes at once (one torch thread each on a
     CPU; the points are independent results, each written atomically), longest first."""
-    cfgs = configs(sweep, points, overrides)
+    return run_points(mnist_grid.__name__, configs(sweep, points, overrides), root=root, force=force,
+                      progress=progress, workers=workers)
+
+
+def _epochs(cfg) -> int:
+    task = getattr(cfg, "task", cfg)  # an MNIST config, or a config that wraps one (iml.gradalign)
+    return task.stage1_epochs + task.stage2_epochs
+
+
+def run_points(module: str, cfgs: Sequence, *, root=None, force: bool = False, progress: bool = True,
+               workers: int = 1) -> list:
+    """``run`` of experiment module `module` (e.g. "iml.mnist_grid") for every config, in order; with
+    ``workers > 1`` the unfinished ones are first computed in that many spawned processes, longest first."""
+    import importlib
+
+    mod = importlib.import_module(module)
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ConfigError("workers", f"must be an integer >= 1, got {workers!r}")
-    todo = [c for c in cfgs if force or not ResultStore(mnist_grid.EXPERIMENT, c, root=root).is_complete()]
+    todo = [c for c in cfgs if force or not ResultStore(mod.EXPERIMENT, c, root=root).is_complete()]
     if workers > 1 and len(todo) > 1:
         import multiprocessing as mp
         from concurrent.futures import ProcessPoolExecutor
 
-        todo.sort(key=lambda c: -(c.stage1_epochs + c.stage2_epochs))
+        todo.sort(key=lambda c: -_epochs(c))
         with ProcessPoolExecutor(min(workers, len(todo)), mp_context=mp.get_context("spawn")) as pool:
-            for f in [pool.submit(_run_point, c, root, force) for c in todo]:
+            for f in [pool.submit(_run_point, module, c, root, force) for c in todo]:
                 f.result()  # re-raises a point's error here
         force = False  # computed just now
-    return [mnist_grid.run(c, root=root, force=force, progress=progress) for c in cfgs]
+    return [mod.run(c, root=root, force=force, progress=progress) for c in cfgs]
 
 
-def _run_point(cfg, root, force: bool) -> str:
+def _run_point(module: str, cfg, root, force: bool) -> str:
+    import importlib
+
     import torch
 
     torch.set_num_threads(1)
-    return mnist_grid.run(cfg, root=root, force=force, progress=False).hash
+    return importlib.import_module(module).run(cfg, root=root, force=force, progress=False).hash
 
 
 def finished(sweep: str = "gpu", root=None, points=None) -> list | None:
     """The finished results of every point of `sweep` under `root`, or None if any point is missing
     (a sweep is shown whole or not at all). `root` None: results/; a book's "none" is handled by the caller."""
+    return finished_points(mnist_grid.EXPERIMENT, configs(sweep, points), root)
+
+
+def finished_points(experiment: str, cfgs: Sequence, root=None) -> list | None:
+    """The finished results of `experiment` for every config, or None if any is missing or stale."""
     from . import results as results_mod
 
     out = []
-    for c in configs(sweep, points):
+    for c in cfgs:
         try:
-            out.append(results_mod.load(mnist_grid.EXPERIMENT, c, root=root))
+            out.append(results_mod.load(experiment, c, root=root))
         except (FileNotFoundError, results_mod.StaleResultError):
             return None
     return out

@@ -18,6 +18,7 @@ EXPERIMENTS: dict[str, str] = {
     "main": "iml.experiment",
     "setinclusion": "iml.setinclusion",
     "mnist": "iml.mnist_grid",
+    "gradalign": "iml.gradalign",
 }
 
 

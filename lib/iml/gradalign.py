@@ -1,0 +1,474 @@
+"""Gradient alignment (paper claim 5) on the MNIST grid task: do Ḋefine definitions get gradients that point
+where the QA gradients about the same alias point, more than D̄efine ones?
+
+The paper's second mechanism (paper-brief.md 3.9): SGD implicitly favours parameters whose minibatch
+gradients align (Smith et al. 2021), so after Stage 1 a Ḋefine definition's gradient should resemble the
+gradients of questions about the same alias more than a D̄efine definition's does, and more so at small
+batch sizes. The authors measured it on Pythia-1B trained on Stage-1 data only (20 epochs, 10 seeds, batch
+sizes 128-16k): every 2 epochs, for each *not-yet-trained* X2 definition (Ḋ₅ / D̄₆) the cosine between its
+loss gradient and the gradient of each QA pair about the same alias, averaged. Poster reading at batch 128:
+0.231 (Ḋ₅) vs 0.217 (D̄₆), converging at batch >= 1k; no CIs were published.
+
+This module measures the same quantity on the MNIST grid task, the one task where IML shows on a CPU
+(``iml.mnist_grid``). Choices the paper leaves open for a vision task, and why:
+
+* **Training is exactly the MNIST task's Stage 1** (same data, initial weights, data order and digit draws
+  as ``mnist_grid.train_group`` with the same task config), so every alignment number belongs to a Stage 1
+  whose IML outcome is known from the MNIST result of that config. Stage 2 is not run (the X2 definitions
+  stay untrained, as in the paper); ``task.stage2_epochs`` is kept only so that the task config is the
+  MNIST result's verbatim.
+* **Examples.** For each X2 alias (d1consis, d2consis and the fresh-tag d3consis), `draws` renderings of
+  its digit code from the training pool. Each rendering gives one definition (tag pattern, all 9 cells,
+  the alias's true grid: Stage-2 definitions are consistent) and its 9 QA examples (no tag, one boxed cell,
+  that cell's label). The definition and its questions share the digit images, so they differ only in
+  what the paper's examples differ in: the tag versus the question.
+* **Gradients** of each example's own loss (the training loss on one example: mean cross-entropy over its
+  supervised cells) with respect to all parameters, in fp32, computed per example with ``torch.func``.
+* **Metrics**, per seed and subset, averaged over aliases, draws and the 9 cells:
+  ``grad_cos`` = cos(definition gradient, QA gradient of the same alias) (the paper's quantity) and
+  ``grad_cos_other`` = cos(definition gradient, QA gradient of another alias of the same subset), a baseline:
+  alignment that is not about the alias (e.g. "predict more A's") shows up in both.
+* **When**: at epoch 0 (a sanity check: tags have not been learnt, so Ḋ and D̄ must not differ) and at the
+  MNIST task's Stage-1 evaluation epochs. The task's accuracy metrics are recorded at the same epochs.
+* **Batch sizes**: the two-stage batch-size sweeps of ``iml.batch_size`` (batch 8, 32, 128, full batch, with
+  1/1/2/4x epochs), so each point's Stage 1 is exactly the Stage 1 of a committed MNIST result.
+
+Imports torch/numpy/pandas and iml only, so it runs on a bare GPU box as ``PYTHONPATH=lib python -m ...``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import sys
+import time
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+
+from . import mnist_grid as mg
+from .config import ConfigError, apply_overrides, check_positive, from_dict, parse_override, to_dict
+from .results import COLUMNS, Result, ResultStore, load
+
+__all__ = ["EXPERIMENT", "SUBSETS", "METRICS", "PAPER", "Config", "PRESETS", "SWEEPS", "make_config", "configs",
+           "Probe", "build_probe", "alignment", "measure_group", "run", "run_sweep", "finished", "find_sweep",
+           "summary", "table", "gap_curve", "verdict_status", "verdict", "main"]
+
+EXPERIMENT = "gradalign"
+SUBSETS = ("d1consis", "d2consis", "d3consis")
+METRICS = ("grad_cos", "grad_cos_other")
+"""grad_cos: cos(definition gradient, QA gradient of the same alias); grad_cos_other: cos(definition
+gradient, QA gradient of another alias of the same subset), the alias-unspecific baseline."""
+ANALYSIS_VERSION = 1
+PAPER = {128: {"d1consis": 0.231, "d2consis": 0.217}, 256: {"d1consis": 0.227, "d2consis": 0.213},
+         512: {"d1consis": 0.226, "d2consis": 0.213}}
+"""The paper's cos(definition grad, QA grad) after Stage 1 (Pythia-1B, CVDB, poster reading, ±0.005;
+paper-brief.md 3.9) at the batch sizes where its error bars are tight. Not comparable in absolute value
+to a ConvNet's; the sign and size of Ḋ₅ − D̄₆ (≈ +0.014) are what the analogue can check."""
+
+
+@dataclasses.dataclass
+class Config:
+    task: mg.Config = dataclasses.field(default_factory=mg.Config)  # the MNIST task whose Stage 1 is trained
+    draws: int = 2                     # renderings of each X2 alias (each: 1 definition + 9 questions)
+    analysis_version: int = ANALYSIS_VERSION  # bumped when the measurement changes, so old results go stale
+
+    def __post_init__(self):
+        if self.analysis_version != ANALYSIS_VERSION:
+            raise ConfigError("analysis_version",
+                              f"this code measures version {ANALYSIS_VERSION} only, got {self.analysis_version!r}")
+        check_positive("draws", self.draws)
+        t = self.task
+        if t.joint:
+            raise ConfigError("task.joint", "must be false: the alignment is measured for X2 definitions that "
+                                            "Stage 1 has not trained, and joint training trains them")
+        if t.stage1_epochs < 1:
+            raise ConfigError("task.stage1_epochs", f"must be >= 1 (the alignment is measured during Stage 1), "
+                                                    f"got {t.stage1_epochs}")
+        counts = mg.subset_counts(t.n_aliases, t.fractions)
+        for name in ("d1consis", "d2consis"):
+            if counts[name] < 2:
+                raise ConfigError(f"task.fractions.{name}", f"gives {counts[name]} of {t.n_aliases} aliases; the "
+                                                            "alignment and its other-alias baseline need >= 2")
+        if counts["d3consis"] == 1:
+            raise ConfigError("task.fractions.d3consis", "gives 1 alias; the other-alias baseline needs >= 2 (or 0)")
+
+
+PRESETS: dict[str, dict[str, Any]] = {name: {"task": mg.PRESETS[name]} for name in ("smoke", "cpu", "gpu")}
+"""One point each: the MNIST preset's Stage 1 at its own batch size. The book's figure is a sweep (SWEEPS)."""
+
+SWEEPS = ("smoke", "cpu", "gpu")
+"""Batch-size sweeps: the two-stage sweeps of ``iml.batch_size`` of the same names (their Stage 1)."""
+
+
+def make_config(preset: str = "cpu", overrides: Mapping[str, Any] | None = None) -> Config:
+    """The preset's config with dotted-key overrides (e.g. ``{"draws": 4, "task.n_seeds": 3}``)."""
+    if preset not in PRESETS:
+        raise ConfigError("preset", f"must be one of {sorted(PRESETS)}, got {preset!r}")
+    base = apply_overrides(to_dict(Config()), {"task": to_dict(mg.make_config(preset))})
+    return from_dict(Config, apply_overrides(base, dict(overrides or {})))
+
+
+def configs(sweep: str = "cpu", points=None, overrides: Mapping[str, Any] | None = None,
+            draws: int | None = None) -> list[Config]:
+    """One config per batch size of the two-stage batch-size sweep `sweep`: its MNIST config as the task.
+    `overrides` are MNIST overrides (as in ``iml.batch_size.configs``)."""
+    from . import batch_size
+
+    if sweep not in SWEEPS:
+        raise ConfigError("sweep", f"must be one of {list(SWEEPS)}, got {sweep!r}")
+    extra = {} if draws is None else {"draws": draws}
+    return [from_dict(Config, {"task": to_dict(t), **extra}) for t in batch_size.configs(sweep, points, overrides)]
+
+
+# ----------------------------------------------------------------------------------------------
+# The measurement
+# ----------------------------------------------------------------------------------------------
+
+@dataclasses.dataclass
+class Probe:
+    """The fixed examples of one seed group: per subset present, aliases (S, A), their digit images
+    (S, A, draws, 9) as training-pool indices, their true label grids (S, A, 9) and the subset's tag."""
+
+    subsets: list
+    alias: dict
+    digits: dict
+    labels: dict
+    tag: dict
+
+
+def build_probe(cfg: Config, data: mg.GroupData, seeds: Sequence[int]) -> Probe:
+    """The X2 aliases of every seed and `cfg.draws` renderings of each (own generator per seed, so the
+    training's random streams are untouched)."""
+    train, _ = mg.load_digits(cfg.task.image_scale)
+    dev = data.codes.device
+    out = Probe([], {}, {}, {}, {})
+    for name in SUBSETS:
+        k = mg.SUBSETS.index(name)
+        per = [np.flatnonzero(c.subset == k) for c in data.constructions]
+        if not len(per[0]):
+            continue
+        al, dg, lb = [], [], []
+        for seed, c, members in zip(seeds, data.constructions, per):
+            g = torch.Generator().manual_seed(mg._seed_int(seed, 0x6A, k))
+            u = torch.rand((len(members), cfg.draws, mg.N_CELLS), generator=g)
+            cls = torch.as_tensor(c.codes[members])[:, None, :].expand(-1, cfg.draws, -1)
+            dg.append(mg._draw(cls, u, torch.as_tensor(train.offset), torch.as_tensor(train.count)))
+            al.append(torch.as_tensor(members))
+            lb.append(torch.as_tensor(c.grids[members]))
+        out.subsets.append(name)
+        out.alias[name] = torch.stack(al).to(dev)
+        out.digits[name] = torch.stack(dg).to(dev)
+        out.labels[name] = torch.stack(lb).to(dev)
+        out.tag[name] = mg.TAG_OF[name]
+    return out
+
+
+def _example_loss(params, x, labels, mask):
+    """One example per seed: x (S, 1, 1, H, W) -> the sum over seeds of each seed's training loss, so that
+    the gradient of seed s's parameters is the gradient of seed s's own loss."""
+    return mg._masked_ce(mg.forward(params, x), labels, mask).sum()
+
+
+def _unit_grads(params, x, labels, mask) -> torch.Tensor:
+    """Per-example gradients, flattened and normalised: x (n, S, 1, 1, H, W) -> (n, S, P) unit vectors."""
+    from torch.func import grad, vmap
+
+    g = vmap(grad(_example_loss), in_dims=(None, 0, 0, 0))(params, x, labels, mask)
+    n, S = x.shape[:2]
+    flat = torch.cat([g[k].reshape(n, S, -1).float() for k in params], -1)
+    return F.normalize(flat, dim=-1)
+
+
+@torch.no_grad()
+def _examples(data: mg.GroupData, digits, labels, tag: int, rows: torch.Tensor):
+    """The definition and 9 questions of each rendering: digits (S, a, D, 9) -> images (a*D*10, S, 1, 1, H, W),
+    labels and masks (a*D*10, S, 1, 9), ordered (alias, draw, [definition, cell 0..8])."""
+    S, a, D, _ = digits.shape
+    n = a * D * (1 + mg.N_CELLS)
+    dev = digits.device
+    dig = digits[:, :, :, None, :].expand(S, a, D, 1 + mg.N_CELLS, mg.N_CELLS).reshape(S, n, mg.N_CELLS)
+    kind = torch.arange(1 + mg.N_CELLS, device=dev)  # 0: definition, 1..9: question about cell kind-1
+    cell = torch.where(kind == 0, mg.NO_CELL, kind - 1).repeat(a * D).expand(S, n)
+    tags = torch.where(kind == 0, tag, 0).repeat(a * D).expand(S, n)
+    lab = labels[:, :, None, None, :].expand(S, a, D, 1 + mg.N_CELLS, mg.N_CELLS).reshape(S, n, mg.N_CELLS)
+    eye = torch.eye(mg.N_CELLS, dtype=torch.bool, device=dev)
+    mask = torch.cat([torch.ones(1, mg.N_CELLS, dtype=torch.bool, device=dev), eye]).repeat(a * D, 1).expand(S, n, -1)
+    x = mg.render(data.train_pool[dig], tags, cell, data.strips[rows], data.boxes, data.layout)  # (S, n, 1, H, W)
+    return x.transpose(0, 1).unsqueeze(2), lab.transpose(0, 1).unsqueeze(2), mask.transpose(0, 1).unsqueeze(2)
+
+
+def alignment(params: Mapping[str, torch.Tensor], data: mg.GroupData, probe: Probe,
+              max_bytes: float = 1e9) -> dict[str, dict[str, torch.Tensor]]:
+    """metric -> subset -> (S,) mean cosine per seed, for the current `params` (S seeds stacked).
+
+    Aliases are processed in chunks so that the per-example gradients stay under about `max_bytes`."""
+    P = {k: v.detach() for k, v in params.items()}
+    S = next(iter(P.values())).shape[0]
+    rows = torch.arange(S, device=data.codes.device)
+    n_par = sum(v[0].numel() for v in P.values())
+    out = {m: {} for m in METRICS}
+    for name in probe.subsets:
+        digits, labels = probe.digits[name], probe.labels[name]
+        A, D = digits.shape[1], digits.shape[2]
+        per_alias = D * (1 + mg.N_CELLS) * S * n_par * 4 * 3  # gradients, flat copy, normalised copy
+        step = max(1, int(max_bytes // per_alias))
+        defs, qbars = [], []
+        for a0 in range(0, A, step):
+            x, lab, mask = _examples(data, digits[:, a0:a0 + step], labels[:, a0:a0 + step], probe.tag[name], rows)
+            u = _unit_grads(P, x, lab, mask)
+            u = u.view(-1, D, 1 + mg.N_CELLS, S, u.shape[-1])    # (a, D, 10, S, P)
+            defs.append(u[:, :, 0])
+            qbars.append(u[:, :, 1:].mean(2))                   # mean of unit vectors: cos averages linearly
+        d, q = torch.cat(defs), torch.cat(qbars)                 # (A, D, S, P)
+        out["grad_cos"][name] = (d * q).sum(-1).mean((0, 1))
+        out["grad_cos_other"][name] = (d * q.roll(1, dims=0)).sum(-1).mean((0, 1))
+    return out
+
+
+def measure_group(cfg: Config, seeds: Sequence[int], device: torch.device | str | None = None,
+                  progress: bool = False) -> dict:
+    """Train Stage 1 of the MNIST task for `seeds` (batched, exactly as ``mnist_grid.train_group``) and measure
+    the alignment and the task's accuracies at epoch 0 and at each Stage-1 evaluation epoch.
+
+    Returns dict(table=tidy DataFrame, t_train, t_measure, t_eval, wall, device)."""
+    task = cfg.task
+    device = mg.resolve_device(task.device if device is None else str(device))
+    autocast = device.type == "cuda"
+    if autocast:
+        torch.backends.cudnn.benchmark = True
+    t_start = time.perf_counter()
+    data = mg.build_group_data(task, seeds, device)
+    probe = build_probe(cfg, data, seeds)
+    params = mg.init_params(task, seeds, device)
+    S = len(seeds)
+    rows1 = torch.arange(S, device=device)
+    records: list[tuple[int, dict, torch.Tensor]] = []
+    timing = {"measure": 0.0, "eval": 0.0}
+
+    def measure(epoch: int):
+        mg._sync(device)
+        t0 = time.perf_counter()
+        acc = mg._evaluate(params, data, rows1, max(task.batch_size, 256), autocast)
+        mg._sync(device)
+        t1 = time.perf_counter()
+        cos = alignment(params, data, probe)
+        mg._sync(device)
+        timing["eval"] += t1 - t0
+        timing["measure"] += time.perf_counter() - t1
+        records.append((epoch, cos, acc))
+        if progress:
+            c = {k: float(v.mean()) for k, v in cos["grad_cos"].items()}
+            print(f"[gradalign seeds {seeds[0]}-{seeds[-1]} bs {task.batch_size}] epoch {epoch}: grad_cos "
+                  + " ".join(f"{k}={v:.3f}" for k, v in c.items()), file=sys.stderr, flush=True)
+
+    measure(0)
+    gens = [torch.Generator(device=device).manual_seed(mg._seed_int(s, 1, 0)) for s in seeds]  # = train_group's
+    E1 = task.stage1_epochs
+    _, t_train = mg._train_stage(params, data, data.stage1, rows1, gens, task, E1,
+                                 set(mg._eval_epochs(E1, task.evals_per_stage)), measure, autocast,
+                                 lambda epoch: None)
+    out = []
+    for epoch, cos, acc in records:
+        a = acc.float().cpu().numpy()
+        for i, seed in enumerate(seeds):
+            rid = f"s{seed}_0"
+            for m in METRICS:
+                for name, v in cos[m].items():
+                    out.append((rid, seed, 0, 1, epoch, name, m, float(v[i])))
+            for mi, m in enumerate(mg.METRICS):
+                for k, sub in enumerate(mg.SUBSETS):
+                    if not np.isnan(a[i, mi, k]):
+                        out.append((rid, seed, 0, 1, epoch, sub, m, float(a[i, mi, k])))
+    return dict(table=pd.DataFrame(out, columns=COLUMNS), t_train=t_train, t_measure=timing["measure"],
+                t_eval=timing["eval"], n_measures=len(records), wall=time.perf_counter() - t_start,
+                device=str(device))
+
+
+# ----------------------------------------------------------------------------------------------
+# Results: one config, and sweeps over batch size
+# ----------------------------------------------------------------------------------------------
+
+def run(config: Config, *, root=None, force: bool = False, progress: bool = True) -> Result:
+    """Measure every seed group of the task (resuming finished ones unless `force`); the finished result."""
+    if not isinstance(config, Config):
+        raise TypeError(f"config must be an iml.gradalign.Config, got {type(config).__name__}")
+    store = ResultStore(EXPERIMENT, config, root=root)
+    if store.is_complete() and not force:
+        return load(EXPERIMENT, config, root=root)
+    t0 = time.time()
+    units = []
+    for seeds in mg.seed_groups(config.task):
+        uid = f"seeds{seeds[0]}-{seeds[-1]}"
+        units.append(uid)
+        if store.unit_done(uid) and not force:
+            continue
+        r = measure_group(config, seeds, progress=progress)
+        store.save_unit(uid, r["table"], {k: r[k] for k in ("t_train", "t_measure", "t_eval", "n_measures", "wall",
+                                                            "device")} | {"seeds": list(seeds)})
+        if progress:
+            print(f"[gradalign] {uid} done in {r['wall']:.1f}s on {r['device']}", file=sys.stderr, flush=True)
+    store.finalize(units, meta={"wall_time_s": round(time.time() - t0, 2)})
+    return load(EXPERIMENT, config, root=root)
+
+
+def run_sweep(sweep: str = "cpu", points=None, overrides=None, *, draws: int | None = None, root=None,
+              force: bool = False, progress: bool = True, workers: int = 1) -> list[Result]:
+    """Run (or load) every batch size of `sweep`, smallest first; `workers` > 1 computes unfinished points in
+    that many processes (``iml.batch_size.run_points``)."""
+    from .batch_size import run_points
+
+    return run_points(__name__, configs(sweep, points, overrides, draws), root=root, force=force,
+                      progress=progress, workers=workers)
+
+
+def finished(sweep: str = "gpu", root=None, points=None) -> list[Result] | None:
+    """Every point of `sweep` under `root` if all are finished, else None (a sweep is shown whole)."""
+    from .batch_size import finished_points
+
+    return finished_points(EXPERIMENT, configs(sweep, points), root)
+
+
+def find_sweep(roots: Sequence) -> tuple[str, list[Result]] | None:
+    """(sweep name, results) of the largest finished sweep under any of `roots`, or None."""
+    for name in ("gpu", "cpu"):
+        for r in roots:
+            rs = finished(name, r)
+            if rs is not None:
+                return name, rs
+    return None
+
+
+def _end(result) -> int:
+    return int(result.config["task"]["stage1_epochs"])
+
+
+def summary(results: Sequence[Result], n_boot: int = 10_000) -> pd.DataFrame:
+    """One row per batch size: the mean cosines per subset at the end of Stage 1 (with bootstrap CIs over
+    seeds), the gap Ḋ₅ − D̄₆ in each metric with its CI, and the Stage-1 held-out accuracies."""
+    from .stats import hierarchical_bootstrap, iml_gap
+
+    rows = []
+    for r in sorted(results, key=lambda r: r.config["task"]["batch_size"]):
+        t, e1 = r.table, _end(r)
+        end = t[t.epoch == e1]
+        row = {"batch_size": r.config["task"]["batch_size"], "stage1_epochs": e1}
+        for m in METRICS:
+            for name in SUBSETS:
+                sel = end[(end.metric == m) & (end.subset == name)]
+                if sel.empty:
+                    continue
+                boot = hierarchical_bootstrap(sel.assign(diff=sel.value), n_boot=n_boot)
+                row[f"{m}_{name}"] = float(sel.groupby("seed_stage1").value.mean().mean())
+                row[f"{m}_{name}_lo"], row[f"{m}_{name}_hi"] = (float(x) for x in np.quantile(boot, [0.025, 0.975]))
+            g = iml_gap(t, "d1consis", "d2consis", metric=m, epoch=e1, n_boot=n_boot)
+            row[f"{m}_gap"], row[f"{m}_gap_lo"], row[f"{m}_gap_hi"] = g.gap, g.ci_low, g.ci_high
+            row[f"{m}_gap_p"] = g.p_one_sided
+        acc = end[end.metric == "acc"].groupby("subset").value.mean()
+        row["stage1_acc_qd1consis"] = float(acc.get("qd1consis", np.nan))
+        row["stage1_acc_qd2incons"] = float(acc.get("qd2incons", np.nan))
+        row["n_seeds"] = int(t.seed_stage1.nunique())
+        row["config"] = r.hash
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def table(s: pd.DataFrame) -> pd.DataFrame:
+    """:func:`summary` as the book shows it, with the paper's Pythia-1B values where it has them."""
+    def ci(col):
+        return [f"[{a:+.3f}, {b:+.3f}]" for a, b in zip(s[col + "_lo"], s[col + "_hi"])]
+
+    def paper(bs):
+        p = PAPER.get(int(bs))
+        return f"{p['d1consis']:.3f} vs {p['d2consis']:.3f}" if p else "no number"
+
+    out = {"batch size": s["batch_size"], "epochs": s["stage1_epochs"]}
+    for name in ("d1consis", "d2consis", "d3consis"):
+        if f"grad_cos_{name}" in s:
+            out[f"cos {_SYMBOL[name]}"] = s[f"grad_cos_{name}"].round(3)
+    out["cos gap Ḋ₅ − D̄₆"] = s["grad_cos_gap"].round(4)
+    out["95% CI"] = ci("grad_cos_gap")
+    out["p (one-sided)"] = [float(f"{p:.2g}") for p in s["grad_cos_gap_p"]]
+    out["other-alias gap Ḋ₅ − D̄₆"] = s["grad_cos_other_gap"].round(4)
+    out["other-alias 95% CI"] = ci("grad_cos_other_gap")
+    out["stage-1 acc Ḋ₁QA₁ / D̄₂QA₂"] = [f"{a:.3f} / {b:.3f}" for a, b in
+                                        zip(s["stage1_acc_qd1consis"], s["stage1_acc_qd2incons"])]
+    out["seeds"] = s["n_seeds"]
+    out["paper (Pythia-1B) Ḋ₅ vs D̄₆"] = [paper(b) for b in s["batch_size"]]
+    out["config"] = s["config"]
+    return pd.DataFrame(out)
+
+
+_SYMBOL = {"d1consis": "Ḋ₅", "d2consis": "D̄₆", "d3consis": "D̃₇"}
+
+
+def gap_curve(result: Result, metric: str = "grad_cos", n_boot: int = 2000) -> pd.DataFrame:
+    """The gap Ḋ₅ − D̄₆ in `metric` at every measured epoch, with its CI: columns epoch, gap, ci_low, ci_high."""
+    from .stats import iml_gap
+
+    t = result.table
+    rows = []
+    for e in sorted(t[t.metric == metric].epoch.unique()):
+        g = iml_gap(t, "d1consis", "d2consis", metric=metric, epoch=e, n_boot=n_boot)
+        rows.append({"epoch": int(e), "gap": g.gap, "ci_low": g.ci_low, "ci_high": g.ci_high})
+    return pd.DataFrame(rows)
+
+
+def verdict_status(results: Sequence[Result]) -> tuple[str, str]:
+    """(status, evidence) for paper claim 5: at the smallest batch, is cos(definition, QA) higher for Ḋ₅ than
+    for D̄₆ (95% CI above 0)? The evidence adds the other-alias baseline and the largest batch."""
+    from .batch_size import _status
+
+    if not results:
+        return "not attempted", "no finished gradient-alignment sweep"
+    s = summary(results)
+    first, last = s.iloc[0], s.iloc[-1]
+    status = _status(first["grad_cos_gap_lo"], first["grad_cos_gap_hi"])
+    if first["n_seeds"] < 2:
+        status = "too few seeds"
+
+    def gap(row, m):
+        return f"{row[m + '_gap']:+.4f} [{row[m + '_gap_lo']:+.4f}, {row[m + '_gap_hi']:+.4f}]"
+
+    text = (f"MNIST grid analogue, end of Stage 1, batch {int(first['batch_size'])}: cos(definition grad, QA grad) "
+            f"Ḋ₅ {first['grad_cos_d1consis']:.3f} vs D̄₆ {first['grad_cos_d2consis']:.3f}, gap {gap(first, 'grad_cos')} "
+            f"({int(first['n_seeds'])} seeds); other-alias baseline gap {gap(first, 'grad_cos_other')}")
+    if len(s) > 1:
+        text += f"; at batch {int(last['batch_size'])}: gap {gap(last, 'grad_cos')}"
+    return status, text + "."
+
+
+def verdict(results: Sequence[Result]) -> str:
+    status, text = verdict_status(results)
+    return (f"**Verdict** (95% CI > 0 counts as reproduced) on the paper's claim \"cos(definition grad, QA grad) is "
+            f"higher for Ḋ₅ than D̄₆ at small batch sizes\": **{status}**. {text}")
+
+
+def main(argv=None) -> int:
+    """``PYTHONPATH=lib python -m iml.gradalign --sweep cpu --workers 2``: run a sweep, print its table."""
+    import argparse
+
+    ap = argparse.ArgumentParser(description="Measure gradient alignment on the MNIST grid task over batch sizes.")
+    ap.add_argument("--sweep", default="cpu", choices=SWEEPS)
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="MNIST task override (JSON value)")
+    ap.add_argument("--draws", type=int, default=None)
+    ap.add_argument("--root", default=None, help="results root (default: results/)")
+    ap.add_argument("--workers", type=int, default=1, help="points computed at once in separate processes")
+    ap.add_argument("--quiet", action="store_true")
+    args = ap.parse_args(argv)
+    try:
+        overrides = dict(parse_override(kv) for kv in args.set)
+        rs = run_sweep(args.sweep, None, overrides, draws=args.draws, root=args.root, progress=not args.quiet,
+                       workers=args.workers)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    with pd.option_context("display.width", 250, "display.max_columns", 30):
+        print(table(summary(rs)).to_string(index=False))
+    print(verdict(rs))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
