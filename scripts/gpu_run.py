@@ -44,7 +44,10 @@ JOBS: list[tuple[str, dict]] = [
     ("setinclusion", {"loss_on": "all"}),
     ("main", {}),  # needs the SmolLM2 GGUF there: IML_SMOLLM2_GGUF (scripts/gpu_prepare_smollm2.sh)
     ("batch_size", {}),  # the MNIST batch-size sweeps (iml.batch_size, both designs at `preset`): several results
+    ("gradalign", {}),  # gradient alignment over the two-stage sweep's Stage 1 (iml.gradalign): several results
 ]
+SWEEP_JOBS = ("batch_size", "gradalign")
+"""Jobs that are sweeps (one result per batch size); their overrides are MNIST task overrides."""
 
 # Probe: the same code paths at a few seconds' scale, to measure throughput before the full run.
 PROBE_OVERRIDES: dict[str, dict] = {
@@ -104,7 +107,7 @@ def main(argv=None) -> int:
     for name, overrides in JOBS:
         if args.only and name not in args.only.split(","):
             continue
-        if name == "batch_size" and args.probe:
+        if name in SWEEP_JOBS and args.probe:
             continue  # a sweep's epochs are set by its points; its mnist job already probes the code path
         ov = dict(overrides)
         if args.probe and args.preset == "gpu":
@@ -115,8 +118,8 @@ def main(argv=None) -> int:
         job = {"experiment": name, "overrides": ov}
         t0 = time.time()
         try:
-            if name == "batch_size":
-                _run_sweep(args.preset, ov, root, out, job)
+            if name in SWEEP_JOBS:
+                _run_sweep(name, args.preset, ov, root, out, job)
             else:
                 mod = registry.get(name)
                 cfg = mod.make_config(args.preset, ov)
@@ -147,17 +150,24 @@ def main(argv=None) -> int:
     return 0 if all(j["ok"] for j in summary["jobs"]) else 1
 
 
-def _run_sweep(preset: str, overrides: dict, root: Path, out: Path, job: dict) -> None:
-    """The MNIST batch-size sweeps of `preset` (iml.batch_size), two-stage then single-stage: one MNIST
-    result per batch size and design."""
-    from iml import batch_size
+def _run_sweep(name: str, preset: str, overrides: dict, root: Path, out: Path, job: dict) -> None:
+    """A sweep job at `preset`: "batch_size" = the MNIST batch-size sweeps (iml.batch_size), two-stage then
+    single-stage, one MNIST result per batch size and design; "gradalign" = the gradient-alignment sweep
+    (iml.gradalign), one result per batch size."""
+    from iml import batch_size, gradalign
 
-    rs = [r for d in ("two-stage", "single-stage")
-          for r in batch_size.run(batch_size.sweep_name(preset, d), overrides=overrides, root=root, progress=False)]
+    if name == "gradalign":
+        rs = gradalign.run_sweep(preset, overrides=overrides, root=root, progress=False)
+    else:
+        rs = [r for d in ("two-stage", "single-stage")
+              for r in batch_size.run(batch_size.sweep_name(preset, d), overrides=overrides, root=root,
+                                      progress=False)]
     job["result_dirs"] = [str(Path(r.dir).relative_to(out)) for r in rs]
-    job["meta"] = {r.hash: {"batch_size": r.config["batch_size"], "joint": r.config.get("joint", False),
-                            "wall_time_s": r.meta.get("wall_time_s"),
-                            "git_revision": r.meta.get("git_revision")} for r in rs}
+    job["meta"] = {}
+    for r in rs:
+        task = r.config.get("task", r.config)
+        job["meta"][r.hash] = {"batch_size": task["batch_size"], "joint": task.get("joint", False),
+                               "wall_time_s": r.meta.get("wall_time_s"), "git_revision": r.meta.get("git_revision")}
 
 
 def _seed_from_committed(name: str, cfg, committed: Path, root: Path) -> str | None:

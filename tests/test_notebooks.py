@@ -17,8 +17,8 @@ import pytest
 from iml import book, io, registry, results
 
 NOTEBOOK_EXPERIMENT = {"main_result": "main", "set_inclusion": "setinclusion", "mnist_grid": "mnist",
-                       "batch_size": "mnist"}
-SWEEP_NOTEBOOKS = {"batch_size": "iml.batch_size.run("}
+                       "batch_size": "mnist", "gradient_alignment": "gradalign"}
+SWEEP_NOTEBOOKS = {"batch_size": "iml.batch_size.run(", "gradient_alignment": "iml.gradalign.run_sweep("}
 """Notebooks of a sweep over one experiment: they call the sweep's module instead of the registry."""
 NOTEBOOKS = sorted(p.stem for p in book.NOTEBOOKS_DIR.glob("*.ipynb"))
 
@@ -105,9 +105,12 @@ def test_notebook_runs_at_smoke(executed, name):
         state = meta["widgets"]["application/vnd.jupyter.widget-state+json"]["state"]
         kinds = {v["model_name"] for v in state.values()}
         assert {"StackModel", "ToggleButtonsModel", "LinkModel", "HTMLModel"} <= kinds
-    elif name in SWEEP_NOTEBOOKS:
+    elif name == "batch_size":
         assert "No committed `gpu` sweep" in md and "No committed `gpu-joint` sweep" in md
         assert md.count("Verdict on this sweep") == 2  # the two-stage and the single-stage sweep
+    elif name == "gradient_alignment":
+        assert "No committed `gpu` sweep" in md and md.count("**Verdict**") == 1
+        assert "- batch 8: Scale: gradalign" in md and "- batch 32: Scale: gradalign (smoke preset)" in md
     else:
         assert "No committed `gpu`-preset result" in md or "committed `gpu`-preset result" in md
 

@@ -55,7 +55,8 @@ HEADLINE_ENV = "IML_HEADLINE_ROOT"
 
 EXPERIMENT_TITLES = {"main": "main result (Pythia-2.8B, CVDB in the paper)",
                      "setinclusion": "set inclusion (trained from scratch)",
-                     "mnist": "MNIST grid (vision)"}
+                     "mnist": "MNIST grid (vision)",
+                     "gradalign": "gradient alignment (MNIST grid, Stage 1)"}
 
 
 # ------------------------------------------------------------------------------------------------
@@ -480,6 +481,13 @@ def best_results(root: str | os.PathLike | None = None, extra: Mapping[str, Any]
         found = batch_size.find_sweeps(roots)
         if found:
             out["batch_size"] = ("sweeps", found)
+    out.pop("gradalign", None)  # judged on its batch-size sweep, never on a single point
+    if "gradalign" not in dict(extra or {}):
+        from . import gradalign
+
+        sweep = gradalign.find_sweep(roots)
+        if sweep:
+            out["gradalign"] = (sweep[0] + " sweep", sweep[1])
     out.update(dict(extra or {}))
     return out
 
@@ -526,6 +534,12 @@ def claims_table(available: Mapping[str, tuple[str, Any]]) -> pd.DataFrame:
             from . import batch_size
 
             status, evidence, scale = batch_size.claim_status(c.rank, available[c.experiment][1])
+        elif c.experiment == "gradalign":  # a sweep of gradient-alignment results, judged there
+            from . import gradalign
+
+            name, rs = available[c.experiment]
+            status, evidence = gradalign.verdict_status(rs)
+            scale = f"{name}, batch sizes {', '.join(str(r.config['task']['batch_size']) for r in rs)}"
         else:
             preset, res = available[c.experiment]
             scale = f"{plots.preset_label(res) or preset + ' preset'}, config {res.hash}"
@@ -546,6 +560,8 @@ def claims_table(available: Mapping[str, tuple[str, Any]]) -> pd.DataFrame:
             f"{paper.symbol(a)} − {paper.symbol(b_)} ≈ {paper.paper_gap(c.experiment, a, b_, m)[0]:+.3f}"
             for a, b_, m in c.gaps
             if not math.isnan(paper.paper_gap(c.experiment, a, b_, m)[0])) if c.gaps else ""
+        if c.experiment == "gradalign":  # cosines, not a gap of paper.GAPS
+            from .gradalign import PAPER_NOTE as paper_vals
         rows.append({"#": c.rank, "figure": c.figure, "claim": c.claim, "paper": paper_vals or "no number",
                      "status": status, "this book": evidence, "scale": scale, "source": c.source})
     return pd.DataFrame(rows)

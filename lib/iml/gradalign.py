@@ -51,9 +51,11 @@ from . import mnist_grid as mg
 from .config import ConfigError, apply_overrides, check_positive, from_dict, parse_override, to_dict
 from .results import COLUMNS, Result, ResultStore, load
 
-__all__ = ["EXPERIMENT", "SUBSETS", "METRICS", "PAPER", "Config", "PRESETS", "SWEEPS", "make_config", "configs",
-           "Probe", "build_probe", "alignment", "measure_group", "run", "run_sweep", "finished", "find_sweep",
-           "summary", "table", "gap_curve", "verdict_status", "verdict", "main"]
+__all__ = ["EXPERIMENT", "SUBSETS", "METRICS", "PAPER", "PAPER_NOTE", "Config", "PRESETS", "SWEEPS", "make_config",
+           "configs", "Probe", "build_probe", "alignment", "measure_group", "run", "run_sweep", "finished",
+           "find_sweep", "with_derived", "GAPS", "summary", "table", "gap_curve", "curves", "outcome_link",
+           "outcome_note", "verdict_status",
+           "verdict", "scale_note", "headline_note", "main"]
 
 EXPERIMENT = "gradalign"
 SUBSETS = ("d1consis", "d2consis", "d3consis")
@@ -66,6 +68,7 @@ PAPER = {128: {"d1consis": 0.231, "d2consis": 0.217}, 256: {"d1consis": 0.227, "
 """The paper's cos(definition grad, QA grad) after Stage 1 (Pythia-1B, CVDB, poster reading, ±0.005;
 paper-brief.md 3.9) at the batch sizes where its error bars are tight. Not comparable in absolute value
 to a ConvNet's; the sign and size of Ḋ₅ − D̄₆ (≈ +0.014) are what the analogue can check."""
+PAPER_NOTE = "cos Ḋ₅ ≈ 0.231 vs D̄₆ ≈ 0.217 at batch 128 (gap ≈ +0.014, Pythia-1B)"
 
 
 @dataclasses.dataclass
@@ -344,27 +347,56 @@ def _end(result) -> int:
     return int(result.config["task"]["stage1_epochs"])
 
 
+def with_derived(table: pd.DataFrame) -> pd.DataFrame:
+    """`table` plus two derived metrics per seed, subset and epoch:
+
+    * ``grad_cos_specific`` = grad_cos − grad_cos_other: the alignment that is about the alias itself;
+    * ``grad_cos_change`` = grad_cos − grad_cos at epoch 0 of the same seed and subset: what Stage 1 did.
+      The tag patterns are pixels, so at initialisation Ḋ₅ and D̄₆ definitions already differ a little in
+      their gradients (each seed draws its own patterns: zero in expectation over seeds, not per seed);
+      the change since epoch 0 removes that seed's offset, so it is the quantity the claim is about
+      ("Stage 1 makes Ḋefine gradients more similar to QA gradients")."""
+    key = ["run_id", "seed_stage1", "seed_stage2", "stage", "epoch", "subset"]
+    cos = table[table.metric == "grad_cos"].set_index(key).value
+    other = table[table.metric == "grad_cos_other"].set_index(key).value
+    spec = (cos - other).dropna().rename("value").reset_index().assign(metric="grad_cos_specific")
+    c = cos.rename("value").reset_index()
+    start = c[c.epoch == 0].set_index(["seed_stage1", "seed_stage2", "subset"]).value.rename("start")
+    c = c.join(start, on=["seed_stage1", "seed_stage2", "subset"])
+    change = c.assign(value=c.value - c.start, metric="grad_cos_change").drop(columns="start").dropna(subset=["value"])
+    return pd.concat([table, spec[COLUMNS], change[COLUMNS]], ignore_index=True)
+
+
+GAPS = {"grad_cos": "the paper's quantity", "grad_cos_change": "change since epoch 0 (the verdict)",
+        "grad_cos_specific": "alias-specific (minus the other-alias baseline)"}
+"""The gaps Ḋ₅ − D̄₆ the summary reports, in the metrics of :func:`with_derived`."""
+
+
 def summary(results: Sequence[Result], n_boot: int = 10_000) -> pd.DataFrame:
-    """One row per batch size: the mean cosines per subset at the end of Stage 1 (with bootstrap CIs over
-    seeds), the gap Ḋ₅ − D̄₆ in each metric with its CI, and the Stage-1 held-out accuracies."""
+    """One row per batch size at the end of Stage 1: the mean cos(definition, QA) per subset with a
+    bootstrap CI over seeds, the gap Ḋ₅ − D̄₆ with its CI in each metric of :data:`GAPS`, and the Stage-1
+    held-out accuracies."""
     from .stats import hierarchical_bootstrap, iml_gap
 
     rows = []
     for r in sorted(results, key=lambda r: r.config["task"]["batch_size"]):
-        t, e1 = r.table, _end(r)
+        e1 = _end(r)
+        t = with_derived(r.table)
         end = t[t.epoch == e1]
         row = {"batch_size": r.config["task"]["batch_size"], "stage1_epochs": e1}
-        for m in METRICS:
-            for name in SUBSETS:
-                sel = end[(end.metric == m) & (end.subset == name)]
-                if sel.empty:
-                    continue
-                boot = hierarchical_bootstrap(sel.assign(diff=sel.value), n_boot=n_boot)
-                row[f"{m}_{name}"] = float(sel.groupby("seed_stage1").value.mean().mean())
-                row[f"{m}_{name}_lo"], row[f"{m}_{name}_hi"] = (float(x) for x in np.quantile(boot, [0.025, 0.975]))
+        for name in SUBSETS:
+            sel = end[(end.metric == "grad_cos") & (end.subset == name)]
+            if sel.empty:
+                continue
+            boot = hierarchical_bootstrap(sel.assign(diff=sel.value), n_boot=n_boot)
+            row[f"grad_cos_{name}"] = float(sel.groupby("seed_stage1").value.mean().mean())
+            row[f"grad_cos_{name}_lo"], row[f"grad_cos_{name}_hi"] = (float(x) for x in np.quantile(boot, [0.025, 0.975]))
+        for m in GAPS:
             g = iml_gap(t, "d1consis", "d2consis", metric=m, epoch=e1, n_boot=n_boot)
             row[f"{m}_gap"], row[f"{m}_gap_lo"], row[f"{m}_gap_hi"] = g.gap, g.ci_low, g.ci_high
             row[f"{m}_gap_p"] = g.p_one_sided
+        g0 = iml_gap(t, "d1consis", "d2consis", metric="grad_cos", epoch=0, n_boot=n_boot)
+        row["grad_cos_gap_epoch0"] = g0.gap
         acc = end[end.metric == "acc"].groupby("subset").value.mean()
         row["stage1_acc_qd1consis"] = float(acc.get("qd1consis", np.nan))
         row["stage1_acc_qd2incons"] = float(acc.get("qd2incons", np.nan))
@@ -374,24 +406,29 @@ def summary(results: Sequence[Result], n_boot: int = 10_000) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+_SYMBOL = {"d1consis": "Ḋ₅", "d2consis": "D̄₆", "d3consis": "D̃₇"}
+
+
 def table(s: pd.DataFrame) -> pd.DataFrame:
     """:func:`summary` as the book shows it, with the paper's Pythia-1B values where it has them."""
     def ci(col):
-        return [f"[{a:+.3f}, {b:+.3f}]" for a, b in zip(s[col + "_lo"], s[col + "_hi"])]
+        return [f"[{a:+.4f}, {b:+.4f}]" for a, b in zip(s[col + "_lo"], s[col + "_hi"])]
 
     def paper(bs):
         p = PAPER.get(int(bs))
         return f"{p['d1consis']:.3f} vs {p['d2consis']:.3f}" if p else "no number"
 
     out = {"batch size": s["batch_size"], "epochs": s["stage1_epochs"]}
-    for name in ("d1consis", "d2consis", "d3consis"):
+    for name in SUBSETS:
         if f"grad_cos_{name}" in s:
             out[f"cos {_SYMBOL[name]}"] = s[f"grad_cos_{name}"].round(3)
-    out["cos gap Ḋ₅ − D̄₆"] = s["grad_cos_gap"].round(4)
-    out["95% CI"] = ci("grad_cos_gap")
-    out["p (one-sided)"] = [float(f"{p:.2g}") for p in s["grad_cos_gap_p"]]
-    out["other-alias gap Ḋ₅ − D̄₆"] = s["grad_cos_other_gap"].round(4)
-    out["other-alias 95% CI"] = ci("grad_cos_other_gap")
+    out["gap Ḋ₅ − D̄₆"] = s["grad_cos_gap"].round(4)
+    out["gap at epoch 0"] = s["grad_cos_gap_epoch0"].round(4)
+    out["gap change since epoch 0"] = s["grad_cos_change_gap"].round(4)
+    out["change 95% CI"] = ci("grad_cos_change_gap")
+    out["p (one-sided)"] = [float(f"{p:.2g}") for p in s["grad_cos_change_gap_p"]]
+    out["alias-specific gap"] = s["grad_cos_specific_gap"].round(4)
+    out["alias-specific 95% CI"] = ci("grad_cos_specific_gap")
     out["stage-1 acc Ḋ₁QA₁ / D̄₂QA₂"] = [f"{a:.3f} / {b:.3f}" for a, b in
                                         zip(s["stage1_acc_qd1consis"], s["stage1_acc_qd2incons"])]
     out["seeds"] = s["n_seeds"]
@@ -400,14 +437,12 @@ def table(s: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
-_SYMBOL = {"d1consis": "Ḋ₅", "d2consis": "D̄₆", "d3consis": "D̃₇"}
-
-
 def gap_curve(result: Result, metric: str = "grad_cos", n_boot: int = 2000) -> pd.DataFrame:
-    """The gap Ḋ₅ − D̄₆ in `metric` at every measured epoch, with its CI: columns epoch, gap, ci_low, ci_high."""
+    """The gap Ḋ₅ − D̄₆ in `metric` (any of :func:`with_derived`'s) at every measured epoch, with its CI:
+    columns epoch, gap, ci_low, ci_high."""
     from .stats import iml_gap
 
-    t = result.table
+    t = with_derived(result.table)
     rows = []
     for e in sorted(t[t.metric == metric].epoch.unique()):
         g = iml_gap(t, "d1consis", "d2consis", metric=metric, epoch=e, n_boot=n_boot)
@@ -416,26 +451,27 @@ def gap_curve(result: Result, metric: str = "grad_cos", n_boot: int = 2000) -> p
 
 
 def verdict_status(results: Sequence[Result]) -> tuple[str, str]:
-    """(status, evidence) for paper claim 5: at the smallest batch, is cos(definition, QA) higher for Ḋ₅ than
-    for D̄₆ (95% CI above 0)? The evidence adds the other-alias baseline and the largest batch."""
+    """(status, evidence) for paper claim 5, judged at the smallest batch on the change since epoch 0 of
+    the gap Ḋ₅ − D̄₆ in cos(definition grad, QA grad) (:func:`with_derived`): *reproduced* when its 95% CI is
+    above 0. The evidence adds the raw gap (the paper's number), the alias-specific gap and the largest batch."""
     from .batch_size import _status
 
     if not results:
         return "not attempted", "no finished gradient-alignment sweep"
     s = summary(results)
     first, last = s.iloc[0], s.iloc[-1]
-    status = _status(first["grad_cos_gap_lo"], first["grad_cos_gap_hi"])
-    if first["n_seeds"] < 2:
-        status = "too few seeds"
+    status = "too few seeds" if first["n_seeds"] < 2 else _status(first["grad_cos_change_gap_lo"],
+                                                                   first["grad_cos_change_gap_hi"])
 
     def gap(row, m):
         return f"{row[m + '_gap']:+.4f} [{row[m + '_gap_lo']:+.4f}, {row[m + '_gap_hi']:+.4f}]"
 
-    text = (f"MNIST grid analogue, end of Stage 1, batch {int(first['batch_size'])}: cos(definition grad, QA grad) "
-            f"Ḋ₅ {first['grad_cos_d1consis']:.3f} vs D̄₆ {first['grad_cos_d2consis']:.3f}, gap {gap(first, 'grad_cos')} "
-            f"({int(first['n_seeds'])} seeds); other-alias baseline gap {gap(first, 'grad_cos_other')}")
+    text = (f"MNIST grid analogue, end of Stage 1, batch {int(first['batch_size'])} ({int(first['n_seeds'])} seeds): "
+            f"cos(definition grad, QA grad) Ḋ₅ {first['grad_cos_d1consis']:.3f} vs D̄₆ {first['grad_cos_d2consis']:.3f}, "
+            f"gap {gap(first, 'grad_cos')}; its change since epoch 0 {gap(first, 'grad_cos_change')}; "
+            f"alias-specific {gap(first, 'grad_cos_specific')}")
     if len(s) > 1:
-        text += f"; at batch {int(last['batch_size'])}: gap {gap(last, 'grad_cos')}"
+        text += f". At batch {int(last['batch_size'])}: change since epoch 0 {gap(last, 'grad_cos_change')}"
     return status, text + "."
 
 
@@ -443,6 +479,83 @@ def verdict(results: Sequence[Result]) -> str:
     status, text = verdict_status(results)
     return (f"**Verdict** (95% CI > 0 counts as reproduced) on the paper's claim \"cos(definition grad, QA grad) is "
             f"higher for Ḋ₅ than D̄₆ at small batch sizes\": **{status}**. {text}")
+
+
+def outcome_link(results: Sequence[Result], root=None, n_boot: int = 10_000) -> tuple[pd.DataFrame, dict] | None:
+    """Does the alignment predict IML? Each point's Stage 1 is exactly the Stage 1 of the MNIST result with the
+    same task config (when that result exists under `root`), so seed by seed the alignment gap at the end of
+    Stage 1 can be set beside the IML gap that seed showed after Stage 2.
+
+    Returns (per-seed frame: batch_size, seed_stage1, align = Ḋ₅ − D̄₆ change of grad_cos since epoch 0,
+    iml = Ḋ₅ − D̄₆ held-out accuracy after Stage 2, mean over stage-2 seeds) and the Pearson correlation over
+    all pairs with a bootstrap CI (pairs resampled), or None when no MNIST result is there. Seeds are shared
+    across batch sizes, so the pairs are not independent; read the CI as descriptive."""
+    from . import results as results_mod
+    from .stats import paired_differences
+
+    rows = []
+    for r in results:
+        try:
+            m = results_mod.load(mg.EXPERIMENT, r.config["task"], root=root)
+        except (FileNotFoundError, results_mod.StaleResultError):
+            continue
+        a = paired_differences(with_derived(r.table), "d1consis", "d2consis", "grad_cos_change", _end(r))
+        b = paired_differences(m.table, "d1consis", "d2consis", "acc").groupby("seed_stage1")["diff"].mean()
+        a = a.groupby("seed_stage1")["diff"].mean()
+        for seed in a.index.intersection(b.index):
+            rows.append({"batch_size": r.config["task"]["batch_size"], "seed_stage1": int(seed),
+                         "align": float(a[seed]), "iml": float(b[seed])})
+    if len(rows) < 3:
+        return None
+    f = pd.DataFrame(rows)
+    x, y = f["align"].to_numpy(), f["iml"].to_numpy()
+    info = {"n": len(f), "batch_sizes": sorted(f.batch_size.unique().tolist())}
+    if x.std() == 0 or y.std() == 0:  # e.g. a smoke run where no seed learnt anything: r is undefined
+        return f, {"r": float("nan"), "ci_low": float("nan"), "ci_high": float("nan"), **info}
+    rng = np.random.default_rng(0)
+    idx = rng.integers(0, len(f), size=(n_boot, len(f)))
+    xb, yb = x[idx], y[idx]
+    xb, yb = xb - xb.mean(1, keepdims=True), yb - yb.mean(1, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        boot = (xb * yb).sum(1) / np.sqrt((xb ** 2).sum(1) * (yb ** 2).sum(1))
+    lo, hi = np.nanquantile(boot, [0.025, 0.975])  # resamples with a constant column give NaN: dropped
+    return f, {"r": float(np.corrcoef(x, y)[0, 1]), "ci_low": float(lo), "ci_high": float(hi), **info}
+
+
+def outcome_note(link: tuple[pd.DataFrame, dict] | None) -> str:
+    if link is None:
+        return ("*Alignment vs IML:* no MNIST result with these Stage-1 configs under the results root, so the "
+                "per-seed link to the IML gap cannot be shown.")
+    _, c = link
+    if c["r"] != c["r"]:
+        return (f"*Alignment vs IML:* {c['n']} seed × batch-size pairs, but one of the two gaps does not vary across "
+                "them, so their correlation is undefined.")
+    return (f"*Alignment vs IML, seed by seed:* Pearson r = {c['r']:+.2f} [{c['ci_low']:+.2f}, {c['ci_high']:+.2f}] "
+            f"between a seed's alignment gap at the end of Stage 1 (change since epoch 0) and the IML gap the same "
+            f"seed showed after Stage 2 in the MNIST result with the same Stage 1 ({c['n']} seed × batch-size pairs, "
+            f"batch sizes {', '.join(map(str, c['batch_sizes']))}; pairs resampled, and the seeds repeat across "
+            f"batch sizes, so the interval is descriptive).")
+
+
+def curves(results: Sequence[Result], n_boot: int = 2000) -> dict[int, pd.DataFrame]:
+    """batch size -> the change since epoch 0 of the gap over Stage 1 (:func:`gap_curve`), for the figure."""
+    return {r.config["task"]["batch_size"]: gap_curve(r, "grad_cos_change", n_boot) for r in results}
+
+
+def scale_note(results: Sequence[Result]) -> str:
+    """Markdown: the scale of every point (``iml.plots.scale_caption``), one line each."""
+    from .plots import scale_caption
+
+    return "\n".join(f"- batch {r.config['task']['batch_size']}: {scale_caption(r)}" for r in results)
+
+
+def headline_note(committed: Sequence[Result] | None, sweep: str = "gpu") -> str:
+    if not committed:
+        return (f"**No committed `{sweep}` sweep yet.** It is prepared (the two-stage `{sweep}` batch-size sweep's "
+                f"Stage 1); run it on a GPU with `PYTHONPATH=lib python -m iml.gradalign --sweep {sweep}` and commit "
+                "`results/gradalign/`. The run below is what a CPU budget shows.")
+    return (f"**Headline: committed `{sweep}` sweep** ({len(committed)} batch sizes, "
+            f"{', '.join(r.hash for r in committed)} under `results/gradalign/`).\n\n" + scale_note(committed))
 
 
 def main(argv=None) -> int:

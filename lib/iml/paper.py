@@ -291,7 +291,7 @@ CLAIMS: tuple[Claim, ...] = (
           "Smaller batches give more IML; full-batch training gives none.", "batch_size", source="P-abs"),
     Claim(5, "Gradient alignment vs batch size (Pythia-1B)",
           "cos(definition grad, QA grad) is higher for Ḋ₅ than D̄₆ at small batch sizes (≈0.231 vs 0.217 at 128).",
-          None),
+          "gradalign"),
     Claim(6, "Linear-probe heatmaps (Pythia-1B; ATE vs TAE order)",
           "The tag is linearly decodable for ATE definitions (up to ≈1.0), not for TAE (≈0.5) though IML is present.",
           None),

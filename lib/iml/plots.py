@@ -17,7 +17,8 @@ import pandas as pd
 from . import paper
 
 __all__ = ["COLORS", "color", "label", "curve_stats", "stage_boundaries", "curves", "main_figure",
-           "gap_curve", "gap_figure", "accuracy_figure", "scale_caption", "IN_DISTRIBUTION", "ENTITY_ASSOCIATION"]
+           "gap_curve", "gap_figure", "accuracy_figure", "scale_caption", "gradalign_figure",
+           "gradalign_outcome_figure", "IN_DISTRIBUTION", "ENTITY_ASSOCIATION"]
 
 # The paper's colours (poster / code plotting): d1 blue, d2 red, d3 grey, qd1 purple, qd2 pink, q brown,
 # no_qd orange, not-replaced (real names) green.
@@ -183,6 +184,8 @@ _DIM_KEYS = ("hidden_size", "num_hidden_layers", "num_layers", "n_layers", "d_mo
 
 
 def _model_text(config: Mapping) -> str:
+    if isinstance(config, Mapping) and isinstance(config.get("task"), Mapping):  # an analysis of a task's model
+        return _model_text(config["task"])
     m = config.get("model") if isinstance(config, Mapping) else None
     if isinstance(m, str):
         return m
@@ -439,5 +442,80 @@ def batch_size_figure(summary, figsize=(10.5, 3.8)):
         ax.set_ylabel(ylabel)
         ax.set_title(title)
         ax.legend(frameon=False, fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def gradalign_figure(summary, curves=None, figsize=(14, 3.9)):
+    """Gradient alignment over batch sizes (:func:`iml.gradalign.summary`): (a) cos(definition grad, QA grad)
+    at the end of Stage 1 per subset, with 95% CIs and the paper's Pythia-1B values; (b) the gap Ḋ₅ − D̄₆, its
+    change since epoch 0 and its alias-specific part, with 95% CIs; (c) optionally the change of the gap over
+    Stage 1, one line per batch size (`curves`: batch size -> :func:`iml.gradalign.gap_curve` frame)."""
+    import matplotlib.pyplot as plt
+
+    from .gradalign import PAPER, SUBSETS
+
+    s = summary.sort_values("batch_size")
+    x = s["batch_size"].to_numpy()
+    fig, axes = plt.subplots(1, 3 if curves else 2, figsize=figsize if curves else (figsize[0] * 2 / 3, figsize[1]))
+    a, b = axes[0], axes[1]
+    for sub in SUBSETS:
+        if f"grad_cos_{sub}" not in s:
+            continue
+        y = s[f"grad_cos_{sub}"]
+        a.errorbar(x, y, yerr=[y - s[f"grad_cos_{sub}_lo"], s[f"grad_cos_{sub}_hi"] - y], fmt="o-", capsize=3,
+                   color=color(sub), label=f"{label(sub)} (ours)")
+    pb = sorted(PAPER)
+    if any(v in pb for v in x):
+        for sub in ("d1consis", "d2consis"):
+            a.plot(pb, [PAPER[v][sub] for v in pb], "x:", color=color(sub), label=f"{label(sub)} (paper, Pythia-1B)")
+    styles = (("grad_cos", "o-", "gap (the paper's quantity)"), ("grad_cos_change", "s-", "change since epoch 0"),
+              ("grad_cos_specific", "^--", "alias-specific"))
+    for i, (m, fmt, lab) in enumerate(styles):
+        y = s[f"{m}_gap"]
+        xs = x * (1 + 0.06 * (i - 1))  # side by side on the log axis
+        b.errorbar(xs, y, yerr=[y - s[f"{m}_gap_lo"], s[f"{m}_gap_hi"] - y], fmt=fmt, capsize=3, label=lab,
+                   color=("#333333", color("d1consis"), "#8c564b")[i])
+    b.axhline(0, color="#888888", lw=0.8, ls="--")
+    for ax, ylabel, title in ((a, "cos(definition grad, QA grad)", "(a) alignment at the end of Stage 1"),
+                              (b, "Ḋ₅ − D̄₆ in cos", "(b) the gap, 95% CIs over seeds")):
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(x, [str(v) for v in x])
+        ax.set_xlabel("batch size")
+        ax.set_ylabel(ylabel)
+        ax.set_title(title)
+        ax.legend(frameon=False, fontsize=7)
+    if curves:
+        c = axes[2]
+        for i, (bs, cur) in enumerate(sorted(curves.items())):
+            col = plt.get_cmap("viridis")(i / max(1, len(curves) - 1))
+            c.plot(cur["epoch"], cur["gap"], "o-", color=col, label=f"batch {bs}", ms=3)
+            c.fill_between(cur["epoch"], cur["ci_low"], cur["ci_high"], color=col, alpha=0.15, lw=0)
+        c.axhline(0, color="#888888", lw=0.8, ls="--")
+        c.set_xlabel("Stage-1 epoch")
+        c.set_ylabel("change of the Ḋ₅ − D̄₆ gap since epoch 0")
+        c.set_title("(c) during Stage 1")
+        c.legend(frameon=False, fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def gradalign_outcome_figure(frame, figsize=(4.8, 3.8)):
+    """Seed by seed (:func:`iml.gradalign.outcome_link`): the alignment gap at the end of Stage 1 against the
+    IML gap after Stage 2, one colour per batch size."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=figsize)
+    sizes = sorted(frame["batch_size"].unique())
+    for i, bs in enumerate(sizes):
+        f = frame[frame["batch_size"] == bs]
+        ax.scatter(f["align"], f["iml"], color=plt.get_cmap("viridis")(i / max(1, len(sizes) - 1)),
+                   label=f"batch {bs}", s=22)
+    ax.axhline(0, color="#888888", lw=0.8, ls="--")
+    ax.axvline(0, color="#888888", lw=0.8, ls="--")
+    ax.set_xlabel("alignment gap Ḋ₅ − D̄₆, end of Stage 1\n(change of cos since epoch 0)")
+    ax.set_ylabel("IML gap Ḋ₅ − D̄₆ after Stage 2 (acc)")
+    ax.set_title("Does alignment predict IML? (one dot per seed)")
+    ax.legend(frameon=False, fontsize=7)
     fig.tight_layout()
     return fig
