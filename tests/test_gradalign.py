@@ -154,7 +154,8 @@ def test_summary_table_and_figure():
     assert list(s.batch_size) == [8, 32, 128] and (s.n_seeds == 6).all()
     assert s.grad_cos_change_gap.to_numpy() == pytest.approx([0.04, 0.02, 0.0], abs=0.006)
     assert s.grad_cos_gap_epoch0.to_numpy() == pytest.approx([0.01] * 3, abs=0.006)
-    assert (s.grad_cos_d1consis_lo <= s.grad_cos_d1consis).all() and (s.grad_cos_d1consis <= s.grad_cos_d1consis_hi).all()
+    assert (s.grad_cos_d1consis_lo <= s.grad_cos_d1consis).all()
+    assert (s.grad_cos_d1consis <= s.grad_cos_d1consis_hi).all()
     shown = gradalign.table(s)
     assert list(shown["paper (Pythia-1B) Ḋ₅ vs D̄₆"]) == ["no number", "no number", "0.231 vs 0.217"]
     for col in ("cos Ḋ₅", "cos D̄₆", "cos D̃₇", "gap change since epoch 0", "change 95% CI", "alias-specific gap"):
@@ -214,3 +215,11 @@ def test_outcome_link_pairs_each_seed_with_the_iml_gap_of_its_own_stage1(tmp_pat
     from iml import plots
 
     assert len(plots.gradalign_outcome_figure(frame).axes) == 1
+
+
+def test_trend_is_seed_paired_smaller_minus_larger_batch():
+    small, large = _fake(8, 0.06, seed=1), _fake(512, 0.02, seed=2)
+    t = gradalign.trend(small, large, n_boot=1000)
+    assert (t["small"], t["large"], t["n_seeds"]) == (8, 512, 6)
+    assert t["diff"] == pytest.approx(0.04, abs=0.006) and 0 < t["ci_low"] < t["diff"] < t["ci_high"]
+    assert f"batch 8 minus batch 512: {t['diff']:+.4f}" in gradalign.verdict_status([large, small])[1]

@@ -39,7 +39,7 @@ from .results import ResultStore
 from .stats import hierarchical_bootstrap, iml_gap, paired_differences
 
 __all__ = ["JOINT", "SWEEPS", "DESIGNS", "configs", "run", "finished", "sweep_name", "find_sweeps", "summary", "table",
-           "trend", "run_points", "finished_points", "is_full_batch", "verdict", "verdict_status", "claim_status", "scale_note", "headline_note"]
+           "trend", "seed_paired_difference", "run_points", "finished_points", "is_full_batch", "verdict", "verdict_status", "claim_status", "scale_note", "headline_note"]
 
 JOINT = {"joint": True, "stage2_epochs": 0}
 """MNIST overrides of the single-stage sweeps (``iml.mnist_grid.Config.joint``)."""
@@ -224,7 +224,14 @@ def _per_seed_gap(result) -> pd.Series:
 def trend(small, large, n_boot: int = 10_000, seed: int = 0, level: float = 0.95) -> dict:
     """Gap at the smaller batch minus gap at the larger one, paired by stage-1 seed (same aliases and
     initial weights), with a bootstrap CI over seeds and the one-sided p for "smaller batch, more IML"."""
-    a, b = _per_seed_gap(small), _per_seed_gap(large)
+    out = seed_paired_difference(_per_seed_gap(small), _per_seed_gap(large), n_boot, seed, level)
+    return {"small": small.config["batch_size"], "large": large.config["batch_size"], **out}
+
+
+def seed_paired_difference(a: pd.Series, b: pd.Series, n_boot: int = 10_000, seed: int = 0,
+                           level: float = 0.95) -> dict:
+    """mean(a − b) over the stage-1 seeds both series hold (index: seed), with a bootstrap CI over seeds and
+    the one-sided p for a − b > 0: dict(diff, ci_low, ci_high, p_one_sided, n_seeds)."""
     common = a.index.intersection(b.index)
     if len(common) < 2:
         raise ValueError(f"the two results share {len(common)} stage-1 seed(s); a trend needs at least 2")
@@ -232,8 +239,7 @@ def trend(small, large, n_boot: int = 10_000, seed: int = 0, level: float = 0.95
     boot = hierarchical_bootstrap(diff, n_boot=n_boot, seed=seed)
     alpha = (1 - level) / 2
     lo, hi = np.quantile(boot, [alpha, 1 - alpha])
-    return {"small": small.config["batch_size"], "large": large.config["batch_size"],
-            "diff": float(diff["diff"].mean()), "ci_low": float(lo), "ci_high": float(hi),
+    return {"diff": float(diff["diff"].mean()), "ci_low": float(lo), "ci_high": float(hi),
             "p_one_sided": float((1 + np.sum(boot <= 0)) / (len(boot) + 1)), "n_seeds": int(len(common))}
 
 

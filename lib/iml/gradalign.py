@@ -54,7 +54,7 @@ from .results import COLUMNS, Result, ResultStore, load
 __all__ = ["EXPERIMENT", "SUBSETS", "METRICS", "PAPER", "PAPER_NOTE", "Config", "PRESETS", "SWEEPS", "make_config",
            "configs", "Probe", "build_probe", "alignment", "measure_group", "run", "run_sweep", "finished",
            "find_sweep", "with_derived", "GAPS", "summary", "table", "gap_curve", "curves", "outcome_link",
-           "outcome_note", "verdict_status",
+           "outcome_note", "trend", "verdict_status",
            "verdict", "scale_note", "headline_note", "main"]
 
 EXPERIMENT = "gradalign"
@@ -308,8 +308,8 @@ def run(config: Config, *, root=None, force: bool = False, progress: bool = True
         if store.unit_done(uid) and not force:
             continue
         r = measure_group(config, seeds, progress=progress)
-        store.save_unit(uid, r["table"], {k: r[k] for k in ("t_train", "t_measure", "t_eval", "n_measures", "wall",
-                                                            "device")} | {"seeds": list(seeds)})
+        extra = {k: r[k] for k in ("t_train", "t_measure", "t_eval", "n_measures", "device")}
+        store.save_unit(uid, r["table"], extra | {"seeds": list(seeds), "wall_time_s": r["wall"]})
         if progress:
             print(f"[gradalign] {uid} done in {r['wall']:.1f}s on {r['device']}", file=sys.stderr, flush=True)
     store.finalize(units, meta={"wall_time_s": round(time.time() - t0, 2)})
@@ -390,7 +390,8 @@ def summary(results: Sequence[Result], n_boot: int = 10_000) -> pd.DataFrame:
                 continue
             boot = hierarchical_bootstrap(sel.assign(diff=sel.value), n_boot=n_boot)
             row[f"grad_cos_{name}"] = float(sel.groupby("seed_stage1").value.mean().mean())
-            row[f"grad_cos_{name}_lo"], row[f"grad_cos_{name}_hi"] = (float(x) for x in np.quantile(boot, [0.025, 0.975]))
+            lo, hi = np.quantile(boot, [0.025, 0.975])
+            row[f"grad_cos_{name}_lo"], row[f"grad_cos_{name}_hi"] = float(lo), float(hi)
         for m in GAPS:
             g = iml_gap(t, "d1consis", "d2consis", metric=m, epoch=e1, n_boot=n_boot)
             row[f"{m}_gap"], row[f"{m}_gap_lo"], row[f"{m}_gap_hi"] = g.gap, g.ci_low, g.ci_high
@@ -450,6 +451,22 @@ def gap_curve(result: Result, metric: str = "grad_cos", n_boot: int = 2000) -> p
     return pd.DataFrame(rows)
 
 
+def _per_seed_change(result: Result) -> pd.Series:
+    from .stats import paired_differences
+
+    d = paired_differences(with_derived(result.table), "d1consis", "d2consis", "grad_cos_change", _end(result))
+    return d.groupby("seed_stage1")["diff"].mean()
+
+
+def trend(small: Result, large: Result, n_boot: int = 10_000) -> dict:
+    """The alignment gap's change since epoch 0 at the smaller batch minus at the larger one, paired by seed
+    (the same seeds, aliases and initial weights at every batch size), with a bootstrap CI over seeds."""
+    from .batch_size import seed_paired_difference
+
+    return {"small": small.config["task"]["batch_size"], "large": large.config["task"]["batch_size"],
+            **seed_paired_difference(_per_seed_change(small), _per_seed_change(large), n_boot)}
+
+
 def verdict_status(results: Sequence[Result]) -> tuple[str, str]:
     """(status, evidence) for paper claim 5, judged at the smallest batch on the change since epoch 0 of
     the gap Ḋ₅ − D̄₆ in cos(definition grad, QA grad) (:func:`with_derived`): *reproduced* when its 95% CI is
@@ -467,11 +484,19 @@ def verdict_status(results: Sequence[Result]) -> tuple[str, str]:
         return f"{row[m + '_gap']:+.4f} [{row[m + '_gap_lo']:+.4f}, {row[m + '_gap_hi']:+.4f}]"
 
     text = (f"MNIST grid analogue, end of Stage 1, batch {int(first['batch_size'])} ({int(first['n_seeds'])} seeds): "
-            f"cos(definition grad, QA grad) Ḋ₅ {first['grad_cos_d1consis']:.3f} vs D̄₆ {first['grad_cos_d2consis']:.3f}, "
+            f"cos(definition grad, QA grad) Ḋ₅ {first['grad_cos_d1consis']:.3f} vs "
+            f"D̄₆ {first['grad_cos_d2consis']:.3f}, "
             f"gap {gap(first, 'grad_cos')}; its change since epoch 0 {gap(first, 'grad_cos_change')}; "
             f"alias-specific {gap(first, 'grad_cos_specific')}")
     if len(s) > 1:
         text += f". At batch {int(last['batch_size'])}: change since epoch 0 {gap(last, 'grad_cos_change')}"
+        rs = sorted(results, key=lambda r: r.config["task"]["batch_size"])
+        try:
+            t = trend(rs[0], rs[-1])
+            text += (f"; batch {t['small']} minus batch {t['large']}: {t['diff']:+.4f} [{t['ci_low']:+.4f}, "
+                     f"{t['ci_high']:+.4f}] ({t['n_seeds']} seeds paired)")
+        except ValueError:  # fewer than 2 shared seeds
+            pass
     return status, text + "."
 
 
