@@ -117,6 +117,8 @@ def test_labels_are_balanced(con):
     assert set(con.grids.sum(1).tolist()) == {4, 5}
     for name in M.SUBSETS:  # a constant guess scores ~0.5 on every subset's held-out test
         r = con.tests["acc"]["subset"] == sub(name)
+        if not r.any():  # a subset this config leaves empty (e.g. the α subsets)
+            continue
         lab = con.tests["acc"]["labels"][r, con.tests["acc"]["cell"][r]]
         assert abs(lab.mean() - 0.5) <= 0.5 / 9 + 1e-9, (name, lab.mean())
     x1 = np.isin(con.subset, [sub(n) for n in M.X1_SUBSETS])
@@ -315,3 +317,25 @@ def test_stage1_learns_above_chance():
     L = r["losses1"][0]
     assert L[-20:].mean() < L[:20].mean() - 0.15
     assert seen > 0.75 and seen > seen0 + 0.15, (seen0, seen)
+
+
+def test_tag_consistency_subsets_follow_their_definitions():
+    """α < 1 (iml.alpha): qd1incons carries the reliable tag on a wrong grid (another qd1incons alias's),
+    qd2consis the unreliable tag on the alias's own grid; both get QA like every X1 subset."""
+    cfg = tiny(n_aliases=60, fractions={"qd1consis": 0.2, "qd1incons": 0.15, "qd2incons": 0.2, "qd2consis": 0.15})
+    con = M.build_construction(cfg, 5)
+    defs = con.stage1["cell"] == M.NO_CELL
+    for name, tag, consistent in (("qd1consis", 1, True), ("qd1incons", 1, False), ("qd2incons", 2, False),
+                                  ("qd2consis", 2, True)):
+        members = np.flatnonzero(con.subset == sub(name))
+        assert len(members) == 9 if name.endswith(("1incons", "2consis")) else len(members) == 12
+        rows = defs & np.isin(con.stage1["alias"], members)
+        assert (con.stage1["tag"][rows] == tag).all() and rows.sum() == len(members)
+        shown, own = con.stage1["labels"][rows], con.grids[con.stage1["alias"][rows]]
+        assert (shown == own).all(1).all() if consistent else not (shown == own).all(1).any()
+        if not consistent:  # the wrong grid is another member's of the same subset
+            assert np.isin(con.def_grid_of[members], members).all()
+        qa = (con.stage1["cell"] != M.NO_CELL) & np.isin(con.stage1["alias"], members)
+        assert qa.sum() == len(members) * (9 - cfg.held_out_cells)
+    with pytest.raises(ConfigError, match=r"fractions\.qd1incons"):
+        tiny(n_aliases=60, fractions={"qd1consis": 0.3, "qd1incons": 1 / 60})  # one alias cannot be deranged

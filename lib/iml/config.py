@@ -188,6 +188,12 @@ HASH_NEUTRAL: dict[str, Any] = {
     "train.fast_forward": False,  # iml.train.TrainConfig (main experiment), added 2026-11-26
     "train.compile": False,  # iml.train.TrainConfig (main experiment), added 2026-11-26
     "joint": False,  # iml.mnist_grid.Config (single-stage MNIST), added 2026-11-26
+    # iml.mnist_grid.Fractions: the tag-consistency-correlation subsets (iml.alpha), added 2026-11-26, and the
+    # same fields inside iml.gradalign's task
+    "fractions.qd1incons": 0.0,
+    "fractions.qd2consis": 0.0,
+    "task.fractions.qd1incons": 0.0,
+    "task.fractions.qd2consis": 0.0,
 }
 """Dotted config paths of fields added after results were committed, each with the value that reproduces
 the behaviour from before the field existed. At that value the field is left out of :func:`config_hash`,

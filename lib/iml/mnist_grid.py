@@ -61,10 +61,16 @@ __all__ = [
 ]
 
 EXPERIMENT = "mnist"
-X1_SUBSETS = ("qd1consis", "qd2incons", "q")
+X1_SUBSETS = ("qd1consis", "qd2incons", "q", "qd1incons", "qd2consis")
 X2_SUBSETS = ("d1consis", "d2consis", "d3consis")
-SUBSETS = X1_SUBSETS + X2_SUBSETS
-TAG_OF = {"qd1consis": 1, "qd2incons": 2, "q": 0, "d1consis": 1, "d2consis": 2, "d3consis": 3}
+SUBSETS = ("qd1consis", "qd2incons", "q", "d1consis", "d2consis", "d3consis", "qd1incons", "qd2consis")
+"""In the order aliases are assigned to them. The tag-consistency-correlation subsets (qd1incons: Ḋefine tag,
+inconsistent definition; qd2consis: D̄efine tag, consistent) come last and are empty by default, so adding them
+changed no alias's subset, grid or draw (the results of configs without them are unchanged)."""
+TAG_OF = {"qd1consis": 1, "qd2incons": 2, "q": 0, "d1consis": 1, "d2consis": 2, "d3consis": 3,
+          "qd1incons": 1, "qd2consis": 2}
+INCONSISTENT = ("qd2incons", "qd1incons")
+"""X1 subsets whose definitions show another alias's grid (a derangement inside the subset)."""
 METRICS = ("acc", "seen_acc", "def_acc")
 """acc: per-cell accuracy on held-out QA cells (X1: the held-out cells, X2: all 9 cells) - the paper's
 metric; seen_acc: QA accuracy on one trained cell per X1 alias (memorisation check, new digit images);
@@ -82,7 +88,8 @@ TASK_VERSION = 2  # 1: i.i.d. label grids; 2: balanced grids (4/5 B cells) and b
 
 @dataclasses.dataclass
 class Fractions:
-    """Share of the aliases in each subset (the rest are unused). X1 = qd1consis, qd2incons, q."""
+    """Share of the aliases in each subset (the rest are unused). X1 = qd1consis, qd2incons, q and the
+    tag-consistency-correlation subsets qd1incons, qd2consis (0 by default; ``iml.alpha`` sets them)."""
 
     qd1consis: float = 0.35
     qd2incons: float = 0.35
@@ -90,6 +97,8 @@ class Fractions:
     d1consis: float = 0.1
     d2consis: float = 0.1
     d3consis: float = 0.1
+    qd1incons: float = 0.0
+    qd2consis: float = 0.0
 
     def __post_init__(self):
         for name in SUBSETS:
@@ -168,9 +177,10 @@ class Config:
         for name in SUBSETS:
             if getattr(self.fractions, name) > 0 and counts[name] == 0:
                 raise ConfigError(f"fractions.{name}", f"gives 0 of {self.n_aliases} aliases; raise it or n_aliases")
-        if counts["qd2incons"] == 1:
-            raise ConfigError("fractions.qd2incons", "gives 1 alias; a derangement needs >= 2")
-        if counts["qd1consis"] + counts["qd2incons"] + counts["q"] == 0:
+        for name in INCONSISTENT:
+            if counts[name] == 1:
+                raise ConfigError(f"fractions.{name}", "gives 1 alias; a derangement needs >= 2")
+        if sum(counts[name] for name in X1_SUBSETS) == 0:
             raise ConfigError("fractions", "no stage-1 (X1) aliases")
 
 
@@ -287,7 +297,7 @@ def _derangement(rng: np.random.Generator, members: np.ndarray, grids: np.ndarra
         perm = members[rng.permutation(len(members))]
         if np.all(perm != members) and not np.any(np.all(grids[perm] == grids[members], axis=1)):
             return perm
-    raise RuntimeError("could not draw a derangement; too few aliases in qd2incons")
+    raise RuntimeError("could not draw a derangement; too few aliases in an inconsistent subset")
 
 
 def _tag_patterns(rng: np.random.Generator, bits: int) -> np.ndarray:
@@ -326,9 +336,10 @@ def build_construction(cfg: Config, seed: int) -> Construction:
     for a in range(n):
         grids[a, rng.permutation(N_CELLS)[:4 + rank[a] % 2]] = 1
     def_grid_of = np.arange(n)
-    inc = np.flatnonzero(subset == SUBSETS.index("qd2incons"))
-    if len(inc):
-        def_grid_of[inc] = _derangement(rng, inc, grids)
+    for name in INCONSISTENT:  # an empty subset draws nothing, so qd1incons = 0 leaves every draw as it was
+        inc = np.flatnonzero(subset == SUBSETS.index(name))
+        if len(inc):
+            def_grid_of[inc] = _derangement(rng, inc, grids)
     # Held-out cells of X1 aliases are balanced too: k/2 A-cells and k/2 B-cells (odd k alternates).
     k = cfg.held_out_cells
     held_out = np.zeros((n, N_CELLS), bool)

@@ -1,0 +1,246 @@
+"""Tag–consistency correlation α on the MNIST grid task (paper claim 10): how reliable must a tag be for IML?
+
+In the paper's main setup every Ḋefine definition in Stage 1 is consistent and every D̄efine one is not
+(α = 1). The α ablation (paper-brief.md 3.13) weakens that: a fraction α of the Ḋefine-tagged X1 definitions
+are consistent and 1 − α inconsistent, and symmetrically a fraction α of the D̄efine ones are inconsistent:
+qd1consis = m·α, qd1incons = m·(1 − α), qd2incons = m·α, qd2consis = m·(1 − α), with m each tag's share of
+the aliases. Reported (third-party reading of the paper): "with the correspondence weakened to α = 0.5, IML
+disappears entirely; at α = 0.95 models rely on tags more than on actual consistency". No numbers.
+
+At α = 0.5 the two tags are exchangeable (each is 50 % reliable, and the tag patterns are random), so the
+expected gap there is 0 for *any* learner; the point of the sweep is the dose-response between 0.5 and 1,
+and that the α = 1 end shows IML, so that a null at 0.5 is not just a lack of power. This module runs the
+MNIST grid task (``iml.mnist_grid``, the one task where IML shows on a CPU) at several α, everything else
+being the preset's. Each point is an ordinary MNIST result, so the α = 1 point of a sweep at the preset's
+seeds *is* that preset's result.
+
+Alias counts are floor(fraction × n_aliases) per subset, so at the cpu scale (60 aliases, m = 0.35) α = 0.5
+gives 10 + 10 aliases per tag instead of 21 + 0 (one alias per tag is left unused).
+"""
+from __future__ import annotations
+
+import math
+import sys
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from . import mnist_grid
+from .config import ConfigError, parse_override
+from .stats import iml_gap
+
+__all__ = ["SWEEPS", "fractions_for", "configs", "alpha_of", "run", "finished", "find_sweep", "summary", "table",
+           "verdict_status", "verdict", "scale_note", "headline_note", "main"]
+
+SWEEPS: dict[str, dict[str, Any]] = {
+    "smoke": dict(preset="smoke", points=[0.5, 1.0]),
+    # 10 seeds per point (the MNIST cpu preset has 5): a point costs ~2.5 min per 5 seeds on one thread
+    "cpu": dict(preset="cpu", overrides={"n_seeds": 10}, points=[0.5, 0.7, 0.9, 1.0]),
+    "gpu": dict(preset="gpu", points=[0.5, 0.7, 0.8, 0.9, 0.95, 1.0]),
+}
+"""α sweeps: the MNIST preset at each α (the paper's Pythia-2.8B sweep used 0.5, 0.6, 0.7, 0.8, 0.9, 0.95)."""
+
+_TAGGED = ("qd1consis", "qd1incons", "qd2incons", "qd2consis")
+
+
+def fractions_for(alpha: float, base: mnist_grid.Fractions) -> dict[str, float]:
+    """Fraction overrides for `alpha`: each tag keeps its share m of the aliases (m1 = qd1consis + qd1incons,
+    m2 = qd2incons + qd2consis of `base`), split α : 1 − α between the subsets where the tag is right and
+    wrong. Values are rounded to 12 digits, so that 0.35 × 0.5 is 0.175 and floor(0.175 × 60) is 10."""
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0.5 <= alpha <= 1:
+        raise ConfigError("points", f"each α must be a number in [0.5, 1], got {alpha!r}")
+    m1, m2 = base.qd1consis + base.qd1incons, base.qd2incons + base.qd2consis
+    r = lambda x: round(x, 12)  # noqa: E731
+    return {"fractions.qd1consis": r(m1 * alpha), "fractions.qd1incons": r(m1 * (1 - alpha)),
+            "fractions.qd2incons": r(m2 * alpha), "fractions.qd2consis": r(m2 * (1 - alpha))}
+
+
+def configs(sweep: str = "cpu", points: Sequence[float] | None = None,
+            overrides: Mapping[str, Any] | None = None) -> list[mnist_grid.Config]:
+    """One MNIST config per α of `sweep` (or the given `points`), smallest α first."""
+    if sweep not in SWEEPS:
+        raise ConfigError("sweep", f"must be one of {sorted(SWEEPS)}, got {sweep!r}")
+    spec = SWEEPS[sweep]
+    pts = list(points if points is not None else spec["points"])
+    if not pts:
+        raise ConfigError("points", "needs at least one α")
+    if len(set(pts)) != len(pts):
+        raise ConfigError("points", f"α values must differ, got {pts}")
+    for key in (overrides or {}):
+        if key.startswith("fractions.q"):
+            raise ConfigError(key, "is set by the sweep's α; change the points instead")
+    fixed = {**spec.get("overrides", {}), **dict(overrides or {})}
+    base = mnist_grid.make_config(spec["preset"], fixed)
+    return [mnist_grid.make_config(spec["preset"], {**fixed, **fractions_for(a, base.fractions)})
+            for a in sorted(pts)]
+
+
+def alpha_of(result) -> float:
+    """α of an MNIST result, from its fractions: the Ḋefine tag's share that is consistent."""
+    f = result.config["fractions"]
+    m1 = f["qd1consis"] + f.get("qd1incons", 0.0)
+    return round(f["qd1consis"] / m1, 6) if m1 else math.nan
+
+
+def run(sweep: str = "cpu", points=None, overrides=None, *, root=None, force: bool = False, progress: bool = True,
+        workers: int = 1) -> list:
+    """Run (or load) every α of the sweep, smallest first (``workers`` > 1: in parallel processes)."""
+    from .batch_size import run_points
+
+    return run_points(mnist_grid.__name__, configs(sweep, points, overrides), root=root, force=force,
+                      progress=progress, workers=workers)
+
+
+def finished(sweep: str = "gpu", root=None, points=None) -> list | None:
+    """Every α of `sweep` under `root` if all are finished, else None (a sweep is shown whole)."""
+    from .batch_size import finished_points
+
+    return finished_points(mnist_grid.EXPERIMENT, configs(sweep, points), root)
+
+
+def find_sweep(roots: Sequence) -> tuple[str, list] | None:
+    """(sweep name, results) of the largest finished sweep under any of `roots`, or None."""
+    for name in ("gpu", "cpu"):
+        for r in roots:
+            rs = finished(name, r)
+            if rs is not None:
+                return name, rs
+    return None
+
+
+def summary(results: Sequence, n_boot: int = 10_000) -> pd.DataFrame:
+    """One row per α: the IML gap Ḋ₅ − D̄₆ with its CI, the aliases per tagged subset, and the held-out accuracy
+    of every tagged X1 subset at the end of Stage 1, with the Stage-1 contrast "trusting the consistent
+    definition" (D̄ consistent − Ḋ inconsistent, where both exist)."""
+    rows = []
+    for r in sorted(results, key=alpha_of):
+        cfg, t = r.config, r.table
+        e1 = cfg["stage1_epochs"]
+        g = iml_gap(t, "d1consis", "d2consis", metric="acc", n_boot=n_boot)
+        end1 = t[(t.metric == "acc") & (t.epoch == e1)].groupby("subset").value.mean()
+        n = cfg["n_aliases"]
+        row = {"alpha": alpha_of(r), "gap": g.gap, "ci_low": g.ci_low, "ci_high": g.ci_high,
+               "p_one_sided": g.p_one_sided, "n_seeds": g.n_stage1}
+        for s in _TAGGED:
+            row[f"n_{s}"] = int(math.floor(cfg["fractions"].get(s, 0.0) * n + 1e-9))
+            row[f"stage1_acc_{s}"] = float(end1.get(s, np.nan))
+        try:
+            c = iml_gap(t, "qd2consis", "qd1incons", metric="acc", epoch=e1, n_boot=n_boot)
+            row.update(consis_gap=c.gap, consis_ci_low=c.ci_low, consis_ci_high=c.ci_high)
+        except ValueError:  # α = 1: neither subset exists
+            row.update(consis_gap=np.nan, consis_ci_low=np.nan, consis_ci_high=np.nan)
+        row["config"] = r.hash
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def table(s: pd.DataFrame) -> pd.DataFrame:
+    """:func:`summary` as the book shows it."""
+    def ci(lo, hi):
+        return ["" if np.isnan(a) else f"[{a:+.3f}, {b:+.3f}]" for a, b in zip(s[lo], s[hi])]
+
+    def acc(sub):
+        return ["–" if np.isnan(v) else f"{v:.3f}" for v in s[f"stage1_acc_{sub}"]]
+
+    return pd.DataFrame({
+        "α": s["alpha"],
+        "aliases Ḋ cons / incons, D̄ incons / cons": [f"{a} / {b}, {c} / {d}" for a, b, c, d in zip(
+            s["n_qd1consis"], s["n_qd1incons"], s["n_qd2incons"], s["n_qd2consis"])],
+        "IML gap Ḋ₅ − D̄₆": s["gap"].round(3),
+        "IML 95% CI": ci("ci_low", "ci_high"),
+        "p (one-sided)": [float(f"{p:.2g}") for p in s["p_one_sided"]],
+        "stage-1 acc Ḋ cons": acc("qd1consis"), "Ḋ incons": acc("qd1incons"),
+        "D̄ incons": acc("qd2incons"), "D̄ cons": acc("qd2consis"),
+        "D̄ cons − Ḋ incons": s["consis_gap"].round(3),
+        "its 95% CI": ci("consis_ci_low", "consis_ci_high"),
+        "seeds": s["n_seeds"], "config": s["config"],
+        "paper": ["no IML (no number)" if a == 0.5 else "no number" for a in s["alpha"]],
+    })
+
+
+def _per_seed_gap(result) -> pd.Series:
+    from .stats import paired_differences
+
+    return paired_differences(result.table, "d1consis", "d2consis", "acc").groupby("seed_stage1")["diff"].mean()
+
+
+def verdict_status(results: Sequence) -> tuple[str, str]:
+    """(status, evidence) for paper claim 10, "no IML at α = 0.5", from a finished sweep.
+
+    *not reproduced* when the gap at α = 0.5 has a CI that excludes 0; *reproduced* when it includes 0 and the
+    sweep has the power to see IML: the gap at the largest α has a CI above 0 and exceeds the α = 0.5 gap
+    (seed-paired difference, CI above 0); otherwise *null at our scale* (a null at 0.5 that the sweep could
+    not have told from no IML at all)."""
+    from .batch_size import _status, seed_paired_difference
+
+    rs = sorted(results, key=alpha_of)
+    if not rs or alpha_of(rs[0]) != 0.5:
+        return "not attempted", "the sweep has no point at α = 0.5"
+    g0 = iml_gap(rs[0].table, "d1consis", "d2consis", metric="acc", n_boot=10_000)
+    if g0.n_stage1 < 2:
+        return "too few seeds", "a CI needs at least 2 stage-1 seeds"
+    text = (f"MNIST grid analogue: IML gap Ḋ₅ − D̄₆ at α = 0.5: {g0.gap:+.3f} [{g0.ci_low:+.3f}, {g0.ci_high:+.3f}] "
+            f"({g0.n_stage1} seeds)")
+    if _status(g0.ci_low, g0.ci_high) != "null at our scale":
+        return "not reproduced", text + ": a gap without a reliable tag."
+    if len(rs) < 2:
+        return "null at our scale", text + "; no larger α to show that the sweep can detect IML."
+    top = rs[-1]
+    g1 = iml_gap(top.table, "d1consis", "d2consis", metric="acc", n_boot=10_000)
+    d = seed_paired_difference(_per_seed_gap(top), _per_seed_gap(rs[0]))
+    text += (f"; at α = {alpha_of(top):g}: {g1.gap:+.3f} [{g1.ci_low:+.3f}, {g1.ci_high:+.3f}]; α = {alpha_of(top):g} "
+             f"minus α = 0.5, seed-paired: {d['diff']:+.3f} [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}]")
+    if g1.ci_low > 0 and d["ci_low"] > 0:
+        return "reproduced", text + "."
+    return "null at our scale", text + ": the sweep cannot tell the α = 0.5 null from no IML at all."
+
+
+def verdict(results: Sequence) -> str:
+    status, text = verdict_status(results)
+    return (f"**Verdict** (a CI including 0 at α = 0.5, with IML at the largest α, counts as reproduced) on the "
+            f"paper's claim \"no IML at α = 0.5\": **{status}**. {text}")
+
+
+def scale_note(results: Sequence) -> str:
+    """Markdown: the scale of every point (``iml.plots.scale_caption``), one line each."""
+    from .plots import scale_caption
+
+    return "\n".join(f"- α = {alpha_of(r):g}: {scale_caption(r)}" for r in sorted(results, key=alpha_of))
+
+
+def headline_note(committed: Sequence | None, sweep: str = "gpu") -> str:
+    if not committed:
+        return (f"**No committed `{sweep}` sweep yet.** It is prepared (MNIST {SWEEPS[sweep]['preset']} preset, α = "
+                + ", ".join(f"{a:g}" for a in SWEEPS[sweep]["points"]) + f"); run it on a GPU with `PYTHONPATH=lib "
+                f"python -m iml.alpha --sweep {sweep}` and commit `results/mnist/`. The run below is what a CPU "
+                "budget shows.")
+    return (f"**Headline: committed `{sweep}` sweep** ({len(committed)} values of α, "
+            f"{', '.join(r.hash for r in committed)} under `results/mnist/`).\n\n" + scale_note(committed))
+
+
+def main(argv=None) -> int:
+    """``PYTHONPATH=lib python -m iml.alpha --sweep cpu --workers 2``: run a sweep, print its table."""
+    import argparse
+
+    ap = argparse.ArgumentParser(description="Run the MNIST tag-consistency-correlation (α) sweep.")
+    ap.add_argument("--sweep", default="cpu", choices=sorted(SWEEPS))
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="MNIST override (JSON value)")
+    ap.add_argument("--root", default=None, help="results root (default: results/)")
+    ap.add_argument("--workers", type=int, default=1, help="points computed at once in separate processes")
+    ap.add_argument("--quiet", action="store_true")
+    args = ap.parse_args(argv)
+    try:
+        overrides = dict(parse_override(kv) for kv in args.set)
+        rs = run(args.sweep, None, overrides, root=args.root, progress=not args.quiet, workers=args.workers)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    with pd.option_context("display.width", 250, "display.max_columns", 30):
+        print(table(summary(rs)).to_string(index=False))
+    print(verdict(rs))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
