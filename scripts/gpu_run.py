@@ -45,8 +45,9 @@ JOBS: list[tuple[str, dict]] = [
     ("main", {}),  # needs the SmolLM2 GGUF there: IML_SMOLLM2_GGUF (scripts/gpu_prepare_smollm2.sh)
     ("batch_size", {}),  # the MNIST batch-size sweeps (iml.batch_size, both designs at `preset`): several results
     ("gradalign", {}),  # gradient alignment over the two-stage sweep's Stage 1 (iml.gradalign): several results
+    ("alpha", {}),  # the MNIST tag-consistency-correlation sweep (iml.alpha): one MNIST result per α
 ]
-SWEEP_JOBS = ("batch_size", "gradalign")
+SWEEP_JOBS = ("batch_size", "gradalign", "alpha")
 """Jobs that are sweeps (one result per batch size); their overrides are MNIST task overrides."""
 
 # Probe: the same code paths at a few seconds' scale, to measure throughput before the full run.
@@ -153,11 +154,13 @@ def main(argv=None) -> int:
 def _run_sweep(name: str, preset: str, overrides: dict, root: Path, out: Path, job: dict) -> None:
     """A sweep job at `preset`: "batch_size" = the MNIST batch-size sweeps (iml.batch_size), two-stage then
     single-stage, one MNIST result per batch size and design; "gradalign" = the gradient-alignment sweep
-    (iml.gradalign), one result per batch size."""
-    from iml import batch_size, gradalign
+    (iml.gradalign), one result per batch size; "alpha" = the α sweep (iml.alpha), one MNIST result per α."""
+    from iml import alpha, batch_size, gradalign
 
     if name == "gradalign":
         rs = gradalign.run_sweep(preset, overrides=overrides, root=root, progress=False)
+    elif name == "alpha":
+        rs = alpha.run(preset, overrides=overrides, root=root, progress=False)
     else:
         rs = [r for d in ("two-stage", "single-stage")
               for r in batch_size.run(batch_size.sweep_name(preset, d), overrides=overrides, root=root,
@@ -167,6 +170,7 @@ def _run_sweep(name: str, preset: str, overrides: dict, root: Path, out: Path, j
     for r in rs:
         task = r.config.get("task", r.config)
         job["meta"][r.hash] = {"batch_size": task["batch_size"], "joint": task.get("joint", False),
+                               "alpha": alpha.alpha_of(r) if name == "alpha" else None,
                                "wall_time_s": r.meta.get("wall_time_s"), "git_revision": r.meta.get("git_revision")}
 
 

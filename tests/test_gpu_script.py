@@ -32,14 +32,15 @@ def test_gpu_script_at_smoke_scale(tmp_path):
 
 def test_gpu_script_runs_the_sweeps(tmp_path):
     """The sweep jobs: the batch-size sweeps give one MNIST result per batch size and design, the
-    gradient-alignment sweep one gradalign result per batch size; all packed."""
+    gradient-alignment sweep one gradalign result per batch size, the α sweep one MNIST result per α; all packed."""
     out = tmp_path / "out"
     env = dict(os.environ, PYTHONPATH=str(ROOT / "lib"), OMP_NUM_THREADS="1", IML_GIT_REVISION="test-rev")
     p = subprocess.run([sys.executable, str(ROOT / "scripts/gpu_run.py"), "--out", str(out), "--preset", "smoke",
-                        "--device", "cpu", "--only", "batch_size,gradalign"], capture_output=True, text=True,
-                       env=env, timeout=600)
+                        "--device", "cpu", "--only", "batch_size,gradalign,alpha"], capture_output=True,
+                       text=True, env=env, timeout=600)
     assert p.returncode == 0, p.stderr[-3000:]
-    job, ga = json.loads((out / "summary.json").read_text())["jobs"]
+    job, ga, al = json.loads((out / "summary.json").read_text())["jobs"]
+    assert al["experiment"] == "alpha" and al["ok"] and sorted(m["alpha"] for m in al["meta"].values()) == [0.5, 1]
     assert job["experiment"] == "batch_size" and job["ok"] and len(job["result_dirs"]) == 4
     assert sorted((m["joint"], m["batch_size"]) for m in job["meta"].values()) == [
         (False, 8), (False, 32), (True, 8), (True, 32)]  # both designs
@@ -48,7 +49,7 @@ def test_gpu_script_runs_the_sweeps(tmp_path):
     assert sorted(m["batch_size"] for m in ga["meta"].values()) == [8, 32]
     with tarfile.open(out / "results.tgz") as tar:
         names = tar.getnames()
-    assert all(f"{d}/results.csv" in names for d in job["result_dirs"] + ga["result_dirs"])
+    assert all(f"{d}/results.csv" in names for d in job["result_dirs"] + ga["result_dirs"] + al["result_dirs"])
 
 
 def test_gpu_script_reports_a_failing_job(tmp_path):

@@ -17,8 +17,9 @@ import pytest
 from iml import book, io, registry, results
 
 NOTEBOOK_EXPERIMENT = {"main_result": "main", "set_inclusion": "setinclusion", "mnist_grid": "mnist",
-                       "batch_size": "mnist", "gradient_alignment": "gradalign"}
-SWEEP_NOTEBOOKS = {"batch_size": "iml.batch_size.run(", "gradient_alignment": "iml.gradalign.run_sweep("}
+                       "batch_size": "mnist", "gradient_alignment": "gradalign", "alpha": "mnist"}
+SWEEP_NOTEBOOKS = {"batch_size": "iml.batch_size.run(", "gradient_alignment": "iml.gradalign.run_sweep(",
+                   "alpha": "iml.alpha.run("}
 """Notebooks of a sweep over one experiment: they call the sweep's module instead of the registry."""
 NOTEBOOKS = sorted(p.stem for p in book.NOTEBOOKS_DIR.glob("*.ipynb"))
 
@@ -108,6 +109,9 @@ def test_notebook_runs_at_smoke(executed, name):
     elif name == "batch_size":
         assert "No committed `gpu` sweep" in md and "No committed `gpu-joint` sweep" in md
         assert md.count("Verdict on this sweep") == 2  # the two-stage and the single-stage sweep
+    elif name == "alpha":
+        assert "No committed `gpu` sweep" in md and md.count("**Verdict**") == 1
+        assert "- α = 0.5: Scale: mnist" in md and "- α = 1: Scale: mnist (smoke preset)" in md
     elif name == "gradient_alignment":
         assert "No committed `gpu` sweep" in md and md.count("**Verdict**") == 1
         assert "- batch 8: Scale: gradalign" in md and "- batch 32: Scale: gradalign (smoke preset)" in md

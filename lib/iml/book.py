@@ -481,6 +481,12 @@ def best_results(root: str | os.PathLike | None = None, extra: Mapping[str, Any]
         found = batch_size.find_sweeps(roots)
         if found:
             out["batch_size"] = ("sweeps", found)
+    if "alpha" not in dict(extra or {}):  # the α sweeps of the MNIST task (iml.alpha)
+        from . import alpha
+
+        sweep = alpha.find_sweep(roots)
+        if sweep:
+            out["alpha"] = (sweep[0] + " sweep", sweep[1])
     out.pop("gradalign", None)  # judged on its batch-size sweep, never on a single point
     if "gradalign" not in dict(extra or {}):
         from . import gradalign
@@ -534,6 +540,12 @@ def claims_table(available: Mapping[str, tuple[str, Any]]) -> pd.DataFrame:
             from . import batch_size
 
             status, evidence, scale = batch_size.claim_status(c.rank, available[c.experiment][1])
+        elif c.experiment == "alpha":  # an α sweep of MNIST results, judged there
+            from . import alpha
+
+            name, rs = available[c.experiment]
+            status, evidence = alpha.verdict_status(rs)
+            scale = f"{name}, α = {', '.join(f'{alpha.alpha_of(r):g}' for r in rs)}"
         elif c.experiment == "gradalign":  # a sweep of gradient-alignment results, judged there
             from . import gradalign
 

@@ -302,7 +302,7 @@ CLAIMS: tuple[Claim, ...] = (
           "IML occurs on a vision task: Ḋ₅ accuracy > D̄₆.", "mnist", (("d1consis", "d2consis", "acc"),),
           source="P-abs"),
     Claim(9, "T-REx version of the main figure", "Same as 1 on a harder dataset; smaller effect.", None, source="3P"),
-    Claim(10, "Tag-consistency correlation α sweep", "No IML at α = 0.5.", None, source="3P"),
+    Claim(10, "Tag-consistency correlation α sweep", "No IML at α = 0.5.", "alpha", source="3P"),
     Claim(11, "Definition word-order ablation", "Word order changes the amount of IML.", None, source="3P"),
     Claim(12, "Single-stage (joint) training version of the main figure", "Similar results.", "batch_size"),
     Claim(13, "In-context comparison (definitions prepended)", "In-context learning adapts to local context.",

@@ -18,7 +18,7 @@ from . import paper
 
 __all__ = ["COLORS", "color", "label", "curve_stats", "stage_boundaries", "curves", "main_figure",
            "gap_curve", "gap_figure", "accuracy_figure", "scale_caption", "gradalign_figure",
-           "gradalign_outcome_figure", "IN_DISTRIBUTION", "ENTITY_ASSOCIATION"]
+           "gradalign_outcome_figure", "alpha_figure", "IN_DISTRIBUTION", "ENTITY_ASSOCIATION"]
 
 # The paper's colours (poster / code plotting): d1 blue, d2 red, d3 grey, qd1 purple, qd2 pink, q brown,
 # no_qd orange, not-replaced (real names) green.
@@ -517,5 +517,33 @@ def gradalign_outcome_figure(frame, figsize=(4.8, 3.8)):
     ax.set_ylabel("IML gap Ḋ₅ − D̄₆ after Stage 2 (acc)")
     ax.set_title("Does alignment predict IML? (one dot per seed)")
     ax.legend(frameon=False, fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def alpha_figure(summary, figsize=(10.5, 3.8)):
+    """The α sweep (:func:`iml.alpha.summary`): (a) the IML gap Ḋ₅ − D̄₆ with its 95% CI per α; (b) held-out
+    accuracy at the end of Stage 1 for each tagged X1 subset (consistent and inconsistent, under either tag)."""
+    import matplotlib.pyplot as plt
+
+    s = summary.sort_values("alpha")
+    x = s["alpha"].to_numpy()
+    fig, (a, b) = plt.subplots(1, 2, figsize=figsize)
+    a.errorbar(x, s["gap"], yerr=[s["gap"] - s["ci_low"], s["ci_high"] - s["gap"]], fmt="o-",
+               color=color("d1consis"), capsize=4, label="ours (95% CI)")
+    a.axhline(0, color="#888888", lw=0.8, ls="--")
+    for sub in ("qd1consis", "qd1incons", "qd2incons", "qd2consis"):
+        col = f"stage1_acc_{sub}"
+        if col in s and s[col].notna().any():
+            b.plot(x, s[col], "o-", color=color(sub), label=label(sub))
+    b.axhline(0.5, color="#888888", lw=0.8, ls=":")
+    for ax, ylabel, title in (
+            (a, "Ḋ₅ − D̄₆ held-out accuracy", "(a) IML gap after Stage 2\npaper: none at α = 0.5 (no numbers)"),
+            (b, "held-out accuracy, end of Stage 1", "(b) Stage 1: which definitions were used?")):
+        ax.set_xticks(x, [f"{v:g}" for v in x])
+        ax.set_xlabel("α (share of each tag's definitions that tell the truth about it)")
+        ax.set_ylabel(ylabel)
+        ax.set_title(title)
+        ax.legend(frameon=False, fontsize=8)
     fig.tight_layout()
     return fig
