@@ -57,7 +57,8 @@ from .results import COLUMNS, Result, ResultStore, load
 __all__ = [
     "EXPERIMENT", "SUBSETS", "X1_SUBSETS", "X2_SUBSETS", "METRICS", "Fractions", "Config", "PRESETS",
     "make_config", "run", "Digits", "load_digits", "Construction", "build_construction", "Layout",
-    "GroupData", "build_group_data", "render", "init_params", "forward", "Adam", "train_group", "resolve_device",
+    "GroupData", "build_group_data", "render", "init_params", "LAYERS", "forward", "Adam", "train_group",
+    "resolve_device",
 ]
 
 EXPERIMENT = "mnist"
@@ -487,8 +488,13 @@ def init_params(cfg: Config, seeds: Sequence[int], device: torch.device) -> dict
     return {k: torch.stack([p[k] for p in per_seed]).to(device).requires_grad_(True) for k in shapes}
 
 
-def forward(params: Mapping[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
-    """x (S, B, 1, H, W) -> logits (S, B, 9, 2); seed s uses only its own parameters."""
+LAYERS = ("c1", "c2", "c3", "f1")
+"""The hidden layers `forward` can report: each conv block after ReLU and pooling, and the fc hidden layer."""
+
+
+def forward(params: Mapping[str, torch.Tensor], x: torch.Tensor, hidden: dict | None = None) -> torch.Tensor:
+    """x (S, B, 1, H, W) -> logits (S, B, 9, 2); seed s uses only its own parameters. If `hidden` is a dict,
+    it receives each of :data:`LAYERS` as (S, B, features) (for probes, ``iml.probe``)."""
     S, B = x.shape[:2]
     h = x.transpose(0, 1).reshape(B, S * x.shape[2], *x.shape[3:])
     for i, name in enumerate(("c1", "c2", "c3")):
@@ -499,8 +505,12 @@ def forward(params: Mapping[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor
             h = F.group_norm(h, S * (c // 4 if c % 4 == 0 else 1), params[f"n{i + 1}.g"].reshape(-1),
                              params[f"n{i + 1}.b"].reshape(-1))
         h = F.max_pool2d(F.relu(h), 2)
+        if hidden is not None:
+            hidden[name] = h.reshape(B, S, -1).transpose(0, 1)
     h = h.reshape(B, S, -1).transpose(0, 1)                               # (S, B, F)
     h = F.relu(torch.baddbmm(params["f1.b"].unsqueeze(1), h, params["f1.w"]))
+    if hidden is not None:
+        hidden["f1"] = h
     out = torch.baddbmm(params["f2.b"].unsqueeze(1), h, params["f2.w"])
     return out.reshape(S, B, N_CELLS, 2)
 
@@ -733,10 +743,13 @@ def _sync(device: torch.device) -> None:
 
 
 def train_group(cfg: Config, seeds: Sequence[int], device: torch.device | str | None = None,
-                progress: bool = False) -> dict:
+                progress: bool = False, observe=None) -> dict:
     """Train stage 1 for the stage-1 `seeds` (batched), then stage 2 for every (seed, stage-2 seed).
 
-    Returns dict(table=tidy DataFrame, losses1 (S, steps1), losses2 (S*S2, steps2), timing...)."""
+    `observe(params, data, rows, stage, epoch)`, if given, runs after every evaluation (models stacked like
+    `params`; `rows` maps each to its seed's construction; `epoch` counts across stages) and returns
+    {metric: {subset: (S',) tensor}}: extra rows of the table (e.g. ``iml.probe``). It must not touch the training's random generators. Its time counts as
+    evaluation. Returns dict(table=tidy DataFrame, losses1 (S, steps1), losses2 (S*S2, steps2), timing...)."""
     device = resolve_device(cfg.device if device is None else str(device))
     autocast = device.type == "cuda"
     if autocast:
@@ -746,14 +759,16 @@ def train_group(cfg: Config, seeds: Sequence[int], device: torch.device | str | 
     S, S2 = len(seeds), cfg.n_seeds_stage2
     params = init_params(cfg, seeds, device)
     chunk = max(cfg.batch_size, 256)
-    records: list[tuple[int, int, torch.Tensor]] = []  # (stage, global epoch, acc (S', M, K))
+    records: list[tuple[int, int, torch.Tensor, dict]] = []  # (stage, global epoch, acc (S', M, K), observed)
     t_eval = [0.0, 0]
 
     def make_eval(stage: int, offset: int, rows: torch.Tensor):
         def ev(epoch: int):
             _sync(device)
             t0 = time.perf_counter()
-            records.append((stage, offset + epoch, _evaluate(params, data, rows, chunk, autocast)))
+            acc = _evaluate(params, data, rows, chunk, autocast)
+            seen = observe(params, data, rows, stage, offset + epoch) if observe else {}
+            records.append((stage, offset + epoch, acc, seen))
             _sync(device)
             t_eval[0] += time.perf_counter() - t0
             t_eval[1] += 1
@@ -787,8 +802,9 @@ def train_group(cfg: Config, seeds: Sequence[int], device: torch.device | str | 
                                make_log(2, E1, E2))
     # Tidy table: stage-1 rows are repeated for every stage-2 seed so each run has a full curve.
     out = []
-    for stage, epoch, acc in records:
+    for stage, epoch, acc, observed in records:
         a = acc.float().cpu().numpy()
+        extra = {(m, sub): v.float().cpu().numpy() for m, by_sub in observed.items() for sub, v in by_sub.items()}
         for r in range(S * S2):
             i, j = divmod(r, S2)
             src = i if stage == 1 else r
@@ -797,6 +813,8 @@ def train_group(cfg: Config, seeds: Sequence[int], device: torch.device | str | 
                     v = a[src, mi, k]
                     if not np.isnan(v):
                         out.append((f"s{seeds[i]}_{j}", seeds[i], j, stage, epoch, sub, m, float(v)))
+            for (m, sub), v in extra.items():
+                out.append((f"s{seeds[i]}_{j}", seeds[i], j, stage, epoch, sub, m, float(v[src])))
     table = pd.DataFrame(out, columns=COLUMNS)
     n1 = data.stage1["alias"].shape[1] - 1
     n2 = data.stage2["alias"].shape[1] - 1
