@@ -74,7 +74,7 @@ def test_smoke_sweep_runs_and_the_claims_page_reads_it(tmp_path):
     s = alpha.summary(rs, n_boot=200)
     assert list(s["alpha"]) == [0.5, 1.0] and list(s["n_qd1incons"]) == [7, 0]
     assert not math.isnan(s["stage1_acc_qd1incons"][0]) and math.isnan(s["stage1_acc_qd1incons"][1])
-    assert not math.isnan(s["consis_gap"][0]) and math.isnan(s["consis_gap"][1])
+    assert not math.isnan(s["reliance"][0]) and math.isnan(s["reliance"][1])
     shown = alpha.table(s)
     assert list(shown["paper"]) == ["no IML (no number)", "no number"] and shown["Ḋ incons"][1] == "–"
     assert [r.hash for r in alpha.finished("smoke", root=tmp_path)] == [r.hash for r in rs]

@@ -110,9 +110,12 @@ def find_sweep(roots: Sequence) -> tuple[str, list] | None:
 
 
 def summary(results: Sequence, n_boot: int = 10_000) -> pd.DataFrame:
-    """One row per α: the IML gap Ḋ₅ − D̄₆ with its CI, the aliases per tagged subset, and the held-out accuracy
-    of every tagged X1 subset at the end of Stage 1, with the Stage-1 contrast "trusting the consistent
-    definition" (D̄ consistent − Ḋ inconsistent, where both exist)."""
+    """One row per α: the IML gap Ḋ₅ − D̄₆ with its CI, the aliases per tagged subset, the held-out accuracy of
+    every tagged X1 subset at the end of Stage 1, and the Stage-1 *tag reliance* Ḋ consistent − D̄ consistent
+    (where both exist): two kinds of true definitions that differ only in their tag, so a positive value
+    means the tag, not the definition's agreement with the alias's trained cells, decided how much a
+    definition was used. (Held-out accuracy cannot show whether *false* definitions were followed: a false
+    definition shows another alias's grid, which agrees with a held-out cell about half the time.)"""
     rows = []
     for r in sorted(results, key=alpha_of):
         cfg, t = r.config, r.table
@@ -126,10 +129,10 @@ def summary(results: Sequence, n_boot: int = 10_000) -> pd.DataFrame:
             row[f"n_{s}"] = int(math.floor(cfg["fractions"].get(s, 0.0) * n + 1e-9))
             row[f"stage1_acc_{s}"] = float(end1.get(s, np.nan))
         try:
-            c = iml_gap(t, "qd2consis", "qd1incons", metric="acc", epoch=e1, n_boot=n_boot)
-            row.update(consis_gap=c.gap, consis_ci_low=c.ci_low, consis_ci_high=c.ci_high)
-        except ValueError:  # α = 1: neither subset exists
-            row.update(consis_gap=np.nan, consis_ci_low=np.nan, consis_ci_high=np.nan)
+            c = iml_gap(t, "qd1consis", "qd2consis", metric="acc", epoch=e1, n_boot=n_boot)
+            row.update(reliance=c.gap, reliance_ci_low=c.ci_low, reliance_ci_high=c.ci_high)
+        except ValueError:  # α = 1: no consistent D̄efine definitions
+            row.update(reliance=np.nan, reliance_ci_low=np.nan, reliance_ci_high=np.nan)
         row["config"] = r.hash
         rows.append(row)
     return pd.DataFrame(rows)
@@ -152,8 +155,8 @@ def table(s: pd.DataFrame) -> pd.DataFrame:
         "p (one-sided)": [float(f"{p:.2g}") for p in s["p_one_sided"]],
         "stage-1 acc Ḋ cons": acc("qd1consis"), "Ḋ incons": acc("qd1incons"),
         "D̄ incons": acc("qd2incons"), "D̄ cons": acc("qd2consis"),
-        "D̄ cons − Ḋ incons": s["consis_gap"].round(3),
-        "its 95% CI": ci("consis_ci_low", "consis_ci_high"),
+        "tag reliance Ḋ cons − D̄ cons": s["reliance"].round(3),
+        "its 95% CI": ci("reliance_ci_low", "reliance_ci_high"),
         "seeds": s["n_seeds"], "config": s["config"],
         "paper": ["no IML (no number)" if a == 0.5 else "no number" for a in s["alpha"]],
     })

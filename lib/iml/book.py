@@ -56,7 +56,8 @@ HEADLINE_ENV = "IML_HEADLINE_ROOT"
 EXPERIMENT_TITLES = {"main": "main result (Pythia-2.8B, CVDB in the paper)",
                      "setinclusion": "set inclusion (trained from scratch)",
                      "mnist": "MNIST grid (vision)",
-                     "gradalign": "gradient alignment (MNIST grid, Stage 1)"}
+                     "gradalign": "gradient alignment (MNIST grid, Stage 1)",
+                     "probe": "linear probes for the tag (MNIST grid)"}
 
 
 # ------------------------------------------------------------------------------------------------
@@ -540,6 +541,12 @@ def claims_table(available: Mapping[str, tuple[str, Any]]) -> pd.DataFrame:
             from . import batch_size
 
             status, evidence, scale = batch_size.claim_status(c.rank, available[c.experiment][1])
+        elif c.experiment == "probe":  # the MNIST probe cannot test the claim's word-order contrast
+            from . import probe
+
+            preset, res = available[c.experiment]
+            status, evidence = probe.verdict_status(res)
+            scale = f"{plots.preset_label(res) or preset + ' preset'}, config {res.hash}"
         elif c.experiment == "alpha":  # an α sweep of MNIST results, judged there
             from . import alpha
 

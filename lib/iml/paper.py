@@ -294,7 +294,7 @@ CLAIMS: tuple[Claim, ...] = (
           "gradalign"),
     Claim(6, "Linear-probe heatmaps (Pythia-1B; ATE vs TAE order)",
           "The tag is linearly decodable for ATE definitions (up to ≈1.0), not for TAE (≈0.5) though IML is present.",
-          None),
+          "probe"),
     Claim(7, "From-scratch set-inclusion experiment (Pythia-70M architecture)",
           "IML occurs in a model trained from scratch: Ḋ₅ accuracy > D̄₆ (chance 0.5).",
           "setinclusion", (("d1consis", "d2consis", "acc"),)),

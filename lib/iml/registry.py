@@ -19,6 +19,7 @@ EXPERIMENTS: dict[str, str] = {
     "setinclusion": "iml.setinclusion",
     "mnist": "iml.mnist_grid",
     "gradalign": "iml.gradalign",
+    "probe": "iml.probe",
 }
 
 
