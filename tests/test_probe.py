@@ -51,7 +51,7 @@ def test_probe_folds_are_grouped_so_alias_identity_is_no_shortcut():
 
 @pytest.mark.parametrize("overrides, field", [
     ({"folds": 1}, "folds"), ({"C": 0.0}, "C"), ({"draws": 0}, "draws"), ({"probe_version": 2}, "probe_version"),
-    ({"folds": 20}, "folds"), ({"task.no_such_key": 1}, "task.no_such_key"),
+    ({"folds": 20}, "folds"), ({"task.no_such_key": 1}, "task.no_such_key"), ({"at": "some"}, "at"),
 ])
 def test_bad_configs_name_the_field(overrides, field):
     with pytest.raises(ConfigError, match=field):
@@ -74,7 +74,8 @@ def test_probing_leaves_training_untouched_and_covers_every_layer_and_evaluation
     pr = res.table[res.table.metric.str.startswith("probe_")]
     assert set(pr.metric) == {f"probe_{k}{s}" for k in mnist_grid.LAYERS for s in ("", "_shuffled")}
     assert set(pr.subset) == {probe.SUBSET} and pr.value.between(0, 1).all()
-    assert set(pr.epoch) == set(a.epoch)  # every evaluation, epoch 0 included
+    e1, e2 = res.config["task"]["stage1_epochs"], res.config["task"]["stage2_epochs"]
+    assert sorted(pr.epoch.unique()) == [0, e1, e1 + e2]  # at="ends": epoch 0 and the end of each stage
     s = probe.summary(res, n_boot=200)
     assert len(s) == len(mnist_grid.LAYERS) * 3 and set(s["when"]) == {"epoch 0", "end of Stage 1", "end of Stage 2"}
     shown = probe.table(s)
@@ -97,3 +98,11 @@ def test_cli(smoke, capsys):
     assert probe.main(["--preset", "smoke", "--root", str(root), "--quiet"]) == 0  # loads the finished result
     out = capsys.readouterr().out
     assert "end of Stage 1: probe acc" in out and "MNIST grid analogue" in out
+
+
+def test_probing_at_every_evaluation(tmp_path):
+    cfg = probe.make_config("smoke", {"at": "all", "task.evals_per_stage": 2, "task.n_seeds": 1,
+                                      "task.group_size": 1, "folds": 2})
+    res = probe.run(cfg, root=tmp_path, progress=False)
+    acc = res.table[res.table.metric == "acc"]
+    assert set(res.table[res.table.metric == "probe_f1"].epoch) == set(acc.epoch) and acc.epoch.nunique() == 5

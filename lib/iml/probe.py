@@ -38,7 +38,7 @@ import pandas as pd
 import torch
 
 from . import mnist_grid as mg
-from .config import ConfigError, apply_overrides, check_positive, from_dict, to_dict
+from .config import ConfigError, apply_overrides, check_choice, check_positive, from_dict, to_dict
 from .results import Result, ResultStore, load
 
 __all__ = ["EXPERIMENT", "SUBSET", "Config", "PRESETS", "make_config", "fit_logistic", "probe_accuracy",
@@ -122,6 +122,7 @@ class Config:
     draws: int = 2          # renderings of every cell of every probed alias (test digit pool)
     C: float = 0.01         # inverse L2 strength (the paper's probe)
     folds: int = 5          # cross-validation folds, grouped by alias
+    at: str = "ends"        # "ends": epoch 0 and the end of each stage; "all": every evaluation of the task
     probe_version: int = PROBE_VERSION
 
     def __post_init__(self):
@@ -129,6 +130,7 @@ class Config:
             raise ConfigError("probe_version", f"this code probes version {PROBE_VERSION} only, "
                                                f"got {self.probe_version!r}")
         check_positive("draws", self.draws)
+        check_choice("at", self.at, {"ends", "all"})
         check_positive("C", self.C, integer=False)
         check_positive("folds", self.folds)
         if self.folds < 2:
@@ -221,10 +223,16 @@ def _shuffled_labels(q: QuestionSet, seeds: Sequence[int]) -> torch.Tensor:
 
 def make_observer(cfg: Config, seeds: Sequence[int], timing: dict):
     """The `observe` hook of ``mnist_grid.train_group``: probe accuracy per layer, and its shuffled-label
-    control, for every model in the stack ({"probe_<layer>[_shuffled]": {"tag": (S',)}})."""
+    control, for every model in the stack ({"probe_<layer>[_shuffled]": {"tag": (S',)}}), at the evaluations
+    `cfg.at` names (each probe costs 5 logistic fits per model and layer, more than the evaluation itself)."""
     state = {}
 
+    t = cfg.task
+    ends = {0, t.stage1_epochs, t.stage1_epochs + t.stage2_epochs}
+
     def observe(params, data, rows, stage, epoch):
+        if cfg.at == "ends" and not (epoch in ends and (epoch > 0 or stage == 1)):
+            return {}
         t0 = time.perf_counter()
         if not state:
             state["q"] = q = question_set(cfg, data, seeds)
