@@ -17,7 +17,8 @@ import pytest
 from iml import book, io, registry, results
 
 NOTEBOOK_EXPERIMENT = {"main_result": "main", "set_inclusion": "setinclusion", "mnist_grid": "mnist",
-                       "batch_size": "mnist", "gradient_alignment": "gradalign", "alpha": "mnist"}
+                       "batch_size": "mnist", "gradient_alignment": "gradalign", "alpha": "mnist",
+                       "probes": "probe"}
 SWEEP_NOTEBOOKS = {"batch_size": "iml.batch_size.run(", "gradient_alignment": "iml.gradalign.run_sweep(",
                    "alpha": "iml.alpha.run("}
 """Notebooks of a sweep over one experiment: they call the sweep's module instead of the registry."""

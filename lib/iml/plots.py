@@ -18,7 +18,7 @@ from . import paper
 
 __all__ = ["COLORS", "color", "label", "curve_stats", "stage_boundaries", "curves", "main_figure",
            "gap_curve", "gap_figure", "accuracy_figure", "scale_caption", "gradalign_figure",
-           "gradalign_outcome_figure", "alpha_figure", "IN_DISTRIBUTION", "ENTITY_ASSOCIATION"]
+           "gradalign_outcome_figure", "alpha_figure", "probe_figure", "IN_DISTRIBUTION", "ENTITY_ASSOCIATION"]
 
 # The paper's colours (poster / code plotting): d1 blue, d2 red, d3 grey, qd1 purple, qd2 pink, q brown,
 # no_qd orange, not-replaced (real names) green.
@@ -545,5 +545,30 @@ def alpha_figure(summary, figsize=(10.5, 3.8)):
         ax.set_ylabel(ylabel)
         ax.set_title(title)
         ax.legend(frameon=False, fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def probe_figure(summary, figsize=(6.4, 3.9)):
+    """Linear-probe accuracy for the alias's tag (:func:`iml.probe.summary`): one line per moment (epoch 0,
+    end of Stage 1, end of Stage 2) across the layers, with 95% CIs, the shuffled-tag control dotted and
+    chance at 0.5."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=figsize)
+    whens = list(dict.fromkeys(summary["when"]))
+    for i, when in enumerate(whens):
+        s = summary[summary["when"] == when]
+        x = range(len(s))
+        col = plt.get_cmap("viridis")(i / max(1, len(whens) - 1))
+        ax.errorbar(x, s["acc"], yerr=[s["acc"] - s["acc_lo"], s["acc_hi"] - s["acc"]], fmt="o-", capsize=3,
+                    color=col, label=when)
+        ax.plot(x, s["control"], ":", color=col, lw=1, label=f"{when}, shuffled tags")
+        ax.set_xticks(list(x), list(s["layer"]))
+    ax.axhline(0.5, color="#888888", lw=0.8, ls="--")
+    ax.set_xlabel("layer (conv blocks c1-c3, fully connected f1)")
+    ax.set_ylabel("probe accuracy for the alias's tag")
+    ax.set_title("Is the source decodable from a question?\n(chance 0.5; paper, tag-alias-entity order: ≈ 0.5)")
+    ax.legend(frameon=False, fontsize=7)
     fig.tight_layout()
     return fig
