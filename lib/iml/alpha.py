@@ -20,14 +20,13 @@ gives 10 + 10 aliases per tag instead of 21 + 0 (one alias per tag is left unuse
 from __future__ import annotations
 
 import math
-import sys
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
 from . import mnist_grid
-from .config import ConfigError, parse_override
+from .config import ConfigError
 from .stats import iml_gap
 
 __all__ = ["SWEEPS", "fractions_for", "configs", "alpha_of", "run", "finished", "find_sweep", "summary", "table",
@@ -207,42 +206,29 @@ def verdict(results: Sequence) -> str:
 
 def scale_note(results: Sequence) -> str:
     """Markdown: the scale of every point (``iml.plots.scale_caption``), one line each."""
-    from .plots import scale_caption
+    from .batch_size import point_notes
 
-    return "\n".join(f"- α = {alpha_of(r):g}: {scale_caption(r)}" for r in sorted(results, key=alpha_of))
+    return point_notes(sorted(results, key=alpha_of), lambda r: f"α = {alpha_of(r):g}")
 
 
 def headline_note(committed: Sequence | None, sweep: str = "gpu") -> str:
-    if not committed:
-        return (f"**No committed `{sweep}` sweep yet.** It is prepared (MNIST {SWEEPS[sweep]['preset']} preset, α = "
-                + ", ".join(f"{a:g}" for a in SWEEPS[sweep]["points"]) + f"); run it on a GPU with `PYTHONPATH=lib "
-                f"python -m iml.alpha --sweep {sweep}` and commit `results/mnist/`. The run below is what a CPU "
-                "budget shows.")
-    return (f"**Headline: committed `{sweep}` sweep** ({len(committed)} values of α, "
-            f"{', '.join(r.hash for r in committed)} under `results/mnist/`).\n\n" + scale_note(committed))
+    from .batch_size import sweep_headline
+
+    prepared = f"MNIST {SWEEPS[sweep]['preset']} preset, α = " + ", ".join(f"{a:g}" for a in SWEEPS[sweep]["points"])
+    return sweep_headline(committed, sweep, prepared, f"python -m iml.alpha --sweep {sweep}", "results/mnist/",
+                          f"{len(committed or [])} values of α", scale_note(committed or []))
 
 
 def main(argv=None) -> int:
     """``PYTHONPATH=lib python -m iml.alpha --sweep cpu --workers 2``: run a sweep, print its table."""
-    import argparse
+    from .batch_size import sweep_main
 
-    ap = argparse.ArgumentParser(description="Run the MNIST tag-consistency-correlation (α) sweep.")
-    ap.add_argument("--sweep", default="cpu", choices=sorted(SWEEPS))
-    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="MNIST override (JSON value)")
-    ap.add_argument("--root", default=None, help="results root (default: results/)")
-    ap.add_argument("--workers", type=int, default=1, help="points computed at once in separate processes")
-    ap.add_argument("--quiet", action="store_true")
-    args = ap.parse_args(argv)
-    try:
-        overrides = dict(parse_override(kv) for kv in args.set)
-        rs = run(args.sweep, None, overrides, root=args.root, progress=not args.quiet, workers=args.workers)
-    except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    with pd.option_context("display.width", 250, "display.max_columns", 30):
+    def show(rs):
         print(table(summary(rs)).to_string(index=False))
-    print(verdict(rs))
-    return 0
+        print(verdict(rs))
+
+    return sweep_main(argv, "Run the MNIST tag-consistency-correlation (α) sweep.", SWEEPS,
+                      lambda sweep, overrides, **kw: run(sweep, None, overrides, **kw), show)
 
 
 if __name__ == "__main__":

@@ -39,7 +39,8 @@ from .results import ResultStore
 from .stats import hierarchical_bootstrap, iml_gap, paired_differences
 
 __all__ = ["JOINT", "SWEEPS", "DESIGNS", "configs", "run", "finished", "sweep_name", "find_sweeps", "summary", "table",
-           "trend", "seed_paired_difference", "run_points", "finished_points", "is_full_batch", "verdict", "verdict_status", "claim_status", "scale_note", "headline_note"]
+           "trend", "seed_paired_difference", "run_points", "finished_points", "is_full_batch", "verdict", "verdict_status", "claim_status", "scale_note", "point_notes", "sweep_headline", "headline_note",
+           "sweep_main"]
 
 JOINT = {"joint": True, "stage2_epochs": 0}
 """MNIST overrides of the single-stage sweeps (``iml.mnist_grid.Config.joint``)."""
@@ -347,40 +348,73 @@ def claim_status(rank: int, sweeps: Mapping[str, tuple[str, list]]) -> tuple[str
 
 def scale_note(results: Sequence) -> str:
     """Markdown: the scale of every point (iml.plots.scale_caption), one line each."""
+    return point_notes(results, lambda r: f"batch {r.config['batch_size']}")
+
+
+def point_notes(results: Sequence, label) -> str:
+    """Markdown: one line per result of a sweep, ``- <label(result)>: <its scale caption>``."""
     from .plots import scale_caption
 
-    return "\n".join(f"- batch {r.config['batch_size']}: {scale_caption(r)}" for r in results)
+    return "\n".join(f"- {label(r)}: {scale_caption(r)}" for r in results)
+
+
+def sweep_headline(committed: Sequence | None, sweep: str, prepared: str, command: str, folder: str,
+                   points: str, notes: str) -> str:
+    """Markdown under a sweep page's headline heading: the committed `sweep` (its `points`, e.g. "4 batch sizes",
+    and its `notes`), or plainly that there is none, what is `prepared` and the `command` that runs it."""
+    if not committed:
+        return (f"**No committed `{sweep}` sweep yet.** It is prepared ({prepared}); run it on a GPU with "
+                f"`PYTHONPATH=lib {command}` and commit `{folder}`. The runs below are what a CPU budget shows.")
+    return (f"**Headline: committed `{sweep}` sweep** ({points}, {', '.join(r.hash for r in committed)} under "
+            f"`{folder}`).\n\n" + notes)
 
 
 def headline_note(committed: Sequence | None, sweep: str = "gpu") -> str:
-    if not committed:
-        return (f"**No committed `{sweep}` sweep yet.** It is prepared (MNIST {SWEEPS[sweep]['preset']} preset, batch "
-                "sizes " + ", ".join(str(p[0]) for p in SWEEPS[sweep]["points"]) + "); run it on a GPU with "
-                f"`PYTHONPATH=lib python -m iml.batch_size --sweep {sweep}` and commit `results/mnist/`. "
-                "The runs below are what a CPU budget shows.")
-    return (f"**Headline: committed `{sweep}` sweep** ({len(committed)} batch sizes, "
-            f"{', '.join(r.hash for r in committed)} under `results/mnist/`).\n\n" + scale_note(committed))
+    prepared = (f"MNIST {SWEEPS[sweep]['preset']} preset, batch sizes "
+                + ", ".join(str(p[0]) for p in SWEEPS[sweep]["points"]))
+    return sweep_headline(committed, sweep, prepared, f"python -m iml.batch_size --sweep {sweep}", "results/mnist/",
+                          f"{len(committed or [])} batch sizes", scale_note(committed or []))
 
 
-def main(argv=None) -> int:
-    """``PYTHONPATH=lib python -m iml.batch_size --sweep gpu [--root DIR]``: run a sweep, print its table."""
+def sweep_main(argv, description: str, sweeps: Sequence[str], run_fn, show, extra_args=()) -> int:
+    """The command line of a sweep module: ``--sweep``, ``--set KEY=VALUE`` (MNIST overrides), ``--root``,
+    ``--workers``, ``--quiet`` and `extra_args` (argparse (flags, kwargs) pairs, passed on by dest).
+    ``run_fn(sweep, overrides, root=, progress=, workers=, **extra)`` returns the results, ``show(results)`` prints
+    them. Bad input (a ConfigError) is one line on stderr and exit status 2."""
     import argparse
 
-    ap = argparse.ArgumentParser(description="Run the MNIST batch-size sweep and print its summary.")
-    ap.add_argument("--sweep", default="cpu", choices=sorted(SWEEPS))
+    from .config import parse_override
+
+    ap = argparse.ArgumentParser(description=description)
+    ap.add_argument("--sweep", default="cpu", choices=sorted(sweeps))
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="MNIST override (JSON value)")
     ap.add_argument("--root", default=None, help="results root (default: results/)")
     ap.add_argument("--workers", type=int, default=1, help="points computed at once in separate processes")
     ap.add_argument("--quiet", action="store_true")
+    for flags, kw in extra_args:
+        ap.add_argument(*flags, **kw)
     args = ap.parse_args(argv)
+    extra = {kw.get("dest") or flags[0].lstrip("-").replace("-", "_"): getattr(
+        args, kw.get("dest") or flags[0].lstrip("-").replace("-", "_")) for flags, kw in extra_args}
     try:
-        rs = run(args.sweep, root=args.root, progress=not args.quiet, workers=args.workers)
+        overrides = dict(parse_override(kv) for kv in args.set)
+        rs = run_fn(args.sweep, overrides, root=args.root, progress=not args.quiet, workers=args.workers, **extra)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     with pd.option_context("display.width", 250, "display.max_columns", 30):
-        print(table(summary(rs)).to_string(index=False))
-    print(verdict(rs))
+        show(rs)
     return 0
+
+
+def main(argv=None) -> int:
+    """``PYTHONPATH=lib python -m iml.batch_size --sweep gpu [--root DIR]``: run a sweep, print its table."""
+    def show(rs):
+        print(table(summary(rs)).to_string(index=False))
+        print(verdict(rs))
+
+    return sweep_main(argv, "Run the MNIST batch-size sweep and print its summary.", SWEEPS,
+                      lambda sweep, overrides, **kw: run(sweep, None, overrides, **kw), show)
 
 
 if __name__ == "__main__":

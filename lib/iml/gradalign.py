@@ -48,7 +48,7 @@ import torch
 import torch.nn.functional as F
 
 from . import mnist_grid as mg
-from .config import ConfigError, apply_overrides, check_positive, from_dict, parse_override, to_dict
+from .config import ConfigError, apply_overrides, check_positive, from_dict, to_dict
 from .results import COLUMNS, Result, ResultStore, load
 
 __all__ = ["EXPERIMENT", "SUBSETS", "METRICS", "PAPER", "PAPER_NOTE", "Config", "PRESETS", "SWEEPS", "make_config",
@@ -569,43 +569,31 @@ def curves(results: Sequence[Result], n_boot: int = 2000) -> dict[int, pd.DataFr
 
 def scale_note(results: Sequence[Result]) -> str:
     """Markdown: the scale of every point (``iml.plots.scale_caption``), one line each."""
-    from .plots import scale_caption
+    from .batch_size import point_notes
 
-    return "\n".join(f"- batch {r.config['task']['batch_size']}: {scale_caption(r)}" for r in results)
+    return point_notes(results, lambda r: f"batch {r.config['task']['batch_size']}")
 
 
 def headline_note(committed: Sequence[Result] | None, sweep: str = "gpu") -> str:
-    if not committed:
-        return (f"**No committed `{sweep}` sweep yet.** It is prepared (the two-stage `{sweep}` batch-size sweep's "
-                f"Stage 1); run it on a GPU with `PYTHONPATH=lib python -m iml.gradalign --sweep {sweep}` and commit "
-                "`results/gradalign/`. The run below is what a CPU budget shows.")
-    return (f"**Headline: committed `{sweep}` sweep** ({len(committed)} batch sizes, "
-            f"{', '.join(r.hash for r in committed)} under `results/gradalign/`).\n\n" + scale_note(committed))
+    from .batch_size import sweep_headline
+
+    return sweep_headline(committed, sweep, f"the Stage 1 of the two-stage `{sweep}` batch-size sweep",
+                          f"python -m iml.gradalign --sweep {sweep}", "results/gradalign/",
+                          f"{len(committed or [])} batch sizes", scale_note(committed or []))
 
 
 def main(argv=None) -> int:
     """``PYTHONPATH=lib python -m iml.gradalign --sweep cpu --workers 2``: run a sweep, print its table."""
-    import argparse
+    from .batch_size import sweep_main
 
-    ap = argparse.ArgumentParser(description="Measure gradient alignment on the MNIST grid task over batch sizes.")
-    ap.add_argument("--sweep", default="cpu", choices=SWEEPS)
-    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="MNIST task override (JSON value)")
-    ap.add_argument("--draws", type=int, default=None)
-    ap.add_argument("--root", default=None, help="results root (default: results/)")
-    ap.add_argument("--workers", type=int, default=1, help="points computed at once in separate processes")
-    ap.add_argument("--quiet", action="store_true")
-    args = ap.parse_args(argv)
-    try:
-        overrides = dict(parse_override(kv) for kv in args.set)
-        rs = run_sweep(args.sweep, None, overrides, draws=args.draws, root=args.root, progress=not args.quiet,
-                       workers=args.workers)
-    except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    with pd.option_context("display.width", 250, "display.max_columns", 30):
+    def show(rs):
         print(table(summary(rs)).to_string(index=False))
-    print(verdict(rs))
-    return 0
+        print(verdict(rs))
+
+    return sweep_main(argv, "Measure gradient alignment on the MNIST grid task over batch sizes.", SWEEPS,
+                      lambda sweep, overrides, **kw: run_sweep(sweep, None, overrides, **kw), show,
+                      extra_args=[(("--draws",), {"type": int, "default": None,
+                                                  "help": "renderings per X2 alias (default 2)"})])
 
 
 if __name__ == "__main__":

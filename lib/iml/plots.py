@@ -446,6 +446,13 @@ def batch_size_figure(summary, figsize=(10.5, 3.8)):
     return fig
 
 
+def _ramp(i: int, n: int):
+    """The i-th of n colours along viridis (for lines that form an ordered series, e.g. batch sizes)."""
+    import matplotlib.pyplot as plt
+
+    return plt.get_cmap("viridis")(i / max(1, n - 1))
+
+
 def gradalign_figure(summary, curves=None, figsize=(14, 3.9)):
     """Gradient alignment over batch sizes (:func:`iml.gradalign.summary`): (a) cos(definition grad, QA grad)
     at the end of Stage 1 per subset, with 95% CIs and the paper's Pythia-1B values; (b) the gap Ḋ₅ − D̄₆, its
@@ -488,7 +495,7 @@ def gradalign_figure(summary, curves=None, figsize=(14, 3.9)):
     if curves:
         c = axes[2]
         for i, (bs, cur) in enumerate(sorted(curves.items())):
-            col = plt.get_cmap("viridis")(i / max(1, len(curves) - 1))
+            col = _ramp(i, len(curves))
             c.plot(cur["epoch"], cur["gap"], "o-", color=col, label=f"batch {bs}", ms=3)
             c.fill_between(cur["epoch"], cur["ci_low"], cur["ci_high"], color=col, alpha=0.15, lw=0)
         c.axhline(0, color="#888888", lw=0.8, ls="--")
@@ -509,8 +516,7 @@ def gradalign_outcome_figure(frame, figsize=(4.8, 3.8)):
     sizes = sorted(frame["batch_size"].unique())
     for i, bs in enumerate(sizes):
         f = frame[frame["batch_size"] == bs]
-        ax.scatter(f["align"], f["iml"], color=plt.get_cmap("viridis")(i / max(1, len(sizes) - 1)),
-                   label=f"batch {bs}", s=22)
+        ax.scatter(f["align"], f["iml"], color=_ramp(i, len(sizes)), label=f"batch {bs}", s=22)
     ax.axhline(0, color="#888888", lw=0.8, ls="--")
     ax.axvline(0, color="#888888", lw=0.8, ls="--")
     ax.set_xlabel("alignment gap Ḋ₅ − D̄₆, end of Stage 1\n(change of cos since epoch 0)")
@@ -560,7 +566,7 @@ def probe_figure(summary, figsize=(6.4, 3.9)):
     for i, when in enumerate(whens):
         s = summary[summary["when"] == when]
         x = range(len(s))
-        col = plt.get_cmap("viridis")(i / max(1, len(whens) - 1))
+        col = _ramp(i, len(whens))
         ax.errorbar(x, s["acc"], yerr=[s["acc"] - s["acc_lo"], s["acc_hi"] - s["acc"]], fmt="o-", capsize=3,
                     color=col, label=when)
         ax.plot(x, s["control"], ":", color=col, lw=1, label=f"{when}, shuffled tags")
