@@ -106,3 +106,14 @@ def test_probing_at_every_evaluation(tmp_path):
     res = probe.run(cfg, root=tmp_path, progress=False)
     acc = res.table[res.table.metric == "acc"]
     assert set(res.table[res.table.metric == "probe_f1"].epoch) == set(acc.epoch) and acc.epoch.nunique() == 5
+
+
+def test_presets_are_the_mnist_presets_with_the_probes_overrides():
+    from iml.config import to_dict
+
+    cpu = to_dict(probe.make_config("cpu").task)
+    assert cpu.pop("n_seeds") == 10
+    mn = to_dict(mnist_grid.make_config("cpu"))
+    mn.pop("n_seeds")
+    assert cpu == mn
+    assert to_dict(probe.make_config("smoke").task) == to_dict(mnist_grid.make_config("smoke"))
