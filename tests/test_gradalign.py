@@ -12,8 +12,11 @@ from iml.results import COLUMNS, Result
 def test_presets_wrap_the_mnist_presets_and_sweeps_wrap_the_batch_size_sweeps():
     assert to_dict(gradalign.make_config("cpu").task) == to_dict(mnist_grid.make_config("cpu"))
     cfgs = gradalign.configs("cpu")
-    assert [to_dict(c.task) for c in cfgs] == [to_dict(t) for t in batch_size.configs("cpu")]
+    # the batch-size sweep's tasks, with 10 seeds instead of 5 (SWEEP_OVERRIDES)
+    assert [to_dict(c.task) for c in cfgs] == [to_dict(t) for t in batch_size.configs("cpu", overrides={"n_seeds": 10})]
     assert [c.task.batch_size for c in cfgs] == [8, 32, 128, 512] and all(c.draws == 2 for c in cfgs)
+    assert [c.task.n_seeds for c in gradalign.configs("cpu", overrides={"n_seeds": 5})] == [5] * 4
+    assert [to_dict(c.task) for c in gradalign.configs("smoke")] == [to_dict(t) for t in batch_size.configs("smoke")]
     assert gradalign.configs("smoke", draws=3)[0].draws == 3
 
 
@@ -223,3 +226,24 @@ def test_trend_is_seed_paired_smaller_minus_larger_batch():
     assert (t["small"], t["large"], t["n_seeds"]) == (8, 512, 6)
     assert t["diff"] == pytest.approx(0.04, abs=0.006) and 0 < t["ci_low"] < t["diff"] < t["ci_high"]
     assert f"batch 8 minus batch 512: {t['diff']:+.4f}" in gradalign.verdict_status([large, small])[1]
+
+
+def test_outcome_link_finds_the_mnist_result_of_the_same_recipe_with_other_seed_counts(tmp_path):
+    """A 10-seed point pairs with the 5-seed MNIST result of the same Stage-1 recipe (seeds pair by number)."""
+    from iml.results import ResultStore
+
+    r = _fake(8, 0.04, seed=1)
+    task = to_dict(mnist_grid.make_config("smoke", {"batch_size": 8, "stage1_epochs": 4, "n_seeds": 10}))
+    r = Result("gradalign", "fake", None, r.table, {"task": task, "draws": 2}, {})
+    assert gradalign.outcome_link([r], root=tmp_path) is None
+    rows = [(f"s{s}_0", s, 0, 2, 10, sub, "acc", 0.5 + (0.1 * s if sub == "d1consis" else 0))
+            for s in range(5) for sub in ("d1consis", "d2consis")]
+    store = ResultStore("mnist", {**task, "n_seeds": 5}, root=tmp_path)
+    store.save_unit("u0", pd.DataFrame(rows, columns=COLUMNS))
+    store.finalize(["u0"])
+    other = ResultStore("mnist", {**task, "n_seeds": 5, "lr": 0.5}, root=tmp_path)  # another recipe: ignored
+    other.save_unit("u0", pd.DataFrame(rows, columns=COLUMNS))
+    other.finalize(["u0"])
+    frame, c = gradalign.outcome_link([r], root=tmp_path, n_boot=200)
+    assert sorted(frame.seed_stage1) == [0, 1, 2, 3, 4] and np.allclose(frame.sort_values("seed_stage1").iml,
+                                                                         [0.0, 0.1, 0.2, 0.3, 0.4])
