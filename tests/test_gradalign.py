@@ -10,8 +10,10 @@ from iml.results import COLUMNS, Result
 
 
 def test_presets_wrap_the_mnist_presets_and_sweeps_wrap_the_batch_size_sweeps():
-    assert to_dict(gradalign.make_config("cpu").task) == to_dict(mnist_grid.make_config("cpu"))
+    assert to_dict(gradalign.make_config("cpu").task) == to_dict(mnist_grid.make_config("cpu", {"n_seeds": 10}))
+    assert to_dict(gradalign.make_config("smoke").task) == to_dict(mnist_grid.make_config("smoke"))
     cfgs = gradalign.configs("cpu")
+    assert to_dict(cfgs[1]) == to_dict(gradalign.make_config("cpu"))  # the cpu preset is the sweep's batch-32 point
     # the batch-size sweep's tasks, with 10 seeds instead of 5 (SWEEP_OVERRIDES)
     assert [to_dict(c.task) for c in cfgs] == [to_dict(t) for t in batch_size.configs("cpu", overrides={"n_seeds": 10})]
     assert [c.task.batch_size for c in cfgs] == [8, 32, 128, 512] and all(c.draws == 2 for c in cfgs)
