@@ -484,6 +484,7 @@ def gradalign_figure(summary, curves=None, figsize=(14, 3.9)):
         b.errorbar(xs, y, yerr=[y - s[f"{m}_gap_lo"], s[f"{m}_gap_hi"] - y], fmt=fmt, capsize=3, label=lab,
                    color=("#333333", color("d1consis"), "#8c564b")[i])
     b.axhline(0, color="#888888", lw=0.8, ls="--")
+    a.margins(y=0.3)  # room for the legend between our values and the paper's
     for ax, ylabel, title in ((a, "cos(definition grad, QA grad)", "(a) alignment at the end of Stage 1"),
                               (b, "Ḋ₅ − D̄₆ in cos", "(b) the gap, 95% CIs over seeds")):
         ax.set_xscale("log", base=2)
@@ -565,12 +566,12 @@ def probe_figure(summary, figsize=(6.4, 3.9)):
     whens = list(dict.fromkeys(summary["when"]))
     for i, when in enumerate(whens):
         s = summary[summary["when"] == when]
-        x = range(len(s))
+        x = [j + 0.08 * (i - (len(whens) - 1) / 2) for j in range(len(s))]  # side by side
         col = _ramp(i, len(whens))
         ax.errorbar(x, s["acc"], yerr=[s["acc"] - s["acc_lo"], s["acc_hi"] - s["acc"]], fmt="o-", capsize=3,
                     color=col, label=when)
         ax.plot(x, s["control"], ":", color=col, lw=1, label=f"{when}, shuffled tags")
-        ax.set_xticks(list(x), list(s["layer"]))
+        ax.set_xticks(range(len(s)), list(s["layer"]))
     ax.axhline(0.5, color="#888888", lw=0.8, ls="--")
     ax.set_xlabel("layer (conv blocks c1-c3, fully connected f1)")
     ax.set_ylabel("probe accuracy for the alias's tag")
