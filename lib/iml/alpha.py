@@ -20,6 +20,7 @@ gives 10 + 10 aliases per tag instead of 21 + 0 (one alias per tag is left unuse
 from __future__ import annotations
 
 import math
+import sys
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -100,12 +101,9 @@ def finished(sweep: str = "gpu", root=None, points=None) -> list | None:
 
 def find_sweep(roots: Sequence) -> tuple[str, list] | None:
     """(sweep name, results) of the largest finished sweep under any of `roots`, or None."""
-    for name in ("gpu", "cpu"):
-        for r in roots:
-            rs = finished(name, r)
-            if rs is not None:
-                return name, rs
-    return None
+    from .batch_size import find_largest
+
+    return find_largest(finished, roots)
 
 
 def summary(results: Sequence, n_boot: int = 10_000) -> pd.DataFrame:
@@ -223,12 +221,8 @@ def main(argv=None) -> int:
     """``PYTHONPATH=lib python -m iml.alpha --sweep cpu --workers 2``: run a sweep, print its table."""
     from .batch_size import sweep_main
 
-    def show(rs):
-        print(table(summary(rs)).to_string(index=False))
-        print(verdict(rs))
-
-    return sweep_main(argv, "Run the MNIST tag-consistency-correlation (α) sweep.", SWEEPS,
-                      lambda sweep, overrides, **kw: run(sweep, None, overrides, **kw), show)
+    return sweep_main(argv, "Run the MNIST tag-consistency-correlation (α) sweep.", sys.modules[__name__],
+                      lambda sweep, overrides, **kw: run(sweep, None, overrides, **kw))
 
 
 if __name__ == "__main__":

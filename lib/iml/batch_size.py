@@ -39,8 +39,9 @@ from .results import ResultStore
 from .stats import hierarchical_bootstrap, iml_gap, paired_differences
 
 __all__ = ["JOINT", "SWEEPS", "DESIGNS", "configs", "run", "finished", "sweep_name", "find_sweeps", "summary", "table",
-           "trend", "seed_paired_difference", "run_points", "finished_points", "is_full_batch", "verdict", "verdict_status", "claim_status", "scale_note", "point_notes", "sweep_headline", "headline_note",
-           "sweep_main"]
+           "trend", "seed_paired_difference", "run_points", "finished_points", "find_largest", "is_full_batch",
+           "verdict", "verdict_status", "claim_status", "scale_note", "point_notes", "sweep_headline",
+           "headline_note", "sweep_main"]
 
 JOINT = {"joint": True, "stage2_epochs": 0}
 """MNIST overrides of the single-stage sweeps (``iml.mnist_grid.Config.joint``)."""
@@ -141,6 +142,17 @@ def finished(sweep: str = "gpu", root=None, points=None) -> list | None:
     """The finished results of every point of `sweep` under `root`, or None if any point is missing
     (a sweep is shown whole or not at all). `root` None: results/; a book's "none" is handled by the caller."""
     return finished_points(mnist_grid.EXPERIMENT, configs(sweep, points), root)
+
+
+def find_largest(finished_fn, roots: Sequence, names: Sequence[str] = ("gpu", "cpu")) -> tuple[str, list] | None:
+    """(sweep name, results) of the first of `names` (largest scale first) that ``finished_fn(name, root)`` finds
+    finished under any of `roots`, or None."""
+    for name in names:
+        for r in roots:
+            rs = finished_fn(name, r)
+            if rs is not None:
+                return name, rs
+    return None
 
 
 def finished_points(experiment: str, cfgs: Sequence, root=None) -> list | None:
@@ -376,17 +388,18 @@ def headline_note(committed: Sequence | None, sweep: str = "gpu") -> str:
                           f"{len(committed or [])} batch sizes", scale_note(committed or []))
 
 
-def sweep_main(argv, description: str, sweeps: Sequence[str], run_fn, show, extra_args=()) -> int:
-    """The command line of a sweep module: ``--sweep``, ``--set KEY=VALUE`` (MNIST overrides), ``--root``,
-    ``--workers``, ``--quiet`` and `extra_args` (argparse (flags, kwargs) pairs, passed on by dest).
-    ``run_fn(sweep, overrides, root=, progress=, workers=, **extra)`` returns the results, ``show(results)`` prints
-    them. Bad input (a ConfigError) is one line on stderr and exit status 2."""
+def sweep_main(argv, description: str, module, run_fn, extra_args=()) -> int:
+    """The command line of a sweep module: ``--sweep`` (one of ``module.SWEEPS``), ``--set KEY=VALUE`` (MNIST
+    overrides), ``--root``, ``--workers``, ``--quiet`` and `extra_args` (argparse (flags, kwargs) pairs, passed on
+    by dest). ``run_fn(sweep, overrides, root=, progress=, workers=, **extra)`` returns the results, printed as
+    ``module.table(module.summary(results))`` and ``module.verdict(results)``. Bad input (a ConfigError) is one
+    line on stderr and exit status 2."""
     import argparse
 
     from .config import parse_override
 
     ap = argparse.ArgumentParser(description=description)
-    ap.add_argument("--sweep", default="cpu", choices=sorted(sweeps))
+    ap.add_argument("--sweep", default="cpu", choices=sorted(module.SWEEPS))
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="MNIST override (JSON value)")
     ap.add_argument("--root", default=None, help="results root (default: results/)")
     ap.add_argument("--workers", type=int, default=1, help="points computed at once in separate processes")
@@ -403,18 +416,15 @@ def sweep_main(argv, description: str, sweeps: Sequence[str], run_fn, show, extr
         print(f"error: {e}", file=sys.stderr)
         return 2
     with pd.option_context("display.width", 250, "display.max_columns", 30):
-        show(rs)
+        print(module.table(module.summary(rs)).to_string(index=False))
+    print(module.verdict(rs))
     return 0
 
 
 def main(argv=None) -> int:
     """``PYTHONPATH=lib python -m iml.batch_size --sweep gpu [--root DIR]``: run a sweep, print its table."""
-    def show(rs):
-        print(table(summary(rs)).to_string(index=False))
-        print(verdict(rs))
-
-    return sweep_main(argv, "Run the MNIST batch-size sweep and print its summary.", SWEEPS,
-                      lambda sweep, overrides, **kw: run(sweep, None, overrides, **kw), show)
+    return sweep_main(argv, "Run the MNIST batch-size sweep and print its summary.", sys.modules[__name__],
+                      lambda sweep, overrides, **kw: run(sweep, None, overrides, **kw))
 
 
 if __name__ == "__main__":

@@ -343,12 +343,9 @@ def finished(sweep: str = "gpu", root=None, points=None) -> list[Result] | None:
 
 def find_sweep(roots: Sequence) -> tuple[str, list[Result]] | None:
     """(sweep name, results) of the largest finished sweep under any of `roots`, or None."""
-    for name in ("gpu", "cpu"):
-        for r in roots:
-            rs = finished(name, r)
-            if rs is not None:
-                return name, rs
-    return None
+    from .batch_size import find_largest
+
+    return find_largest(finished, roots)
 
 
 def _end(result) -> int:
@@ -556,7 +553,6 @@ def outcome_link(results: Sequence[Result], root=None, n_boot: int = 10_000) -> 
     iml = Ḋ₅ − D̄₆ held-out accuracy after Stage 2, mean over stage-2 seeds) and the Pearson correlation over
     all pairs with a bootstrap CI (pairs resampled), or None when no MNIST result is there. Seeds are shared
     across batch sizes, so the pairs are not independent; read the CI as descriptive."""
-    from . import results as results_mod
     from .stats import paired_differences
 
     rows = []
@@ -626,12 +622,8 @@ def main(argv=None) -> int:
     """``PYTHONPATH=lib python -m iml.gradalign --sweep cpu --workers 2``: run a sweep, print its table."""
     from .batch_size import sweep_main
 
-    def show(rs):
-        print(table(summary(rs)).to_string(index=False))
-        print(verdict(rs))
-
-    return sweep_main(argv, "Measure gradient alignment on the MNIST grid task over batch sizes.", SWEEPS,
-                      lambda sweep, overrides, **kw: run_sweep(sweep, None, overrides, **kw), show,
+    return sweep_main(argv, "Measure gradient alignment on the MNIST grid task over batch sizes.",
+                      sys.modules[__name__], lambda sweep, overrides, **kw: run_sweep(sweep, None, overrides, **kw),
                       extra_args=[(("--draws",), {"type": int, "default": None,
                                                   "help": "renderings per X2 alias (default 2)"})])
 
