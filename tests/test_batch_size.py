@@ -36,20 +36,20 @@ def test_bad_sweeps_name_the_problem(kwargs, key):
         batch_size.configs(**kwargs)
 
 
-def _fake(bs, gap, n_seeds=6, seed=0):
+def _fake(bs, gap, n_seeds=10, seed=0):
     return book.fake_result("mnist", n_stage1=n_seeds, n_stage2=1, gap=gap, seed=seed,
                             config={"batch_size": bs, "stage1_epochs": 4, "stage2_epochs": 3})
 
 
 def test_trend_is_paired_by_seed_and_signed_small_minus_large():
     small, large = _fake(8, 0.20, seed=1), _fake(128, 0.0, seed=2)
-    t = batch_size.trend(small, large, n_boot=2000)
-    assert (t["small"], t["large"], t["n_seeds"]) == (8, 128, 6)
+    t = batch_size.trend(small, large)
+    assert (t["small"], t["large"], t["n_seeds"]) == (8, 128, 10)
     assert t["diff"] == pytest.approx(0.20, abs=0.02)
     assert 0 < t["ci_low"] < t["diff"] < t["ci_high"] and t["p_one_sided"] < 0.01
-    back = batch_size.trend(large, small, n_boot=2000)
+    back = batch_size.trend(large, small)
     assert back["diff"] == pytest.approx(-t["diff"]) and back["p_one_sided"] > 0.99
-    null = batch_size.trend(_fake(8, 0.0, seed=3), _fake(128, 0.0, seed=4), n_boot=2000)
+    null = batch_size.trend(_fake(8, 0.0, seed=3), _fake(128, 0.0, seed=4))
     assert null["ci_low"] < 0 < null["ci_high"]
 
 
@@ -66,7 +66,7 @@ def test_smoke_sweep_runs_summarises_and_is_found_again(tmp_path):
     rs = batch_size.run("smoke", root=tmp_path, progress=False)
     assert [r.config["batch_size"] for r in rs] == [8, 32]
     assert len({r.hash for r in rs}) == 2 and all((tmp_path / "mnist" / r.hash / "results.csv").exists() for r in rs)
-    s = batch_size.summary(rs, n_boot=200)
+    s = batch_size.summary(rs)
     assert list(s["batch_size"]) == [8, 32] and list(s["n_seeds"]) == [2, 2]
     n1 = json.loads((rs[0].dir / "units" / f"{rs[0].meta['units'][0]}.json").read_text())["stage1_examples"]
     e1 = rs[0].config["stage1_epochs"]
@@ -100,7 +100,7 @@ def test_full_batch_iml_contradicts_the_claims_second_part(monkeypatch):
     not reproduced, even when smaller batches gave more IML."""
     monkeypatch.setattr(batch_size, "is_full_batch", lambda r: r.config["batch_size"] == 512)
     status, text = batch_size.verdict_status([_fake(8, 0.5, seed=1), _fake(512, 0.2, seed=2)])
-    assert status == "not reproduced" and "Full-batch training (batch 512) gave an IML gap of +0.19" in text
+    assert status == "not reproduced" and "Full-batch training (batch 512) gave an IML gap of +0.20" in text
     status, text = batch_size.verdict_status([_fake(8, 0.3, seed=1), _fake(512, 0.0, seed=2)])
     assert status == "reproduced" and "Full-batch training" in text
 
@@ -127,7 +127,7 @@ def test_the_claims_page_judges_claims_4_and_12_by_the_sweeps():
     two = [_fake(8, 0.3, seed=1), _fake(512, 0.0, seed=2)]
     t = book.claims_table({"batch_size": ("sweeps", {"two-stage": ("cpu", two)})})
     row = t[t["#"] == 4].iloc[0]
-    assert row["status"] == "reproduced" and "MNIST grid analogue, two-stage (reproduced)" in row["this book"]
+    assert row["status"] == "reproduced (analogue)" and "MNIST grid analogue, two-stage (reproduced)" in row["this book"]
     assert row["scale"] == "cpu sweep, batch sizes 8, 512"
     assert t[t["#"] == 12].iloc[0]["status"] == "not attempted"
     one = [_fake(8, 0.0, seed=3), _fake(32, 0.25, seed=4), _fake(512, 0.3, seed=5)]
@@ -136,7 +136,7 @@ def test_the_claims_page_judges_claims_4_and_12_by_the_sweeps():
     assert row["status"] == "not reproduced"  # the single-stage sweep: the larger batch gave more IML
     assert row["this book"].index("single-stage (not reproduced)") < row["this book"].index("two-stage (reproduced)")
     row12 = t[t["#"] == 12].iloc[0]
-    assert row12["status"] == "reproduced" and "batch 32" in row12["this book"] and "+0.2" in row12["this book"]
+    assert row12["status"] == "reproduced (analogue)" and "batch 32" in row12["this book"] and "+0.2" in row12["this book"]
     none = book.claims_table({})
     assert set(none[none["#"].isin([4, 12])]["status"]) == {"not attempted"}
 
@@ -161,7 +161,7 @@ def test_figure_and_headline_note():
     matplotlib.use("Agg")
     from iml import plots
 
-    s = batch_size.summary([_fake(8, 0.2, seed=1), _fake(32, 0.1, seed=2), _fake(128, 0.0, seed=3)], n_boot=200)
+    s = batch_size.summary([_fake(8, 0.2, seed=1), _fake(32, 0.1, seed=2), _fake(128, 0.0, seed=3)])
     s.loc[2, ["stage1_steps", "stage1_epochs"]] = 4  # the last point: one step per epoch
     fig = plots.batch_size_figure(s)
     a, b = fig.axes
@@ -187,7 +187,7 @@ def test_joint_sweeps_train_one_stage_with_every_definition(tmp_path):
     assert [c.stage1_epochs for c in cfgs] == [350, 350, 700, 1400]
     rs = batch_size.run("smoke-joint", root=tmp_path, progress=False)
     two = batch_size.run("smoke", root=tmp_path, progress=False)
-    s, s_two = batch_size.summary(rs, n_boot=200), batch_size.summary(two, n_boot=200)
+    s, s_two = batch_size.summary(rs), batch_size.summary(two)
     assert list(s["stage2_steps"]) == [0, 0]
     assert (s["stage1_steps"] > s_two["stage1_steps"]).all()  # Stage 1 also holds the X2 definitions
     assert set(rs[0].table["stage"]) == {1}

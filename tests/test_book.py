@@ -8,7 +8,7 @@ matplotlib.use("Agg")
 
 import pytest  # noqa: E402
 
-from iml import book, paper, results  # noqa: E402
+from iml import book, paper, results, verdicts  # noqa: E402
 
 
 def test_paper_reference_values_have_provenance():
@@ -43,14 +43,15 @@ def test_comparison_table_beside_paper():
     assert list(t2["comparison"]) == ["IML, set inclusion: Ḋ₅ − D̄₆"] and (t2["paper"] == "no number").all()
 
 
-@pytest.mark.parametrize("gap,preset,status", [
-    (0.1, "smoke", "reproduced"),
-    (0.0, "cpu", "null at our scale"),
-    (0.0, "paper", "not reproduced"),
-    (-0.1, "cpu", "not reproduced"),
+@pytest.mark.parametrize("gap,preset,seeds,status", [
+    (0.1, "cpu", 10, "reproduced"),
+    (0.1, "smoke", 9, "too few seeds"),  # a verdict needs 10 stage-1 seeds, however clear the gap
+    (0.0, "cpu", 10, "null at our scale"),
+    (0.0, "paper", 10, "not reproduced"),
+    (-0.1, "cpu", 10, "not reproduced"),
 ])
-def test_claims_status_is_computed(gap, preset, status):
-    r = book.fake_result("main", gap=gap, n_stage1=4)
+def test_claims_status_is_computed(gap, preset, seeds, status):
+    r = book.fake_result("main", gap=gap, n_stage1=seeds)
     t = book.claims_table({"main": (preset, r)})
     row = t[t["figure"].str.contains("in-distribution EM")].iloc[0]
     assert row["status"] == status
@@ -58,10 +59,33 @@ def test_claims_status_is_computed(gap, preset, status):
     assert "+0.034" in row["paper"]
 
 
+def test_a_gap_at_the_floor_is_uninformative_not_null():
+    r = book.fake_result("main", gap=0.1, n_stage1=10)
+    ea = r.table["subset"].str.startswith("ent_assoc")
+    r.table.loc[ea, "value"] = 0.0  # every entity-association question unanswered: EM 0 on both sides
+    t = book.claims_table({"main": ("cpu", r)})
+    row = t[t["figure"].str.contains("entity association")].iloc[0]
+    assert row["status"] == "uninformative (floor/ceiling)" and "floor" in row["this book"]
+
+
+def test_an_mnist_result_reproduces_a_language_model_claim_only_as_an_analogue(monkeypatch):
+    mnist = book.fake_result("mnist", gap=0.1, n_stage1=10)
+    t = book.claims_table({"mnist": ("cpu", mnist)})
+    vision = t[t["#"] == 8].iloc[0]
+    assert vision["status"] == "reproduced"  # the paper's own vision claim: a reproduction proper
+    assert not any("schematic" in f.lower() for f in t["figure"])  # the design is not a claim
+    lm_claim = paper.Claim(99, "a language-model figure", "IML", "mnist", (("d1consis", "d2consis", "acc"),))
+    monkeypatch.setattr(paper, "CLAIMS", paper.CLAIMS + (lm_claim,))
+    t = book.claims_table({"mnist": ("cpu", mnist)})
+    assert t[t["#"] == 99].iloc[0]["status"] == "reproduced (analogue)"
+    md = book.claims_markdown(t)
+    assert "reproduced (analogue): 1" in md and "reproduced: 1," in md
+
+
 def test_claims_not_attempted_without_results():
     t = book.claims_table({})
     assert len(t) == len(paper.CLAIMS)
-    assert set(t["status"]) <= set(book.STATUSES)
+    assert set(t["status"]) <= set(verdicts.STATUSES)
     assert (t.loc[t["figure"].str.contains("set-inclusion"), "status"] == "not attempted").all()
     md = book.claims_markdown(t)
     assert md.startswith("# Paper vs this book")
@@ -75,7 +99,9 @@ def test_write_claims(tmp_path):
 
 
 def test_verdict_words():
-    assert "**reproduced**" in book.verdict(book.fake_result("main", gap=0.1))
+    assert "**reproduced**" in book.verdict(book.fake_result("main", gap=0.1, n_stage1=10))
+    assert "**too few seeds**" in book.verdict(book.fake_result("main", gap=0.1, n_stage1=2))
+    assert "4 planned comparisons" in book.verdict(book.fake_result("main", gap=0.1, n_stage1=10))
     assert "No claim" in book.verdict(book.fake_result("main"), "unknown")
 
 
@@ -175,7 +201,7 @@ def test_single_stage1_seed_is_never_reproduced():
     one = fake.table[fake.table["seed_stage1"] == fake.table["seed_stage1"].min()]
     res = results.Result(fake.experiment, fake.hash, fake.dir, one, fake.config, fake.meta)
     status, txt = book._gap_status(res, "d1consis", "d2consis", "acc", None, "cpu")
-    assert status == "too few seeds" and "at least 2 stage-1 seeds" in txt
+    assert status == "too few seeds" and "at least 10 stage-1 seeds" in txt
 
 
 def test_committed_gpu_results_are_the_current_gpu_presets():

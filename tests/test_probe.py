@@ -76,7 +76,7 @@ def test_probing_leaves_training_untouched_and_covers_every_layer_and_evaluation
     assert set(pr.subset) == {probe.SUBSET} and pr.value.between(0, 1).all()
     e1, e2 = res.config["task"]["stage1_epochs"], res.config["task"]["stage2_epochs"]
     assert sorted(pr.epoch.unique()) == [0, e1, e1 + e2]  # at="ends": epoch 0 and the end of each stage
-    s = probe.summary(res, n_boot=200)
+    s = probe.summary(res)
     assert len(s) == len(mnist_grid.LAYERS) * 3 and set(s["when"]) == {"epoch 0", "end of Stage 1", "end of Stage 2"}
     shown = probe.table(s)
     assert list(shown["layer"]) == list(mnist_grid.LAYERS) and "end of Stage 1: probe acc" in shown

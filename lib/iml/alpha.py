@@ -106,7 +106,7 @@ def find_sweep(roots: Sequence) -> tuple[str, list] | None:
     return find_largest(finished, roots)
 
 
-def summary(results: Sequence, n_boot: int = 10_000) -> pd.DataFrame:
+def summary(results: Sequence) -> pd.DataFrame:
     """One row per α: the IML gap Ḋ₅ − D̄₆ with its CI, the aliases per tagged subset, the held-out accuracy of
     every tagged X1 subset at the end of Stage 1, and the Stage-1 *tag reliance* Ḋ consistent − D̄ consistent
     (where both exist): two kinds of true definitions that differ only in their tag, so a positive value
@@ -117,7 +117,7 @@ def summary(results: Sequence, n_boot: int = 10_000) -> pd.DataFrame:
     for r in sorted(results, key=alpha_of):
         cfg, t = r.config, r.table
         e1 = cfg["stage1_epochs"]
-        g = iml_gap(t, "d1consis", "d2consis", metric="acc", n_boot=n_boot)
+        g = iml_gap(t, "d1consis", "d2consis", metric="acc")
         end1 = t[(t.metric == "acc") & (t.epoch == e1)].groupby("subset").value.mean()
         n = cfg["n_aliases"]
         row = {"alpha": alpha_of(r), "gap": g.gap, "ci_low": g.ci_low, "ci_high": g.ci_high,
@@ -126,7 +126,7 @@ def summary(results: Sequence, n_boot: int = 10_000) -> pd.DataFrame:
             row[f"n_{s}"] = int(math.floor(cfg["fractions"].get(s, 0.0) * n + 1e-9))
             row[f"stage1_acc_{s}"] = float(end1.get(s, np.nan))
         try:
-            c = iml_gap(t, "qd1consis", "qd2consis", metric="acc", epoch=e1, n_boot=n_boot)
+            c = iml_gap(t, "qd1consis", "qd2consis", metric="acc", epoch=e1)
             row.update(reliance=c.gap, reliance_ci_low=c.ci_low, reliance_ci_high=c.ci_high)
         except ValueError:  # α = 1: no consistent D̄efine definitions
             row.update(reliance=np.nan, reliance_ci_low=np.nan, reliance_ci_high=np.nan)
@@ -172,33 +172,35 @@ def verdict_status(results: Sequence) -> tuple[str, str]:
     sweep has the power to see IML: the gap at the largest α has a CI above 0 and exceeds the α = 0.5 gap
     (seed-paired difference, CI above 0); otherwise *null at our scale* (a null at 0.5 that the sweep could
     not have told from no IML at all)."""
-    from .batch_size import _status, seed_paired_difference
+    from .batch_size import seed_paired_difference
+    from .verdicts import MIN_SEEDS, interval_status
 
     rs = sorted(results, key=alpha_of)
     if not rs or alpha_of(rs[0]) != 0.5:
         return "not attempted", "the sweep has no point at α = 0.5"
-    g0 = iml_gap(rs[0].table, "d1consis", "d2consis", metric="acc", n_boot=10_000)
-    if g0.n_stage1 < 2:
-        return "too few seeds", "a CI needs at least 2 stage-1 seeds"
+    g0 = iml_gap(rs[0].table, "d1consis", "d2consis", metric="acc")
+    if g0.n_stage1 < MIN_SEEDS:
+        return "too few seeds", f"{g0.n_stage1} stage-1 seeds at α = 0.5; a verdict needs at least {MIN_SEEDS}"
     text = (f"MNIST grid analogue: IML gap Ḋ₅ − D̄₆ at α = 0.5: {g0.gap:+.3f} [{g0.ci_low:+.3f}, {g0.ci_high:+.3f}] "
             f"({g0.n_stage1} seeds)")
-    if _status(g0.ci_low, g0.ci_high) != "null at our scale":
+    if interval_status(g0.ci_low, g0.ci_high, g0.n_stage1) != "null at our scale":
         return "not reproduced", text + ": a gap without a reliable tag."
     if len(rs) < 2:
         return "null at our scale", text + "; no larger α to show that the sweep can detect IML."
     top = rs[-1]
-    g1 = iml_gap(top.table, "d1consis", "d2consis", metric="acc", n_boot=10_000)
+    g1 = iml_gap(top.table, "d1consis", "d2consis", metric="acc")
     d = seed_paired_difference(_per_seed_gap(top), _per_seed_gap(rs[0]))
     text += (f"; at α = {alpha_of(top):g}: {g1.gap:+.3f} [{g1.ci_low:+.3f}, {g1.ci_high:+.3f}]; α = {alpha_of(top):g} "
              f"minus α = 0.5, seed-paired: {d['diff']:+.3f} [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}]")
-    if g1.ci_low > 0 and d["ci_low"] > 0:
+    if interval_status(g1.ci_low, g1.ci_high, g1.n_stage1) == "reproduced" and d["ci_low"] > 0:
         return "reproduced", text + "."
     return "null at our scale", text + ": the sweep cannot tell the α = 0.5 null from no IML at all."
 
 
 def verdict(results: Sequence) -> str:
     status, text = verdict_status(results)
-    return (f"**Verdict** (a CI including 0 at α = 0.5, with IML at the largest α, counts as reproduced) on the "
+    return (f"**Verdict** (3 planned comparisons: a CI including 0 at α = 0.5, with IML at the largest α and a "
+            f"seed-paired rise from 0.5 to it, counts as reproduced) on the "
             f"paper's claim \"no IML at α = 0.5\": **{status}**. {text}")
 
 

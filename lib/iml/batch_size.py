@@ -36,7 +36,8 @@ import pandas as pd
 from . import mnist_grid
 from .config import ConfigError
 from .results import ResultStore
-from .stats import hierarchical_bootstrap, iml_gap, paired_differences
+from .stats import iml_gap, paired_differences, seed_interval
+from .verdicts import MIN_SEEDS, interval_status
 
 __all__ = ["JOINT", "SWEEPS", "DESIGNS", "configs", "run", "finished", "sweep_name", "find_sweeps", "summary", "table",
            "trend", "seed_paired_difference", "run_points", "finished_points", "find_largest", "is_full_batch",
@@ -186,7 +187,7 @@ def _steps(result, stage: int) -> int | None:
     return math.ceil(n / cfg["batch_size"]) * cfg[ep]
 
 
-def summary(results: Sequence, n_boot: int = 10_000) -> pd.DataFrame:
+def summary(results: Sequence) -> pd.DataFrame:
     """One row per batch size (numbers): the IML gap Ḋ₅ − D̄₆ with its CI, the Stage-1 effect with its CI,
     and what training did (epochs, optimizer steps per seed, Stage-1 held-out accuracies), so that
     convergence can be judged beside each gap. :func:`table` formats it for reading."""
@@ -194,8 +195,8 @@ def summary(results: Sequence, n_boot: int = 10_000) -> pd.DataFrame:
     for r in results:
         cfg, t = r.config, r.table
         e1 = cfg["stage1_epochs"]
-        g = iml_gap(t, "d1consis", "d2consis", metric="acc", n_boot=n_boot)
-        s1 = iml_gap(t, "qd1consis", "qd2incons", metric="acc", epoch=e1, n_boot=n_boot)
+        g = iml_gap(t, "d1consis", "d2consis", metric="acc")
+        s1 = iml_gap(t, "qd1consis", "qd2incons", metric="acc", epoch=e1)
         end1 = t[(t.metric == "acc") & (t.epoch == e1)].groupby("subset").value.mean()
         rows.append({
             "batch_size": cfg["batch_size"], "stage1_epochs": e1, "stage2_epochs": cfg["stage2_epochs"],
@@ -234,33 +235,30 @@ def _per_seed_gap(result) -> pd.Series:
     return d.groupby("seed_stage1")["diff"].mean()
 
 
-def trend(small, large, n_boot: int = 10_000, seed: int = 0, level: float = 0.95) -> dict:
+def trend(small, large, level: float = 0.95) -> dict:
     """Gap at the smaller batch minus gap at the larger one, paired by stage-1 seed (same aliases and
-    initial weights), with a bootstrap CI over seeds and the one-sided p for "smaller batch, more IML"."""
-    out = seed_paired_difference(_per_seed_gap(small), _per_seed_gap(large), n_boot, seed, level)
+    initial weights), with a t-interval over seeds and the one-sided p for "smaller batch, more IML"."""
+    out = seed_paired_difference(_per_seed_gap(small), _per_seed_gap(large), level)
     return {"small": small.config["batch_size"], "large": large.config["batch_size"], **out}
 
 
-def seed_paired_difference(a: pd.Series, b: pd.Series, n_boot: int = 10_000, seed: int = 0,
-                           level: float = 0.95) -> dict:
-    """mean(a − b) over the stage-1 seeds both series hold (index: seed), with a bootstrap CI over seeds and
+def seed_paired_difference(a: pd.Series, b: pd.Series, level: float = 0.95) -> dict:
+    """mean(a − b) over the stage-1 seeds both series hold (index: seed), with a t-interval over seeds and
     the one-sided p for a − b > 0: dict(diff, ci_low, ci_high, p_one_sided, n_seeds)."""
     common = a.index.intersection(b.index)
     if len(common) < 2:
         raise ValueError(f"the two results share {len(common)} stage-1 seed(s); a trend needs at least 2")
-    diff = pd.DataFrame({"seed_stage1": common, "diff": (a[common] - b[common]).to_numpy()})
-    boot = hierarchical_bootstrap(diff, n_boot=n_boot, seed=seed)
-    alpha = (1 - level) / 2
-    lo, hi = np.quantile(boot, [alpha, 1 - alpha])
-    return {"diff": float(diff["diff"].mean()), "ci_low": float(lo), "ci_high": float(hi),
-            "p_one_sided": float((1 + np.sum(boot <= 0)) / (len(boot) + 1)), "n_seeds": int(len(common))}
+    iv = seed_interval((a[common] - b[common]).to_numpy(), level)
+    return {"diff": iv.mean, "ci_low": iv.ci_low, "ci_high": iv.ci_high, "p_one_sided": iv.p_one_sided,
+            "n_seeds": iv.n}
 
 
 def verdict(results: Sequence) -> str:
     """Markdown: the claim's test on these results (smallest vs largest batch, seed-paired), with a status
     like the claims page's: *reproduced* when the difference's 95% CI is above 0."""
     status, text = verdict_status(results)
-    return (f"**Verdict on this sweep** (95% CI > 0 counts as reproduced): the paper's claim \"smaller batches give "
+    return (f"**Verdict on this sweep** (2 planned comparisons; a 95% interval above 0 with at least {MIN_SEEDS} "
+            f"seeds counts as reproduced): the paper's claim \"smaller batches give "
             f"more IML; full-batch training gives none\": **{status}**. {text}")
 
 
@@ -271,8 +269,8 @@ def is_full_batch(result) -> bool:
 
 
 def verdict_status(results: Sequence) -> tuple[str, str]:
-    """(status, evidence) for paper claim 4 from a finished sweep (the claims page uses it too). The
-    bootstraps use as many draws as :func:`summary`, so the numbers match the table beside them.
+    """(status, evidence) for paper claim 4 from a finished sweep (the claims page uses it too), by the
+    rules of :mod:`iml.verdicts` (two planned comparisons: the trend and the full-batch gap).
 
     The claim has two parts. *Smaller batches, more IML*: the seed-paired gap difference between the
     smallest and the largest batch (:func:`trend`), reproduced when its 95% CI is above 0, not reproduced
@@ -282,18 +280,19 @@ def verdict_status(results: Sequence) -> tuple[str, str]:
     rs = sorted(results, key=lambda r: r.config["batch_size"])
     if len(rs) < 2:
         return "not attempted", "a trend needs at least two batch sizes"
-    t = trend(rs[0], rs[-1], n_boot=10_000)
+    t = trend(rs[0], rs[-1])
     text = (f"IML gap at batch {t['small']} minus gap at batch {t['large']} = {t['diff']:+.3f} "
             f"[{t['ci_low']:+.3f}, {t['ci_high']:+.3f}] (held-out accuracy, {t['n_seeds']} seeds paired, "
             f"one-sided p = {t['p_one_sided']:.2g}).")
-    status = _status(t["ci_low"], t["ci_high"])
+    status = interval_status(t["ci_low"], t["ci_high"], t["n_seeds"])
     text += {"reproduced": "", "not reproduced": " The larger batch gave more IML.",
-             "null at our scale": " The difference's CI includes 0."}[status]
-    if is_full_batch(rs[-1]):
-        g = iml_gap(rs[-1].table, "d1consis", "d2consis", metric="acc", n_boot=10_000)
+             "null at our scale": " The difference's CI includes 0.",
+             "too few seeds": f" A verdict needs at least {MIN_SEEDS} seeds."}[status]
+    if is_full_batch(rs[-1]) and status != "too few seeds":
+        g = iml_gap(rs[-1].table, "d1consis", "d2consis", metric="acc")
         text += (f" Full-batch training (batch {t['large']}) gave an IML gap of {g.gap:+.3f} "
                  f"[{g.ci_low:+.3f}, {g.ci_high:+.3f}]")
-        if g.ci_low > 0:
+        if interval_status(g.ci_low, g.ci_high, g.n_stage1) == "reproduced":
             status, text = "not reproduced", text + ": IML without minibatch noise, against the claim's second part."
         else:
             text += "."
@@ -326,10 +325,6 @@ def find_sweeps(roots: Sequence) -> dict[str, tuple[str, list]]:
     return out
 
 
-def _status(lo: float, hi: float) -> str:
-    return "reproduced" if lo > 0 else ("not reproduced" if hi < 0 else "null at our scale")
-
-
 def claim_status(rank: int, sweeps: Mapping[str, tuple[str, list]]) -> tuple[str, str, str]:
     """(status, evidence, scale) on the claims page for paper claim 4 (batch size) or 12 (single-stage
     training), from :func:`find_sweeps`. Claim 4's status is the single-stage sweep's when there is one,
@@ -350,8 +345,8 @@ def claim_status(rank: int, sweeps: Mapping[str, tuple[str, list]]) -> tuple[str
         name, rs = sweeps["single-stage"]
         bs = mnist_grid.make_config(SWEEPS[name]["preset"]).batch_size
         r = next((r for r in rs if r.config["batch_size"] == bs), rs[0])
-        g = iml_gap(r.table, "d1consis", "d2consis", metric="acc", n_boot=10_000)
-        return (_status(g.ci_low, g.ci_high),
+        g = iml_gap(r.table, "d1consis", "d2consis", metric="acc")
+        return (interval_status(g.ci_low, g.ci_high, g.n_stage1),
                 f"MNIST grid analogue, one stage at the preset's batch {r.config['batch_size']}: Ḋ₅ − D̄₆ = "
                 f"{g.gap:+.3f} [{g.ci_low:+.3f}, {g.ci_high:+.3f}] (held-out accuracy, {g.n_stage1} seeds)",
                 f"{name} sweep, config {r.hash}")

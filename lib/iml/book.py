@@ -35,7 +35,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from . import io, paper, plots, registry, stats
+from . import io, paper, plots, registry, stats, verdicts
 from .config import parse_override
 
 __all__ = ["NOTEBOOKS_DIR", "EXECUTED_DIR", "PRESET_ORDER", "results_root", "headline", "headline_note",
@@ -167,8 +167,8 @@ def _metrics_of(result, experiment: str) -> list[str]:
     return out or sorted(have)
 
 
-def comparison(result, experiment: str | None = None, n_boot: int = 2000) -> pd.DataFrame:
-    """Our gaps (:func:`iml.stats.gap_table`, hierarchical bootstrap) beside the paper's values.
+def comparison(result, experiment: str | None = None) -> pd.DataFrame:
+    """Our gaps (:func:`iml.stats.gap_table`, t-intervals over stage-1 seeds) beside the paper's values.
 
     Stage-2 gaps are taken at the last epoch, stage-1 gaps at the last stage-1 epoch.
     """
@@ -181,8 +181,7 @@ def comparison(result, experiment: str | None = None, n_boot: int = 2000) -> pd.
         prs = [(g.a, g.b) for g in paper.GAPS if g.experiment == experiment and g.when == when]
         if not prs or (when == "stage1_end" and epoch is None):
             continue
-        frames.append(stats.gap_table(result.table, prs, _metrics_of(result, experiment), epoch=epoch,
-                                      n_boot=n_boot))
+        frames.append(stats.gap_table(result.table, prs, _metrics_of(result, experiment), epoch=epoch))
     gaps = pd.concat([f for f in frames if not f.empty], ignore_index=True) if any(
         not f.empty for f in frames) else pd.DataFrame(columns=["a", "b", "metric", "epoch", "gap", "ci_low",
                                                                 "ci_high", "p_one_sided", "n_stage1",
@@ -353,7 +352,9 @@ def verdict(result, experiment: str | None = None) -> str:
             out.append(f"- {paper.gap_label(experiment, a, b_, m)}: **{status}** ({scale}): {txt}.")
     if not out:
         return "No claim of the paper is tested by this result."
-    return "**Verdict on this run** (95% CI > 0 counts as reproduced):\n\n" + "\n".join(out)
+    return (f"**Verdict on this run** ({len(out)} planned comparison{'s' if len(out) != 1 else ''}, the paper's; "
+            f"95% interval above 0 with at least {verdicts.MIN_SEEDS} stage-1 seeds counts as reproduced):\n\n"
+            + "\n".join(out))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -443,9 +444,6 @@ def slim_reference(path: str | os.PathLike) -> Path:
 # Claims page
 # ------------------------------------------------------------------------------------------------
 
-STATUSES = ("reproduced", "not reproduced", "null at our scale", "too few seeds", "not attempted")
-
-
 def best_results(root: str | os.PathLike | None = None, extra: Mapping[str, Any] | None = None) -> dict:
     """experiment -> (preset, Result) for the largest-scale finished result of each registered experiment.
 
@@ -501,18 +499,21 @@ def best_results(root: str | os.PathLike | None = None, extra: Mapping[str, Any]
 
 def _gap_status(result, a: str, b: str, metric: str, epoch, preset: str) -> tuple[str, str]:
     try:
-        g = stats.iml_gap(result.table, a, b, metric, epoch, n_boot=2000)
+        status, g = verdicts.gap_status(result.table, a, b, metric, epoch, paper_scale=preset == "paper")
     except ValueError as e:
         return "not attempted", f"no {metric} rows for {a}/{b} ({e})"
     txt = (f"{paper.symbol(a)} − {paper.symbol(b)} = {g.gap:+.3f} [{g.ci_low:+.3f}, {g.ci_high:+.3f}] "
            f"({metric}, epoch {g.epoch:g}, {g.n_stage1}×{g.n_stage2_per_stage1:g} seeds)")
-    if not (g.ci_low == g.ci_low):  # NaN: fewer than two stage-1 seeds
-        return "too few seeds", txt + " (a CI needs at least 2 stage-1 seeds)"
-    if g.ci_low > 0:
-        return "reproduced", txt
-    if g.ci_high < 0 or preset == "paper":
-        return "not reproduced", txt
-    return "null at our scale", txt
+    if status == "too few seeds":
+        txt += f" (a verdict needs at least {verdicts.MIN_SEEDS} stage-1 seeds)"
+    elif status == "uninformative (floor/ceiling)":
+        txt += f" (both sides at the metric's {verdicts.at_bound(result.table, a, b, metric, g.epoch)})"
+    return status, txt
+
+
+EXPERIMENT_DOMAIN = {"main": "language", "setinclusion": "language", "mnist": "vision", "batch_size": "vision",
+                     "alpha": "vision", "gradalign": "vision", "probe": "vision"}
+"""What kind of model each experiment trains: a language-model claim judged on a vision result is an analogue."""
 
 
 def claims_table(available: Mapping[str, tuple[str, Any]]) -> pd.DataFrame:
@@ -526,14 +527,7 @@ def claims_table(available: Mapping[str, tuple[str, Any]]) -> pd.DataFrame:
     rows = []
     for c in paper.CLAIMS:
         status, evidence, scale = "not attempted", "", ""
-        if c.experiment == "schematic":
-            try:
-                from . import tagging  # noqa: F401
-
-                status, evidence = "reproduced", "drawn from iml.tagging on the Method page"
-            except ImportError:
-                evidence = "iml.tagging missing"
-        elif c.experiment is None:
+        if c.experiment is None:
             evidence = "no experiment for this in the book"
         elif c.experiment not in available:
             evidence = f"no finished `{c.experiment}` result"
@@ -571,10 +565,10 @@ def claims_table(available: Mapping[str, tuple[str, Any]]) -> pd.DataFrame:
                 s, e = _gap_status(res, a, b_, m, ep, preset)
                 sts.append(s)
                 evs.append(e)
-            order = {s: i for i, s in enumerate(("not reproduced", "not attempted", "too few seeds",
-                                                 "null at our scale", "reproduced"))}
-            status = min(sts, key=order.__getitem__) if sts else "not attempted"
+            status = verdicts.worst(sts)
             evidence = "; ".join(evs)
+        analogue = c.domain == "language" and EXPERIMENT_DOMAIN.get(c.experiment) == "vision"
+        status = verdicts.for_domain(status, analogue)
         paper_vals = "; ".join(
             f"{paper.symbol(a)} − {paper.symbol(b_)} ≈ {paper.paper_gap(c.experiment, a, b_, m)[0]:+.3f}"
             for a, b_, m in c.gaps
@@ -582,8 +576,17 @@ def claims_table(available: Mapping[str, tuple[str, Any]]) -> pd.DataFrame:
         if c.experiment == "gradalign":  # cosines, not a gap of paper.GAPS
             from .gradalign import PAPER_NOTE as paper_vals
         rows.append({"#": c.rank, "figure": c.figure, "claim": c.claim, "paper": paper_vals or "no number",
-                     "status": status, "this book": evidence, "scale": scale, "source": c.source})
+                     "status": status, "tested on": _tested_on(c), "this book": evidence, "scale": scale, "source": c.source})
     return pd.DataFrame(rows)
+
+
+def _tested_on(claim) -> str:
+    dom = EXPERIMENT_DOMAIN.get(claim.experiment)
+    if dom is None:
+        return "–"
+    if dom == "vision":
+        return "MNIST grid (ConvNet)" + (" analogue" if claim.domain == "language" else "")
+    return {"main": "pretrained language model", "setinclusion": "transformer trained from scratch"}[claim.experiment]
 
 
 def _md_cell(x: Any) -> str:
@@ -598,12 +601,19 @@ def claims_markdown(table: pd.DataFrame) -> str:
         "*This page is generated by `python -m iml.book claims` from the results available when the book "
         "was built; nothing on it is typed in by hand. Rerun `make book` after new results land.*",
         "",
-        "Status rules: **reproduced** = every gap the claim names has a 95% CI (hierarchical bootstrap over "
-        "stage-1 seeds) above 0; **not reproduced** = a CI below 0, or including 0 at the paper's scale; "
-        "**null at our scale** = a CI including 0 at a smaller scale than the paper's; **too few seeds** = "
-        "fewer than 2 stage-1 seeds, so no CI; **not attempted** = no result. Paper values are poster readings (±0.005 EM each, see `iml.paper`).",
+        f"Status rules (`iml.verdicts`, Method page): only the comparisons the paper makes are tested (each row "
+        f"names them; nothing found by looking at other numbers counts). **too few seeds** = fewer than "
+        f"{verdicts.MIN_SEEDS} stage-1 seeds; **uninformative (floor/ceiling)** = both sides of a comparison at "
+        f"the metric's floor or ceiling, where a zero gap is no evidence; otherwise the 95% interval "
+        f"({stats.METHOD}) decides: **reproduced** = every comparison the claim names above 0; "
+        f"**not reproduced** = one below 0, or including 0 at the paper's scale; **null at our scale** = "
+        f"including 0 at a smaller scale. **(analogue)** = a claim the paper makes for language models, "
+        f"tested here only on the MNIST grid task: counted apart from a reproduction in a language model. "
+        f"**not attempted** = no result. Paper values are poster readings (±0.005 EM each, so ±0.01 for a "
+        f"difference of two; see `iml.paper`). The methodology schematic (Fig. 2) is the design, drawn on "
+        f"the Method page, not a claim.",
         "",
-        "Summary: " + ", ".join(f"{s}: {int(counts.get(s, 0))}" for s in STATUSES) + ".",
+        "Summary: " + ", ".join(f"{s}: {int(counts.get(s, 0))}" for s in verdicts.STATUSES) + ".",
         "",
         "| " + " | ".join(table.columns) + " |",
         "|" + "---|" * len(table.columns),

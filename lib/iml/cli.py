@@ -3,6 +3,8 @@
     iml list                                   experiments and their presets
     iml run EXPERIMENT [--preset P] [--set key=value ...] [--config FILE.yaml] [--root DIR] [--force] [--quiet]
     iml show RESULT_DIR                        the gap table of a finished result
+    iml verify RESULT_DIR [--units N|all] [--seed S] [--root TMP] [--out REPORT.json]
+                                               recompute sampled units and compare (exit 1: verdict differs)
 
 Bad input (an unknown experiment, preset or config key, a wrong type, a missing file) prints one line
 naming the field on stderr and exits with code 2, without a traceback.
@@ -40,10 +42,23 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--quiet", action="store_true", help="no progress bars")
 
     s = sub.add_parser("show", help="print the gap table of a finished result",
-                       description="Print the IML gap table (hierarchical bootstrap) of a result folder "
+                       description="Print the IML gap table (t-intervals over stage-1 seeds) of a result folder "
                                    "results/<experiment>/<hash>.")
     s.add_argument("result_dir", help="a result folder (results/<experiment>/<config-hash>)")
     s.add_argument("--epoch", type=float, default=None, help="epoch to compare at (default: the last)")
+
+    v = sub.add_parser("verify", help="recompute some units of a result and compare them with it",
+                       description="Recompute a deterministic sample of a result's units in a temporary results "
+                                   "root and compare: bitwise equal, numbers differ but statistically the same "
+                                   "(exit 0), or verdict differs (exit 1). The result folder is not modified.")
+    v.add_argument("result_dir", help="a result folder (results/<experiment>/<config-hash>)")
+    v.add_argument("--units", default="1", help="how many units to recompute, or 'all' (default: 1)")
+    v.add_argument("--seed", type=int, default=0, help="seed of the unit sample (default: 0)")
+    v.add_argument("--root", help="results root to recompute in, kept afterwards (default: a temporary folder)")
+    v.add_argument("--out", help="also write the report as JSON to this file")
+    v.add_argument("--threads", type=int, default=None,
+                   help="torch threads (default: those the committed result recorded)")
+    v.add_argument("--progress", action="store_true", help="show the engine's progress bars")
     return p
 
 
@@ -147,7 +162,7 @@ def _cmd_show(args) -> int:
             s1 = table[(table["stage"].astype(str) != "init") & table["subset"].isin([a, b])]
             stage_ends = s1.groupby("stage")["epoch"].max().sort_values()
             epoch = float(stage_ends.iloc[-2]) if len(stage_ends) > 1 else None
-        gt = gap_table(table, [(a, b)], metrics=metrics, epoch=epoch, n_boot=2000)
+        gt = gap_table(table, [(a, b)], metrics=metrics, epoch=epoch)
         if not gt.empty:
             rows.append(gt)
     if not rows:
@@ -164,6 +179,17 @@ def _cmd_show(args) -> int:
     return 0
 
 
+def _cmd_verify(args) -> int:
+    from .config import ConfigError
+    from .verify import main as verify_main
+
+    try:
+        return verify_main(args.result_dir, args.units, seed=args.seed, root=args.root, out=args.out,
+                           threads=args.threads, progress=args.progress)
+    except ConfigError as e:
+        return _fail(str(e))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -173,6 +199,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _cmd_run(args)
     if args.command == "show":
         return _cmd_show(args)
+    if args.command == "verify":
+        return _cmd_verify(args)
     parser.error(f"unknown command {args.command!r}")  # pragma: no cover
     return 2
 

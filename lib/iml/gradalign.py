@@ -377,11 +377,11 @@ GAPS = {"grad_cos": "the paper's quantity", "grad_cos_change": "change since epo
 """The gaps Ḋ₅ − D̄₆ the summary reports, in the metrics of :func:`with_derived`."""
 
 
-def summary(results: Sequence[Result], n_boot: int = 10_000) -> pd.DataFrame:
+def summary(results: Sequence[Result]) -> pd.DataFrame:
     """One row per batch size at the end of Stage 1: the mean cos(definition, QA) per subset with a
-    bootstrap CI over seeds, the gap Ḋ₅ − D̄₆ with its CI in each metric of :data:`GAPS`, and the Stage-1
+    t-interval over seeds, the gap Ḋ₅ − D̄₆ with its CI in each metric of :data:`GAPS`, and the Stage-1
     held-out accuracies."""
-    from .stats import hierarchical_bootstrap, iml_gap
+    from .stats import iml_gap, per_seed_means, seed_interval
 
     rows = []
     for r in sorted(results, key=lambda r: r.config["task"]["batch_size"]):
@@ -393,15 +393,13 @@ def summary(results: Sequence[Result], n_boot: int = 10_000) -> pd.DataFrame:
             sel = end[(end.metric == "grad_cos") & (end.subset == name)]
             if sel.empty:
                 continue
-            boot = hierarchical_bootstrap(sel.assign(diff=sel.value), n_boot=n_boot)
-            row[f"grad_cos_{name}"] = float(sel.groupby("seed_stage1").value.mean().mean())
-            lo, hi = np.quantile(boot, [0.025, 0.975])
-            row[f"grad_cos_{name}_lo"], row[f"grad_cos_{name}_hi"] = float(lo), float(hi)
+            iv = seed_interval(per_seed_means(sel, "value"))
+            row[f"grad_cos_{name}"], row[f"grad_cos_{name}_lo"], row[f"grad_cos_{name}_hi"] = iv.mean, iv.ci_low, iv.ci_high
         for m in GAPS:
-            g = iml_gap(t, "d1consis", "d2consis", metric=m, epoch=e1, n_boot=n_boot)
+            g = iml_gap(t, "d1consis", "d2consis", metric=m, epoch=e1)
             row[f"{m}_gap"], row[f"{m}_gap_lo"], row[f"{m}_gap_hi"] = g.gap, g.ci_low, g.ci_high
             row[f"{m}_gap_p"] = g.p_one_sided
-        g0 = iml_gap(t, "d1consis", "d2consis", metric="grad_cos", epoch=0, n_boot=n_boot)
+        g0 = iml_gap(t, "d1consis", "d2consis", metric="grad_cos", epoch=0)
         row["grad_cos_gap_epoch0"] = g0.gap
         acc = end[end.metric == "acc"].groupby("subset").value.mean()
         row["stage1_acc_qd1consis"] = float(acc.get("qd1consis", np.nan))
@@ -443,7 +441,7 @@ def table(s: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
-def gap_curve(result: Result, metric: str = "grad_cos", n_boot: int = 2000) -> pd.DataFrame:
+def gap_curve(result: Result, metric: str = "grad_cos") -> pd.DataFrame:
     """The gap Ḋ₅ − D̄₆ in `metric` (any of :func:`with_derived`'s) at every measured epoch, with its CI:
     columns epoch, gap, ci_low, ci_high."""
     from .stats import iml_gap
@@ -451,7 +449,7 @@ def gap_curve(result: Result, metric: str = "grad_cos", n_boot: int = 2000) -> p
     t = with_derived(result.table)
     rows = []
     for e in sorted(t[t.metric == metric].epoch.unique()):
-        g = iml_gap(t, "d1consis", "d2consis", metric=metric, epoch=e, n_boot=n_boot)
+        g = iml_gap(t, "d1consis", "d2consis", metric=metric, epoch=e)
         rows.append({"epoch": int(e), "gap": g.gap, "ci_low": g.ci_low, "ci_high": g.ci_high})
     return pd.DataFrame(rows)
 
@@ -463,27 +461,28 @@ def _per_seed_change(result: Result) -> pd.Series:
     return d.groupby("seed_stage1")["diff"].mean()
 
 
-def trend(small: Result, large: Result, n_boot: int = 10_000) -> dict:
+def trend(small: Result, large: Result) -> dict:
     """The alignment gap's change since epoch 0 at the smaller batch minus at the larger one, paired by seed
-    (the same seeds, aliases and initial weights at every batch size), with a bootstrap CI over seeds."""
+    (the same seeds, aliases and initial weights at every batch size), with a t-interval over seeds."""
     from .batch_size import seed_paired_difference
 
     return {"small": small.config["task"]["batch_size"], "large": large.config["task"]["batch_size"],
-            **seed_paired_difference(_per_seed_change(small), _per_seed_change(large), n_boot)}
+            **seed_paired_difference(_per_seed_change(small), _per_seed_change(large))}
 
 
 def verdict_status(results: Sequence[Result]) -> tuple[str, str]:
     """(status, evidence) for paper claim 5, judged at the smallest batch on the change since epoch 0 of
     the gap Ḋ₅ − D̄₆ in cos(definition grad, QA grad) (:func:`with_derived`): *reproduced* when its 95% CI is
-    above 0. The evidence adds the raw gap (the paper's number), the alias-specific gap and the largest batch."""
-    from .batch_size import _status
+    above 0 with enough seeds (:mod:`iml.verdicts`). The evidence adds the raw gap (the paper's number), the
+    alias-specific gap and the largest batch."""
+    from .verdicts import interval_status
 
     if not results:
         return "not attempted", "no finished gradient-alignment sweep"
     s = summary(results)
     first, last = s.iloc[0], s.iloc[-1]
-    status = "too few seeds" if first["n_seeds"] < 2 else _status(first["grad_cos_change_gap_lo"],
-                                                                   first["grad_cos_change_gap_hi"])
+    status = interval_status(first["grad_cos_change_gap_lo"], first["grad_cos_change_gap_hi"],
+                             int(first["n_seeds"]))
 
     def gap(row, m):
         return f"{row[m + '_gap']:+.4f} [{row[m + '_gap_lo']:+.4f}, {row[m + '_gap_hi']:+.4f}]"
@@ -507,7 +506,10 @@ def verdict_status(results: Sequence[Result]) -> tuple[str, str]:
 
 def verdict(results: Sequence[Result]) -> str:
     status, text = verdict_status(results)
-    return (f"**Verdict** (95% CI > 0 counts as reproduced) on the paper's claim \"cos(definition grad, QA grad) is "
+    from .verdicts import MIN_SEEDS
+
+    return (f"**Verdict** (1 planned comparison, at the smallest batch; a 95% interval above 0 with at least "
+            f"{MIN_SEEDS} seeds counts as reproduced) on the paper's claim \"cos(definition grad, QA grad) is "
             f"higher for Ḋ₅ than D̄₆ at small batch sizes\": **{status}**. {text}")
 
 
@@ -543,7 +545,7 @@ def _same_stage1(task: Mapping[str, Any], root=None) -> Result | None:
     return best
 
 
-def outcome_link(results: Sequence[Result], root=None, n_boot: int = 10_000) -> tuple[pd.DataFrame, dict] | None:
+def outcome_link(results: Sequence[Result], root=None) -> tuple[pd.DataFrame, dict] | None:
     """Does the alignment predict IML? Each point's Stage 1 is exactly the Stage 1 of the MNIST result with the
     same task config (or the same recipe with another seed count, :func:`_same_stage1`) when that result exists
     under `root`, so seed by seed the alignment gap at the end of Stage 1 can be set beside the IML gap that the
@@ -551,9 +553,9 @@ def outcome_link(results: Sequence[Result], root=None, n_boot: int = 10_000) -> 
 
     Returns (per-seed frame: batch_size, seed_stage1, align = Ḋ₅ − D̄₆ change of grad_cos since epoch 0,
     iml = Ḋ₅ − D̄₆ held-out accuracy after Stage 2, mean over stage-2 seeds) and the Pearson correlation over
-    all pairs with a bootstrap CI (pairs resampled), or None when no MNIST result is there. Seeds are shared
+    all pairs with its Fisher-z interval, or None when no MNIST result is there. Seeds are shared
     across batch sizes, so the pairs are not independent; read the CI as descriptive."""
-    from .stats import paired_differences
+    from .stats import correlation, paired_differences
 
     rows = []
     for r in results:
@@ -569,18 +571,8 @@ def outcome_link(results: Sequence[Result], root=None, n_boot: int = 10_000) -> 
     if len(rows) < 3:
         return None
     f = pd.DataFrame(rows)
-    x, y = f["align"].to_numpy(), f["iml"].to_numpy()
-    info = {"n": len(f), "batch_sizes": sorted(f.batch_size.unique().tolist())}
-    if x.std() == 0 or y.std() == 0:  # e.g. a smoke run where no seed learnt anything: r is undefined
-        return f, {"r": float("nan"), "ci_low": float("nan"), "ci_high": float("nan"), **info}
-    rng = np.random.default_rng(0)
-    idx = rng.integers(0, len(f), size=(n_boot, len(f)))
-    xb, yb = x[idx], y[idx]
-    xb, yb = xb - xb.mean(1, keepdims=True), yb - yb.mean(1, keepdims=True)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        boot = (xb * yb).sum(1) / np.sqrt((xb ** 2).sum(1) * (yb ** 2).sum(1))
-    lo, hi = np.nanquantile(boot, [0.025, 0.975])  # resamples with a constant column give NaN: dropped
-    return f, {"r": float(np.corrcoef(x, y)[0, 1]), "ci_low": float(lo), "ci_high": float(hi), **info}
+    info = {"batch_sizes": sorted(f.batch_size.unique().tolist())}
+    return f, {**correlation(f["align"], f["iml"]), **info}
 
 
 def outcome_note(link: tuple[pd.DataFrame, dict] | None) -> str:
@@ -594,13 +586,13 @@ def outcome_note(link: tuple[pd.DataFrame, dict] | None) -> str:
     return (f"*Alignment vs IML, seed by seed:* Pearson r = {c['r']:+.2f} [{c['ci_low']:+.2f}, {c['ci_high']:+.2f}] "
             f"between a seed's alignment gap at the end of Stage 1 (change since epoch 0) and the IML gap the same "
             f"seed showed after Stage 2 in the MNIST result with the same Stage 1 ({c['n']} seed × batch-size pairs, "
-            f"batch sizes {', '.join(map(str, c['batch_sizes']))}; pairs resampled, and the seeds repeat across "
-            f"batch sizes, so the interval is descriptive).")
+            f"batch sizes {', '.join(map(str, c['batch_sizes']))}; Fisher-z interval, but the seeds repeat across "
+            f"batch sizes, so the pairs are not independent and the interval is descriptive).")
 
 
-def curves(results: Sequence[Result], n_boot: int = 2000) -> dict[int, pd.DataFrame]:
+def curves(results: Sequence[Result]) -> dict[int, pd.DataFrame]:
     """batch size -> the change since epoch 0 of the gap over Stage 1 (:func:`gap_curve`), for the figure."""
-    return {r.config["task"]["batch_size"]: gap_curve(r, "grad_cos_change", n_boot) for r in results}
+    return {r.config["task"]["batch_size"]: gap_curve(r, "grad_cos_change") for r in results}
 
 
 def scale_note(results: Sequence[Result]) -> str:

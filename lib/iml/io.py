@@ -9,6 +9,7 @@ import contextlib
 import json
 import os
 import platform
+import re
 import subprocess
 import sys
 import tempfile
@@ -95,5 +96,35 @@ def environment_info() -> dict:
         else:
             info["gpu"] = None
     except Exception:  # noqa: BLE001
+        pass
+    info.update(cpu_info())
+    return info
+
+
+def cpu_info() -> dict:
+    """The CPU and the kernels torch dispatches to on it: two machines that differ here may train to
+    different floats (see the Reproduce page), so every result records them."""
+    info: dict[str, Any] = {"cpu_model": None, "cpu_capability": None,
+                            "aten_cpu_capability_env": os.environ.get("ATEN_CPU_CAPABILITY")}
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                info["cpu_model"] = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        info["cpu_model"] = platform.processor() or None
+    try:
+        import torch
+
+        info["cpu_capability"] = torch.backends.cpu.get_cpu_capability()
+        info["mkl"] = bool(torch.backends.mkl.is_available())
+        info["mkldnn"] = bool(torch.backends.mkldnn.is_available())
+        build = torch.__config__.show()
+        for key, pat in (("mkl_version", r"Intel\(R\) (?:oneAPI )?Math Kernel Library Version ([\w.]+)"),
+                         ("onednn_version", r"oneDNN v([\w.]+)"),
+                         ("openmp", r"OpenMP (\d+)")):
+            m = re.search(pat, build)
+            info[key] = m.group(1) if m else None
+    except Exception:  # noqa: BLE001 - no torch: just not recorded
         pass
     return info

@@ -290,10 +290,10 @@ def _stage_ends(result: Result) -> dict[str, int]:
             "end of Stage 2": int(t["stage1_epochs"] + t["stage2_epochs"])}
 
 
-def summary(result: Result, n_boot: int = 10_000) -> pd.DataFrame:
+def summary(result: Result) -> pd.DataFrame:
     """One row per layer and moment (epoch 0, end of Stage 1, end of Stage 2): the probe's accuracy (mean over
-    stage-1 seeds, stage-2 seeds nested) with a 95% bootstrap CI, and the shuffled-label control."""
-    from .stats import hierarchical_bootstrap
+    stage-1 seeds, stage-2 seeds averaged inside) with its 95% t-interval, and the shuffled-label control."""
+    from .stats import per_seed_means, seed_interval
 
     t = result.table
     rows = []
@@ -305,10 +305,8 @@ def summary(result: Result, n_boot: int = 10_000) -> pd.DataFrame:
                 if sel.empty:
                     row.update({key: np.nan, f"{key}_lo": np.nan, f"{key}_hi": np.nan})
                     continue
-                boot = hierarchical_bootstrap(sel.assign(diff=sel.value), n_boot=n_boot)
-                lo, hi = np.quantile(boot, [0.025, 0.975])
-                per_seed = sel.groupby("seed_stage1").value.mean()
-                row.update({key: float(per_seed.mean()), f"{key}_lo": float(lo), f"{key}_hi": float(hi)})
+                iv = seed_interval(per_seed_means(sel, "value"))
+                row.update({key: iv.mean, f"{key}_lo": iv.ci_low, f"{key}_hi": iv.ci_high})
             row["n_seeds"] = int(t[t.metric == f"probe_{layer}"].seed_stage1.nunique())
             rows.append(row)
     return pd.DataFrame(rows)
@@ -347,7 +345,7 @@ def verdict_status(result: Result) -> tuple[str, str]:
             f"{best}: {b['acc']:.3f} [{b['acc_lo']:.3f}, {b['acc_hi']:.3f}] (epoch 0: {start.loc[best, 'acc']:.3f}; "
             f"shuffled-tag control {b['control']:.3f}; {int(b['n_seeds'])} seeds)")
     try:
-        g = iml_gap(result.table, "d1consis", "d2consis", metric="acc", n_boot=10_000)
+        g = iml_gap(result.table, "d1consis", "d2consis", metric="acc")
         text += (f"; the same runs' IML gap Ḋ₅ − D̄₆ after Stage 2: {g.gap:+.3f} [{g.ci_low:+.3f}, "
                  f"{g.ci_high:+.3f}]")
     except ValueError:

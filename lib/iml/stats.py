@@ -1,9 +1,10 @@
-"""Statistics for the IML gap: hierarchical bootstrap over stage-1 seeds, stage-2 seeds nested.
+"""Statistics for the IML gap: t-intervals over stage-1 seeds, stage-2 seeds averaged inside them.
 
-Why hierarchical: stage-2 runs that start from the same stage-1 model share its randomness, so they
-are not independent replicates (the reference code pooled them, which shrinks its error bars). The unit
-of replication is the stage-1 seed. We resample stage-1 seeds with replacement, then stage-2 seeds
-with replacement inside each, and average (two-stage cluster bootstrap).
+The unit of replication is the stage-1 seed: stage-2 runs that start from one stage-1 model share its
+randomness, so they are averaged inside their stage-1 seed first, and the k per-seed means are the sample.
+The interval is Student's t on those k means (df = k - 1), exact for normal per-seed means at any k >= 2;
+the book's Method page shows why the percentile bootstrap used before is not (it covered 79% at k = 5).
+The same interval serves every mean over seeds: gaps, seed-paired differences, per-seed probe accuracies.
 """
 from __future__ import annotations
 
@@ -12,13 +13,71 @@ import math
 
 import numpy as np
 import pandas as pd
+from scipy import stats as _st
 
-__all__ = ["GapResult", "paired_differences", "hierarchical_bootstrap", "iml_gap", "gap_table"]
+__all__ = ["Interval", "GapResult", "seed_interval", "paired_differences", "per_seed_means", "iml_gap",
+           "gap_table", "correlation", "half_width", "seeds_needed", "METHOD"]
+
+METHOD = "t-interval over stage-1 seeds (stage-2 seeds averaged inside each)"
+"""How every interval in the book is made; captions and the claims page quote it."""
+
+
+@dataclasses.dataclass
+class Interval:
+    """The mean of k per-stage-1-seed values with its t-interval and the one-sided t-test of mean > 0."""
+
+    mean: float
+    ci_low: float
+    ci_high: float
+    p_one_sided: float
+    n: int
+    sd: float
+
+
+def seed_interval(values, level: float = 0.95) -> Interval:
+    """t-interval and one-sided t-test (mean > 0) for independent per-stage-1-seed values.
+
+    With fewer than two values the interval, p and SD are NaN: one seed says nothing about seed-to-seed
+    variation. A zero SD gives a zero-width interval (every seed agrees exactly; e.g. a floor).
+    """
+    x = np.asarray(values, dtype=float)
+    x = x[~np.isnan(x)]
+    k = len(x)
+    if k == 0:
+        raise ValueError("no per-seed values")
+    m = float(x.mean())
+    if k < 2:
+        return Interval(m, math.nan, math.nan, math.nan, 1, math.nan)
+    sd = float(x.std(ddof=1))
+    se = sd / math.sqrt(k)
+    if se == 0:
+        return Interval(m, m, m, 0.0 if m > 0 else 1.0, k, 0.0)
+    q = float(_st.t.ppf(0.5 + level / 2, df=k - 1))
+    p = float(_st.t.sf(m / se, df=k - 1))
+    return Interval(m, m - q * se, m + q * se, p, k, sd)
+
+
+def half_width(sd: float, k: int, level: float = 0.95) -> float:
+    """The t-interval's half-width for k seeds of between-seed SD `sd`."""
+    return float(_st.t.ppf(0.5 + level / 2, df=k - 1)) * sd / math.sqrt(k)
+
+
+def seeds_needed(sd: float, effect: float, fraction: float = 1 / 3, level: float = 0.95,
+                 k_min: int = 10, k_max: int = 400) -> int:
+    """The fewest stage-1 seeds (at least `k_min`) whose interval half-width is <= fraction x |effect|.
+
+    Returns k_max + 1 when even k_max seeds are not enough (e.g. an effect of 0).
+    """
+    target = fraction * abs(effect)
+    for k in range(max(2, k_min), k_max + 1):
+        if half_width(sd, k, level) <= target:
+            return k
+    return k_max + 1
 
 
 @dataclasses.dataclass
 class GapResult:
-    """One gap (EM[a] - EM[b]) with its 95% CI and one-sided test of gap > 0."""
+    """One gap (value[a] - value[b]) with its 95% t-interval over stage-1 seeds and one-sided t-test of gap > 0."""
 
     a: str
     b: str
@@ -28,7 +87,7 @@ class GapResult:
     ci_low: float
     ci_high: float
     p_one_sided: float
-    t_p_one_sided: float
+    sd_stage1: float
     n_stage1: int
     n_stage2_per_stage1: float
     n_runs: int
@@ -65,70 +124,19 @@ def paired_differences(table: pd.DataFrame, a: str, b: str, metric: str, epoch: 
     return out
 
 
-def hierarchical_bootstrap(diffs: pd.DataFrame, n_boot: int = 10_000, seed: int = 0,
-                           value: str = "diff") -> np.ndarray:
-    """Bootstrap distribution of the grand mean: resample stage-1 seeds, then stage-2 seeds within."""
-    rng = np.random.default_rng(seed)
-    groups = [g[value].to_numpy(float) for _, g in diffs.groupby("seed_stage1", sort=True)]
-    k = len(groups)
-    if k == 0:
-        raise ValueError("no runs to bootstrap")
-    # Vectorised: for each bootstrap draw pick k groups, and inside each group draw len(group) members.
-    sizes = np.array([len(g) for g in groups])
-    maxn = sizes.max()
-    padded = np.full((k, maxn), np.nan)
-    for i, g in enumerate(groups):
-        padded[i, : len(g)] = g
-    pick = rng.integers(0, k, size=(n_boot, k))
-    n_in = sizes[pick]  # (B, k)
-    inner = (rng.random((n_boot, k, maxn)) * n_in[..., None]).astype(int)  # index < size of picked group
-    vals = padded[pick[..., None], inner]  # (B, k, maxn)
-    mask = np.arange(maxn)[None, None, :] < n_in[..., None]
-    group_means = np.where(mask, vals, 0.0).sum(-1) / n_in
-    return group_means.mean(-1)
-
-
-def _t_one_sided_p(x: np.ndarray) -> float:
-    """One-sided one-sample t-test p-value for mean(x) > 0 (x: per-stage-1-seed means)."""
-    n = len(x)
-    if n < 2:
-        return float("nan")
-    sd = x.std(ddof=1)
-    if sd == 0:
-        return 0.0 if x.mean() > 0 else 1.0
-    t = x.mean() / (sd / math.sqrt(n))
-    try:
-        from scipy import stats as st
-
-        return float(st.t.sf(t, df=n - 1))
-    except ImportError:  # normal approximation
-        return float(0.5 * math.erfc(t / math.sqrt(2)))
+def per_seed_means(frame: pd.DataFrame, value: str = "diff") -> pd.Series:
+    """`value` averaged over stage-2 seeds inside each stage-1 seed (index: seed_stage1)."""
+    return frame.groupby("seed_stage1", sort=True)[value].mean()
 
 
 def iml_gap(table: pd.DataFrame, a: str = "d1consis", b: str = "d2consis", metric: str = "EM",
-            epoch: float | None = None, n_boot: int = 10_000, seed: int = 0, level: float = 0.95) -> GapResult:
-    """The IML gap a - b with a hierarchical-bootstrap CI and two one-sided p-values.
-
-    With fewer than two stage-1 seeds the CI and both p-values are NaN: one stage-1 seed cannot show an
-    effect, however many stage-2 seeds or test questions it has.
-
-    `p_one_sided` is the bootstrap p (share of resampled means <= 0); `t_p_one_sided` is a t-test on the
-    per-stage-1-seed means (stage-2 seeds averaged first), which never pools nested runs.
-    """
+            epoch: float | None = None, level: float = 0.95) -> GapResult:
+    """The IML gap a - b: mean over stage-1 seeds, t-interval and one-sided t-test (see module doc)."""
     d = paired_differences(table, a, b, metric, epoch)
-    per_s1 = d.groupby("seed_stage1")["diff"].mean().to_numpy()
-    if len(per_s1) < 2:
-        # One stage-1 seed says nothing about seed-to-seed variation: no interval, no test.
-        lo = hi = p = float("nan")
-    else:
-        boot = hierarchical_bootstrap(d, n_boot=n_boot, seed=seed)
-        alpha = (1 - level) / 2
-        lo, hi = np.quantile(boot, [alpha, 1 - alpha])
-        p = (1 + np.sum(boot <= 0)) / (len(boot) + 1)
+    iv = seed_interval(per_seed_means(d), level)
     n_s2 = d.groupby("seed_stage1").size().mean()
-    return GapResult(a=a, b=b, metric=metric, epoch=d.attrs["epoch"], gap=float(per_s1.mean()),
-                     ci_low=float(lo), ci_high=float(hi), p_one_sided=float(p),
-                     t_p_one_sided=_t_one_sided_p(per_s1), n_stage1=int(len(per_s1)),
+    return GapResult(a=a, b=b, metric=metric, epoch=d.attrs["epoch"], gap=iv.mean, ci_low=iv.ci_low,
+                     ci_high=iv.ci_high, p_one_sided=iv.p_one_sided, sd_stage1=iv.sd, n_stage1=iv.n,
                      n_stage2_per_stage1=float(n_s2), n_runs=int(len(d)))
 
 
@@ -144,3 +152,15 @@ def gap_table(table: pd.DataFrame, pairs: list[tuple[str, str]], metrics: list[s
             except ValueError:
                 continue
     return pd.DataFrame(rows)
+
+
+def correlation(x, y, level: float = 0.95) -> dict:
+    """Pearson r of paired per-seed values with the Fisher-z interval (n - 3 df): dict(r, ci_low, ci_high, n)."""
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    n = len(x)
+    if n < 4 or x.std() == 0 or y.std() == 0:
+        return {"r": math.nan, "ci_low": math.nan, "ci_high": math.nan, "n": n}
+    r = float(np.corrcoef(x, y)[0, 1])
+    z, q = math.atanh(max(min(r, 1 - 1e-12), -1 + 1e-12)), float(_st.norm.ppf(0.5 + level / 2))
+    return {"r": r, "ci_low": math.tanh(z - q / math.sqrt(n - 3)), "ci_high": math.tanh(z + q / math.sqrt(n - 3)),
+            "n": n}
