@@ -11,7 +11,7 @@ export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: setup test book notebooks html check-html clean-book data refs bench vendor chromium
+.PHONY: setup test book notebooks html check-html clean-book data refs bench vendor chromium verify
 
 setup: $(STAMP)
 
@@ -58,6 +58,13 @@ refs: $(STAMP)
 data: $(STAMP)
 	$(BIN)/python scripts/make_data.py
 	$(BIN)/python scripts/make_mnist.py
+
+## make verify RESULT=results/mnist/<hash> [UNITS=1|N|all]: recompute sampled units of a committed result in a
+## temporary root and compare (bitwise equal / statistically the same: exit 0; verdict differs: exit 1)
+UNITS ?= 1
+verify: $(STAMP)
+	@test -n "$(RESULT)" || { echo "usage: make verify RESULT=results/<experiment>/<config-hash> [UNITS=1|N|all]"; exit 2; }
+	$(BIN)/python -m iml verify $(RESULT) --units $(UNITS)
 
 bench: $(STAMP)
 	for b in benchmarks/*.py; do echo "== $$b"; $(BIN)/python $$b; done

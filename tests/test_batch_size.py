@@ -133,7 +133,7 @@ def test_the_claims_page_judges_claims_4_and_12_by_the_sweeps():
     one = [_fake(8, 0.0, seed=3), _fake(32, 0.25, seed=4), _fake(512, 0.3, seed=5)]
     t = book.claims_table({"batch_size": ("sweeps", {"two-stage": ("cpu", two), "single-stage": ("cpu-joint", one)})})
     row = t[t["#"] == 4].iloc[0]
-    assert row["status"] == "not reproduced"  # the single-stage sweep: the larger batch gave more IML
+    assert row["status"] == "not reproduced (analogue)"  # the single-stage sweep: the larger batch gave more IML
     assert row["this book"].index("single-stage (not reproduced)") < row["this book"].index("two-stage (reproduced)")
     row12 = t[t["#"] == 12].iloc[0]
     assert row12["status"] == "reproduced (analogue)" and "batch 32" in row12["this book"] and "+0.2" in row12["this book"]
