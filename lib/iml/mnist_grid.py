@@ -194,9 +194,10 @@ PRESETS: dict[str, dict[str, Any]] = {
     # seconds: the code path only
     "smoke": dict(n_aliases=40, image_scale=7, width=4, hidden=32, stage1_epochs=2, stage2_epochs=2,
                   batch_size=32, evals_per_stage=1, n_seeds=2, group_size=2),
-    # <= 15 min on a 2-core CPU with one torch thread
+    # ~10 min on one CPU thread; 20 seeds because the between-seed SD (~0.11) needs them for an interval
+    # half-width of a third of the effect (~0.15; Reproduce page, seed counts)
     "cpu": dict(n_aliases=60, image_scale=7, width=8, hidden=128, stage1_epochs=350, stage2_epochs=200,
-                batch_size=32, lr=2e-3, evals_per_stage=5, n_seeds=5, group_size=5),
+                batch_size=32, lr=2e-3, evals_per_stage=5, n_seeds=20, group_size=5),
     # ~1-3 min on one H100/H200 (estimate; check with benchmarks/bench_mnist.py --device cuda)
     "gpu": dict(n_aliases=120, image_scale=14, width=16, hidden=256, norm="none", stage1_epochs=200,
                 stage2_epochs=200, batch_size=32, lr=1e-3, evals_per_stage=10, n_seeds=20, group_size=20),

@@ -195,9 +195,10 @@ PRESETS: dict[str, dict[str, Any]] = {
     # qd1consis 0.657 vs qd2incons 0.612 (+0.044, 95% CI [+0.029, +0.063]), train QA 0.947; after
     # Stage 2 d1consis 0.512 vs d2consis 0.503: gap +0.009 [-0.001, +0.016], 5 seeds (not a clear
     # IML effect). With 30 stage-1 epochs Stage 1 learned less (qd1 0.63) and the gap was -0.009.
+    # 20 seeds since 2026-12-01: the 5-seed hint (+0.009) vanished with 20 other seeds (-0.002 [-0.008, +0.004]).
     "cpu": dict(n_aliases=1000, n_numbers=20, n_per_question=4, d_model=64, n_layers=2, n_heads=4, d_mlp=256,
                 stage1_epochs=40, stage2_epochs=30, batch_size=32, lr=2e-3, eval_every=10,
-                eval_train_qa_max=1024, n_seeds=5, device="cpu"),
+                eval_train_qa_max=1024, n_seeds=20, seeds_per_unit=5, device="cpu"),
     # The paper's scale (8000 aliases, 0..99, 8 numbers, Pythia-70M shape, 100 + 40 epochs, bs 512),
     # 10 stage-1 seeds trained as one batched model, torch.compile on (measured on an H200, torch 2.11:
     # 5.5 s per stage-1 epoch for all 10 seeds compiled, vs 8.5 s uncompiled with SDPA attention; about
