@@ -201,7 +201,7 @@ def test_single_stage1_seed_is_never_reproduced():
     one = fake.table[fake.table["seed_stage1"] == fake.table["seed_stage1"].min()]
     res = results.Result(fake.experiment, fake.hash, fake.dir, one, fake.config, fake.meta)
     status, txt = book._gap_status(res, "d1consis", "d2consis", "acc", None, "cpu")
-    assert status == "too few seeds" and "at least 10 stage-1 seeds" in txt
+    assert status == "too few seeds" and "a verdict needs at least 10" in txt
 
 
 def test_committed_gpu_results_are_the_current_gpu_presets():

@@ -35,7 +35,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from . import io, paper, plots, registry, stats, verdicts
+from . import io, paper, plots, power, registry, stats, verdicts
 from .config import parse_override
 
 __all__ = ["NOTEBOOKS_DIR", "EXECUTED_DIR", "PRESET_ORDER", "results_root", "headline", "headline_note",
@@ -499,13 +499,14 @@ def best_results(root: str | os.PathLike | None = None, extra: Mapping[str, Any]
 
 def _gap_status(result, a: str, b: str, metric: str, epoch, preset: str) -> tuple[str, str]:
     try:
-        status, g = verdicts.gap_status(result.table, a, b, metric, epoch, paper_scale=preset == "paper")
+        status, g, need = verdicts.gap_status(result.table, a, b, metric, epoch, paper_scale=preset == "paper",
+                                              paper_value=paper.paper_gap(result.experiment, a, b, metric)[0])
     except ValueError as e:
         return "not attempted", f"no {metric} rows for {a}/{b} ({e})"
     txt = (f"{paper.symbol(a)} − {paper.symbol(b)} = {g.gap:+.3f} [{g.ci_low:+.3f}, {g.ci_high:+.3f}] "
            f"({metric}, epoch {g.epoch:g}, {g.n_stage1}×{g.n_stage2_per_stage1:g} seeds)")
     if status == "too few seeds":
-        txt += f" (a verdict needs at least {verdicts.MIN_SEEDS} stage-1 seeds)"
+        txt += f" ({verdicts.seeds_note(g.n_stage1, need)})"
     elif status == "uninformative (floor/ceiling)":
         txt += f" (both sides at the metric's {verdicts.at_bound(result.table, a, b, metric, g.epoch)})"
     return status, txt
@@ -624,9 +625,22 @@ def claims_markdown(table: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+def seed_counts_markdown(available) -> str:
+    """The claims page's section on seed counts: :mod:`iml.power` for every comparison a verdict rests on."""
+    return "\n".join([
+        "## Seed counts by power", "",
+        f"For every comparison a verdict rests on: the between-seed SD measured in the result, and the stage-1 seeds "
+        f"a 95% t-interval needs for a half-width of a third of the effect the verdict is about (`iml.power`: the "
+        f"paper's value where it has one, else the effect measured here; a trend or the α = 0.5 null is set against "
+        f"the IML gap it would have to erase). Fewer than {verdicts.MIN_SEEDS} seeds never give a verdict; a result "
+        f"with fewer seeds than needed here is *too few seeds*. Minutes: the result's own wall time per seed times "
+        f"the seeds needed, on the result's own hardware (one CPU thread, or its GPU).", "",
+        power.markdown(power.table(available)), ""])
+
+
 def write_claims(path: str | os.PathLike = EXECUTED_DIR / "claims.md", available=None) -> Path:
     available = best_results() if available is None else available
-    return io.write_text(path, claims_markdown(claims_table(available)))
+    return io.write_text(path, claims_markdown(claims_table(available)) + "\n" + seed_counts_markdown(available))
 
 
 # ------------------------------------------------------------------------------------------------

@@ -38,6 +38,7 @@ Imports torch/numpy/pandas and iml only, so it runs on a bare GPU box as ``PYTHO
 from __future__ import annotations
 
 import dataclasses
+import math
 import sys
 import time
 from typing import Any, Mapping, Sequence
@@ -475,14 +476,16 @@ def verdict_status(results: Sequence[Result]) -> tuple[str, str]:
     the gap Ḋ₅ − D̄₆ in cos(definition grad, QA grad) (:func:`with_derived`): *reproduced* when its 95% CI is
     above 0 with enough seeds (:mod:`iml.verdicts`). The evidence adds the raw gap (the paper's number), the
     alias-specific gap and the largest batch."""
-    from .verdicts import interval_status
+    from .verdicts import interval_status, needed, reference_effect, seeds_note
 
     if not results:
         return "not attempted", "no finished gradient-alignment sweep"
     s = summary(results)
     first, last = s.iloc[0], s.iloc[-1]
-    status = interval_status(first["grad_cos_change_gap_lo"], first["grad_cos_change_gap_hi"],
-                             int(first["n_seeds"]))
+    lo, hi = first["grad_cos_change_gap_lo"], first["grad_cos_change_gap_hi"]
+    sd = float(_per_seed_change(min(results, key=lambda r: r.config["task"]["batch_size"])).std(ddof=1))
+    need = needed(sd, reference_effect(math.nan, first["grad_cos_change_gap"], lo, hi))
+    status = interval_status(lo, hi, int(first["n_seeds"]), need=need)
 
     def gap(row, m):
         return f"{row[m + '_gap']:+.4f} [{row[m + '_gap_lo']:+.4f}, {row[m + '_gap_hi']:+.4f}]"
@@ -501,6 +504,8 @@ def verdict_status(results: Sequence[Result]) -> tuple[str, str]:
                      f"{t['ci_high']:+.4f}] ({t['n_seeds']} seeds paired)")
         except ValueError:  # fewer than 2 shared seeds
             pass
+    if status == "too few seeds":
+        text += f". Too few seeds for a verdict: {seeds_note(int(first['n_seeds']), need)}"
     return status, text + "."
 
 

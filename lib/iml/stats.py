@@ -3,7 +3,7 @@
 The unit of replication is the stage-1 seed: stage-2 runs that start from one stage-1 model share its
 randomness, so they are averaged inside their stage-1 seed first, and the k per-seed means are the sample.
 The interval is Student's t on those k means (df = k - 1), exact for normal per-seed means at any k >= 2;
-the book's Method page shows why the percentile bootstrap used before is not (it covered 79% at k = 5).
+the book's Method page shows why the percentile bootstrap used before is not (it under-covers at small k).
 The same interval serves every mean over seeds: gaps, seed-paired differences, per-seed probe accuracies.
 """
 from __future__ import annotations

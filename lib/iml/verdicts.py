@@ -1,7 +1,8 @@
 """The verdict rules every page and the claims page apply (the Method page explains them).
 
-A comparison gets a verdict only from at least ``MIN_SEEDS`` stage-1 seeds; with fewer it is *too few
-seeds*, whatever its interval says. When both sides of a comparison sit at the metric's floor or ceiling
+A comparison gets a verdict only from at least ``MIN_SEEDS`` stage-1 seeds, and from at least as many as its
+power asks for (:func:`needed`: a 95% half-width of a third of the effect it is about); with fewer it is *too
+few seeds*, whatever its interval says. When both sides of a comparison sit at the metric's floor or ceiling
 it is *uninformative (floor/ceiling)*: a zero gap there is no evidence either way. Otherwise the 95%
 t-interval decides: above 0 *reproduced*, below 0 *not reproduced*, across 0 *null at our scale* (or
 *not reproduced* at the paper's own scale). A claim the paper makes for language models that this book
@@ -14,10 +15,10 @@ import math
 import numpy as np
 import pandas as pd
 
-from .stats import GapResult, iml_gap
+from .stats import GapResult, iml_gap, seeds_needed
 
-__all__ = ["MIN_SEEDS", "BOUND_TOL", "STATUSES", "ANALOGUE", "interval_status", "at_bound", "gap_status",
-           "worst", "for_domain"]
+__all__ = ["MIN_SEEDS", "BOUND_TOL", "STATUSES", "ANALOGUE", "reference_effect", "needed", "interval_status",
+           "at_bound", "gap_status", "worst", "for_domain", "seeds_note"]
 
 MIN_SEEDS = 10
 """Stage-1 seeds a verdict needs (the brief's rule; power analyses choose more where the spread asks)."""
@@ -34,9 +35,38 @@ _ORDER = ("not reproduced", "not attempted", "too few seeds", "uninformative (fl
           "null at our scale", "reproduced")
 
 
-def interval_status(ci_low: float, ci_high: float, n_seeds: int, paper_scale: bool = False) -> str:
-    """The status of one planned comparison from its 95% interval and its number of stage-1 seeds."""
-    if n_seeds < MIN_SEEDS or math.isnan(ci_low):
+def reference_effect(paper_value: float, gap: float, ci_low: float, ci_high: float) -> float | None:
+    """The effect a comparison's seeds are sized for: the paper's value where it has one, else the gap itself
+    when its interval excludes 0; None for a null with no reference (it is reported with the interval that
+    bounds it: no study can be sized for an effect nobody has seen)."""
+    if paper_value == paper_value and paper_value is not None:
+        return float(paper_value)
+    if ci_low > 0 or ci_high < 0:
+        return float(gap)
+    return None
+
+
+def needed(sd: float, effect: float | None) -> int:
+    """Stage-1 seeds a verdict on this comparison needs: MIN_SEEDS, or more when the between-seed SD asks for
+    them to reach a half-width of a third of `effect` (``iml.stats.seeds_needed``)."""
+    if effect is None or not (sd == sd) or effect == 0:
+        return MIN_SEEDS
+    return max(MIN_SEEDS, seeds_needed(sd, effect))
+
+
+def seeds_note(n_seeds: int, need: int) -> str:
+    """Why a comparison is *too few seeds*, in words."""
+    if need > MIN_SEEDS:
+        more = "more than 400" if need > 400 else str(need)
+        return (f"{n_seeds} stage-1 seeds; its between-seed spread needs {more} for a 95% half-width of a third of "
+                f"the effect (seed counts on the claims page)")
+    return f"{n_seeds} stage-1 seeds; a verdict needs at least {MIN_SEEDS}"
+
+
+def interval_status(ci_low: float, ci_high: float, n_seeds: int, paper_scale: bool = False,
+                    need: int = MIN_SEEDS) -> str:
+    """The status of one planned comparison from its 95% interval, its stage-1 seeds and the seeds it needs."""
+    if n_seeds < max(MIN_SEEDS, need) or math.isnan(ci_low):
         return "too few seeds"
     if ci_low > 0:
         return "reproduced"
@@ -59,14 +89,15 @@ def at_bound(table: pd.DataFrame, a: str, b: str, metric: str, epoch: float) -> 
     return None
 
 
-def gap_status(table: pd.DataFrame, a: str, b: str, metric: str, epoch=None,
-               paper_scale: bool = False) -> tuple[str, GapResult]:
-    """(status, gap) for the planned comparison a − b; raises ValueError when the table lacks it."""
+def gap_status(table: pd.DataFrame, a: str, b: str, metric: str, epoch=None, paper_scale: bool = False,
+               paper_value: float = math.nan) -> tuple[str, GapResult, int]:
+    """(status, gap, seeds needed) for the planned comparison a − b; ValueError when the table lacks it.
+    A floor or ceiling is uninformative however many seeds it has (more seeds cannot lift it)."""
     g = iml_gap(table, a, b, metric, epoch)
-    status = interval_status(g.ci_low, g.ci_high, g.n_stage1, paper_scale)
-    if status != "too few seeds" and at_bound(table, a, b, metric, g.epoch):
-        status = "uninformative (floor/ceiling)"
-    return status, g
+    if g.n_stage1 >= 2 and at_bound(table, a, b, metric, g.epoch):
+        return "uninformative (floor/ceiling)", g, MIN_SEEDS
+    need = needed(g.sd_stage1, reference_effect(paper_value, g.gap, g.ci_low, g.ci_high))
+    return interval_status(g.ci_low, g.ci_high, g.n_stage1, paper_scale, need), g, need
 
 
 def worst(statuses) -> str:

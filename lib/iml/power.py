@@ -1,0 +1,137 @@
+"""Seed counts chosen by power: for every planned comparison a verdict rests on, the measured between-seed SD,
+the effect the verdict is about, and the stage-1 seeds that give a 95% half-width of a third of it.
+
+The rule is :func:`iml.verdicts.needed` with :func:`iml.verdicts.reference_effect` (the paper's value where it
+has one, else the effect measured here when its interval excludes 0); a trend or the α = 0.5 null is set
+against the IML gap it would have to erase (the smallest batch's, the largest α's). A null with no reference
+is bounded by its interval instead. The table is part of the claims page (:func:`iml.book.seed_counts_markdown`).
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Mapping
+
+import numpy as np
+import pandas as pd
+
+from . import paper, plots
+from .stats import half_width, paired_differences, per_seed_means, seed_interval
+from .verdicts import at_bound, needed, reference_effect
+
+__all__ = ["row", "table", "markdown"]
+
+
+def row(what: str, per_seed, effect: float | None, effect_from: str, seconds_per_seed: float | None,
+        floor: str | None = None) -> dict:
+    """One line of the table from the per-stage-1-seed values of a comparison."""
+    iv = seed_interval(np.asarray(per_seed, float))
+    need = None if floor or effect is None else needed(iv.sd, effect)
+    cost = (need * seconds_per_seed / 60) if need and need <= 400 and seconds_per_seed else None
+    return {"comparison": what, "seeds": iv.n, "mean": iv.mean, "ci_low": iv.ci_low, "ci_high": iv.ci_high,
+            "sd": iv.sd, "half_width": half_width(iv.sd, iv.n) if iv.n > 1 else math.nan, "effect": effect,
+            "effect_from": effect_from if effect is not None else "none: a null, bounded by its interval",
+            "needed": need, "floor": floor, "enough": need is not None and iv.n >= need,
+            "minutes_needed": None if cost is None else round(cost, 1)}
+
+
+def _seconds_per_seed(result) -> float | None:
+    m = result.meta or {}
+    wall = m.get("wall_time_s") or m.get("total_unit_wall_s")
+    n = result.table["seed_stage1"].nunique()
+    return float(wall) / n if wall and n else None
+
+
+def _own(x: pd.Series, paper_value: float = math.nan) -> float | None:
+    iv = seed_interval(x.to_numpy())
+    return reference_effect(paper_value, iv.mean, iv.ci_low, iv.ci_high)
+
+
+def _plain(name: str, preset: str, result) -> list[dict]:
+    rows = []
+    b = plots.stage_boundaries(result.table)
+    for c in paper.CLAIMS:
+        if c.experiment != name:
+            continue
+        for a, b_, m in c.gaps:
+            when = next((g.when for g in paper.GAPS if (g.a, g.b, g.metric) == (a, b_, m)), "stage2_end")
+            ep = (b[-1] if b else None) if when == "stage1_end" else None
+            try:
+                d = paired_differences(result.table, a, b_, m, ep)
+            except ValueError:
+                continue
+            x, pv = per_seed_means(d), paper.paper_gap(name, a, b_, m)[0]
+            eff = _own(x, pv)
+            rows.append(row(f"{name} ({preset}): {paper.gap_label(name, a, b_, m)}, {m}", x, eff,
+                            "paper" if pv == pv else "this result", _seconds_per_seed(result),
+                            at_bound(result.table, a, b_, m, d.attrs["epoch"])))
+    return rows
+
+
+def table(available: Mapping[str, tuple[str, Any]]) -> pd.DataFrame:
+    """The power table for what the claims page judges (`available` as for :func:`iml.book.claims_table`)."""
+    rows: list[dict] = []
+    for name in ("main", "setinclusion", "mnist"):
+        if name in available:
+            rows += _plain(name, *available[name])
+    if "batch_size" in available:
+        from . import batch_size
+
+        for design, (sweep, rs) in available["batch_size"][1].items():
+            rs = sorted(rs, key=lambda r: r.config["batch_size"])
+            if len(rs) < 2:
+                continue
+            a, b = batch_size._per_seed_gap(rs[0]), batch_size._per_seed_gap(rs[-1])
+            common = a.index.intersection(b.index)
+            label = f"batch size, {design} ({sweep} sweep)"
+            rows.append(row(f"{label}: IML gap, batch {rs[0].config['batch_size']} − batch "
+                            f"{rs[-1].config['batch_size']}", a[common] - b[common], _own(a),
+                            "IML gap at the smallest batch", sum(_seconds_per_seed(r) or 0 for r in rs) or None))
+            rows.append(row(f"{label}: IML gap at batch {rs[-1].config['batch_size']}", b, _own(b), "this result",
+                            _seconds_per_seed(rs[-1])))
+    if "alpha" in available:
+        from . import alpha
+
+        name, rs = available["alpha"]
+        rs = sorted(rs, key=alpha.alpha_of)
+        if len(rs) > 1 and alpha.alpha_of(rs[0]) == 0.5:
+            top = alpha._per_seed_gap(rs[-1])
+            label = f"α ({name})"
+            rows.append(row(f"{label}: IML gap at α = 0.5", alpha._per_seed_gap(rs[0]), _own(top),
+                            f"IML gap at α = {alpha.alpha_of(rs[-1]):g}", _seconds_per_seed(rs[0])))
+            rows.append(row(f"{label}: IML gap at α = {alpha.alpha_of(rs[-1]):g}", top, _own(top), "this result",
+                            _seconds_per_seed(rs[-1])))
+    if "gradalign" in available:
+        from . import gradalign
+
+        name, rs = available["gradalign"]
+        rs = sorted(rs, key=lambda r: r.config["task"]["batch_size"])
+        x = gradalign._per_seed_change(rs[0])
+        rows.append(row(f"gradient alignment ({name}): Ḋ₅ − D̄₆ change since epoch 0, batch "
+                        f"{rs[0].config['task']['batch_size']}", x, _own(x), "this result",
+                        _seconds_per_seed(rs[0])))
+    return pd.DataFrame(rows)
+
+
+def markdown(t: pd.DataFrame) -> str:
+    """The table as the claims page shows it."""
+    if t.empty:
+        return "*No results to size.*"
+
+    def f(v, fmt):
+        return "–" if v is None or (isinstance(v, float) and math.isnan(v)) else format(v, fmt)
+
+    lines = ["| comparison | seeds | mean [95% CI] | SD between seeds | effect sized for (from) | seeds needed | "
+             "enough? | minutes for them |", "|---|---|---|---|---|---|---|---|"]
+    for r in t.to_dict("records"):
+        if isinstance(r["floor"], str):
+            need_s, enough = f"– (at the {r['floor']}: uninformative)", "–"
+        elif r["needed"] is None or r["needed"] != r["needed"]:
+            need_s, enough = "– (a null)", "–"
+        else:
+            need_s = "> 400" if r["needed"] > 400 else str(int(r["needed"]))
+            enough = "yes" if r["enough"] else "**no**"
+        eff = "–" if r["effect"] is None else f"{r['effect']:+.4f}"
+        lines.append(f"| {r['comparison']} | {r['seeds']} | {r['mean']:+.4f} [{f(r['ci_low'], '+.4f')}, "
+                     f"{f(r['ci_high'], '+.4f')}] | {f(r['sd'], '.4f')} | {eff} ({r['effect_from']}) | {need_s} | "
+                     f"{enough} | {f(r['minutes_needed'], '')} |")
+    return "\n".join(lines)
