@@ -245,9 +245,12 @@ def scale_caption(result) -> str:
     env = meta.get("environment") or {}
     if env.get("gpu"):
         hw = f"{env.get('gpu_count', 1)}× {env['gpu']}"
+    elif env:
+        model = env.get("cpu_model") or "model not recorded"
+        kernels = f", {env['cpu_capability']} kernels" if env.get("cpu_capability") else ""
+        hw = f"CPU {model}{kernels} ({env.get('cpu_count', '?')} cores, {env.get('torch_threads', '?')} torch thread(s))"
     else:
-        hw = f"CPU ({env.get('cpu_count', '?')} cores, {env.get('torch_threads', '?')} torch thread(s))" if env else \
-            "hardware not recorded"
+        hw = "hardware not recorded"
     wall = meta.get("wall_time_s", meta.get("total_unit_wall_s"))
     if wall is None:
         units = meta.get("unit_wall_time_s") or {}
