@@ -121,7 +121,7 @@ def cpu_info() -> dict:
         info["mkldnn"] = bool(torch.backends.mkldnn.is_available())
         build = torch.__config__.show()
         for key, pat in (("mkl_version", r"Intel\(R\) (?:oneAPI )?Math Kernel Library Version ([\w.]+)"),
-                         ("onednn_version", r"oneDNN v([\w.]+)"),
+                         ("onednn_version", r"(?:oneDNN|MKL-DNN) v([\w.]+)"),
                          ("openmp", r"OpenMP (\d+)")):
             m = re.search(pat, build)
             info[key] = m.group(1) if m else None

@@ -1,0 +1,22 @@
+"""Every result says where it ran: the CPU model and the kernel level torch dispatched to."""
+import os
+import subprocess
+import sys
+
+import torch
+
+from iml import io
+
+
+def test_environment_records_the_cpu_and_its_kernels():
+    env = io.environment_info()
+    assert env["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    assert env["cpu_model"]  # from /proc/cpuinfo on Linux
+    assert {"mkl", "mkldnn", "mkl_version", "onednn_version", "aten_cpu_capability_env"} <= set(env)
+
+
+def test_a_forced_kernel_level_is_recorded():
+    code = "import json, sys; sys.path.insert(0, 'lib'); from iml import io; print(json.dumps(io.cpu_info()))"
+    out = subprocess.run([sys.executable, "-c", code], cwd=io.ROOT, capture_output=True, text=True, check=True,
+                         env={**os.environ, "ATEN_CPU_CAPABILITY": "default"}).stdout
+    assert '"cpu_capability": "DEFAULT"' in out and '"aten_cpu_capability_env": "default"' in out
