@@ -72,6 +72,7 @@ torch.cuda.get_device_name(0) if torch.cuda.is_available() else "")'
     # the background job (GPU_BG, default mnist; empty: none) in its own process session: it outlives this call
     rm -rf "$STASH/bg" "$STASH/bg.log" "$STASH/bg.done"
     if [ -n "${GPU_BG-mnist}" ]; then
+      : > "$STASH/bg.log"  # exists before the job starts, so `wait` never mistakes a starting job for none
       setsid nohup env PYTHONPATH=lib IML_GIT_REVISION="${IML_GIT_REVISION:-}" bash -c \
         '"$0" scripts/gpu_run.py --out "$1" --preset "$2" $3 --only "$4" "${@:6}" > "$1.log" 2>&1; echo $? > "$5"' \
         "$PY" "$STASH/bg" "$PRESET" "$DEV" "${GPU_BG-mnist}" "$STASH/bg.done" "${EXTRA[@]}" \

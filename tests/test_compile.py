@@ -81,7 +81,15 @@ def test_llama_hidden_without_mask_is_exact_at_real_positions(data):
     assert torch.allclose(with_mask[real], causal_only[real], rtol=1e-5, atol=1e-6)
 
 
-def test_compiled_training_matches_eager(data):
+@pytest.fixture
+def fresh_inductor_cache(tmp_path, monkeypatch):
+    """Inductor's on-disk cache (default /tmp/torchinductor_<user>) reuses kernels generated under another
+    CPU kernel level: code vectorised for AVX2 then fails to build under ATEN_CPU_CAPABILITY=default (C++
+    compile error) and aborts the process under avx512. Each run compiles into its own folder."""
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "inductor"))
+
+
+def test_compiled_training_matches_eager(data, fresh_inductor_cache):
     """The real thing: torch.compile (inductor on the CPU) trains the same model as eager."""
     rows, tok = data
     counters = torch._dynamo.utils.counters

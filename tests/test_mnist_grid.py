@@ -305,18 +305,26 @@ def test_smoke_run_writes_complete_results(results_root):
 
 
 def test_stage1_learns_above_chance():
-    # 16 aliases (11 X1) of fresh digit images: the training QA must be learnt well above chance (0.5).
+    """16 aliases (10 X1) of fresh digit images: Stage 1 must learn the trained QA cells well above chance.
+
+    Averaged over 3 seeds (trained batched) and 4 digit draws per test query (40 seen queries a seed), so the
+    bounds do not hang on one float trajectory: one seed's seen_acc moves in steps of 0.1 and changes with the
+    CPU's vector kernels (ATEN_CPU_CAPABILITY). Measured (seeds 0-2; the worst of avx2/avx512/default):
+    loss ratio 0.55, seen_acc 0.64 -> 0.875 (rise 0.23); over seed groups 3-5, 6-8, 9-11 the worst were
+    ratio 0.73, rise 0.23, end 0.725. With training disabled (lr ~ 0) the ratio is ~1 and the rise 0."""
     cfg = tiny(n_aliases=16, fractions={"qd1consis": 0.35, "qd2incons": 0.35, "d1consis": 0.1, "d2consis": 0.1,
                                         "d3consis": 0.1},
                width=8, hidden=64, norm="group", stage1_epochs=60, stage2_epochs=0, batch_size=16, lr=3e-3,
-               evals_per_stage=1)
-    r = M.train_group(cfg, [0], CPU)
+               evals_per_stage=1, test_draws=4)
+    r = M.train_group(cfg, [0, 1, 2], CPU)
     t = r["table"]
-    seen = t[(t.metric == "seen_acc") & (t.epoch == cfg.stage1_epochs)].value.mean()
-    seen0 = t[(t.metric == "seen_acc") & (t.epoch == 0)].value.mean()
-    L = r["losses1"][0]
-    assert L[-20:].mean() < L[:20].mean() - 0.15
-    assert seen > 0.75 and seen > seen0 + 0.15, (seen0, seen)
+    seen_at = lambda e: t[(t.metric == "seen_acc") & (t.epoch == e)].groupby("run_id").value.mean()  # noqa: E731
+    seen0, seen = seen_at(0), seen_at(cfg.stage1_epochs)
+    assert len(seen) == 3
+    L = r["losses1"]  # (3 seeds, 300 steps)
+    first, last = L[:, :20].mean(1), L[:, -20:].mean(1)
+    assert last.mean() < 0.8 * first.mean(), (first, last)  # the training loss falls by a factor
+    assert seen.mean() > seen0.mean() + 0.1 and seen.mean() > 0.7, (seen0.tolist(), seen.tolist())
 
 
 def test_tag_consistency_subsets_follow_their_definitions():

@@ -241,16 +241,22 @@ def test_grouping_does_not_change_results(results_root):
 
 
 def test_stage1_learns():
-    """A tiny model memorises the training QA well above chance (so this test can fail)."""
+    """A tiny model memorises the training QA well above chance (so this test can fail).
+
+    Seed means over 3 seeds (trained batched), so no bound hangs on one float trajectory. Measured under
+    ATEN_CPU_CAPABILITY=avx2/avx512/default (equal to 3 decimals): seeds 0-2 acc 0.516 -> 0.760, loss
+    2.91 -> 0.449; seeds 3-5 acc 0.518 -> 0.743, loss 2.86 -> 0.462; the worst single seed reached 0.703."""
     c = si.make_config("smoke", dict(n_aliases=40, n_numbers=10, n_per_question=3, d_model=32, n_layers=1,
                                      n_heads=2, d_mlp=64, stage1_epochs=30, stage2_epochs=0, batch_size=16,
-                                     lr=3e-3, eval_every=30, n_seeds=1, eval_train_qa_max=256))
-    t, _ = si.train_seed_group(c, [0], progress=False)
-    tq = t[(t.subset == "train_qa") & (t.metric == "acc")].set_index("epoch").value
-    assert tq.loc[0] < 0.6
-    assert tq.loc[30] > 0.72
-    loss = t[(t.subset == "train_qa") & (t.metric == "loss")].set_index("epoch").value
-    assert loss.loc[30] < 0.6 < loss.loc[0]
+                                     lr=3e-3, eval_every=30, n_seeds=3, eval_train_qa_max=256))
+    t, _ = si.train_seed_group(c, [0, 1, 2], progress=False)
+    q = t[t.subset == "train_qa"]
+    acc = q[q.metric == "acc"].groupby("epoch").value.mean()
+    loss = q[q.metric == "loss"].groupby("epoch").value.mean()
+    assert q[q.metric == "acc"].run_id.nunique() == 3
+    assert acc.loc[0] < 0.6
+    assert acc.loc[30] > 0.7 and acc.loc[30] > acc.loc[0] + 0.15, acc.to_dict()
+    assert loss.loc[30] < 0.6 < loss.loc[0] and loss.loc[30] < 0.5 * loss.loc[0], loss.to_dict()
 
 
 def test_whole_sequence_loss_and_d3consis_run():
