@@ -20,3 +20,14 @@ def test_a_forced_kernel_level_is_recorded():
     out = subprocess.run([sys.executable, "-c", code], cwd=io.ROOT, capture_output=True, text=True, check=True,
                          env={**os.environ, "ATEN_CPU_CAPABILITY": "default"}).stdout
     assert '"cpu_capability": "DEFAULT"' in out and '"aten_cpu_capability_env": "default"' in out
+
+
+def test_compiled_code_is_cached_per_kernel_level(monkeypatch):
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", "placeholder")  # so teardown restores the real value
+    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR")
+    io.separate_compile_cache()
+    level = torch.backends.cpu.get_cpu_capability().lower()
+    assert os.environ["TORCHINDUCTOR_CACHE_DIR"].endswith(f"_{level}")
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", "/somewhere/mine")
+    io.separate_compile_cache()
+    assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == "/somewhere/mine"  # a user's choice is kept

@@ -128,3 +128,14 @@ def cpu_info() -> dict:
     except Exception:  # noqa: BLE001 - no torch: just not recorded
         pass
     return info
+
+
+def separate_compile_cache() -> None:
+    """Give torch.compile a code cache per CPU kernel level (unless TORCHINDUCTOR_CACHE_DIR is set): inductor's
+    default cache in /tmp is shared across kernel levels and CPUs, and reusing code generated for another
+    level crashed the process (Reproduce page)."""
+    if os.environ.get("TORCHINDUCTOR_CACHE_DIR"):
+        return
+    level = (cpu_info().get("cpu_capability") or "unknown").lower()
+    user = os.environ.get("USER") or str(os.getuid())
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(Path(tempfile.gettempdir()) / f"torchinductor_{user}_{level}")

@@ -243,6 +243,9 @@ class LaneTrainer:
         self._loss = self._lane_loss
         self._logits_at = model.logits_at
         if compile:  # forward + loss as one graph (backward via AOTAutograd); static shapes throughout
+            from . import io
+
+            io.separate_compile_cache()
             self._loss = torch.compile(self._lane_loss, dynamic=False)
             self._logits_at = torch.compile(model.logits_at, dynamic=False)
 

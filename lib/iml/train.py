@@ -349,8 +349,9 @@ def compiled_hidden(model, fast_forward: bool = False):
 
     import torch
 
-    from . import fastllama
+    from . import fastllama, io
 
+    io.separate_compile_cache()
     base = getattr(model, "base_model", None)
     if base is None or base is model or model.get_output_embeddings() is None:
         raise ValueError(f"train.compile needs a model with a separate transformer body and output head; "
