@@ -88,6 +88,13 @@ def table(available: Mapping[str, tuple[str, Any]]) -> pd.DataFrame:
                             "IML gap at the smallest batch", sum(_seconds_per_seed(r) or 0 for r in rs) or None))
             rows.append(row(f"{label}: IML gap at batch {rs[-1].config['batch_size']}", b, _own(b), "this result",
                             _seconds_per_seed(rs[-1])))
+            if design == "single-stage":  # claim 12 reads the point at the MNIST preset's batch size
+                bs = batch_size.mnist_grid.make_config(batch_size.SWEEPS[sweep]["preset"]).batch_size
+                p = next((r for r in rs if r.config["batch_size"] == bs), None)
+                if p is not None:
+                    x = batch_size._per_seed_gap(p)
+                    rows.append(row(f"{label}: IML gap at batch {bs} (claim 12)", x, _own(x), "this result",
+                                    _seconds_per_seed(p)))
     if "alpha" in available:
         from . import alpha
 
@@ -130,7 +137,7 @@ def markdown(t: pd.DataFrame) -> str:
         else:
             need_s = "> 400" if r["needed"] > 400 else str(int(r["needed"]))
             enough = "yes" if r["enough"] else "**no**"
-        eff = "–" if r["effect"] is None else f"{r['effect']:+.4f}"
+        eff = "–" if r["effect"] is None or r["effect"] != r["effect"] else f"{r['effect']:+.4f}"
         lines.append(f"| {r['comparison']} | {r['seeds']} | {r['mean']:+.4f} [{f(r['ci_low'], '+.4f')}, "
                      f"{f(r['ci_high'], '+.4f')}] | {f(r['sd'], '.4f')} | {eff} ({r['effect_from']}) | {need_s} | "
                      f"{enough} | {f(r['minutes_needed'], '')} |")
