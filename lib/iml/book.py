@@ -633,8 +633,8 @@ def seed_counts_markdown(available) -> str:
         f"a 95% t-interval needs for a half-width of a third of the effect the verdict is about (`iml.power`: the "
         f"paper's value where it has one, else the effect measured here; a trend or the α = 0.5 null is set against "
         f"the IML gap it would have to erase). Fewer than {verdicts.MIN_SEEDS} seeds never give a verdict; a result "
-        f"with fewer seeds than needed here is *too few seeds*. Minutes: the result's own wall time per seed times "
-        f"the seeds needed, on the result's own hardware (one CPU thread, or its GPU).", "",
+        f"with fewer seeds than needed here is *too few seeds*. Minutes: the result's units' summed wall time per "
+        f"seed times the seeds needed, on the result's own hardware (one CPU thread a unit, or its GPU).", "",
         power.markdown(power.table(available)), ""])
 
 

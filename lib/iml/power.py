@@ -35,8 +35,11 @@ def row(what: str, per_seed, effect: float | None, effect_from: str, seconds_per
 
 
 def _seconds_per_seed(result) -> float | None:
+    """Compute time per stage-1 seed: the units' own wall times (a resumed run's last wall time omits the units
+    it took over), else the result's wall time."""
     m = result.meta or {}
-    wall = m.get("wall_time_s") or m.get("total_unit_wall_s")
+    units = [v for v in (m.get("unit_wall_time_s") or {}).values() if v]
+    wall = sum(units) if units else (m.get("wall_time_s") or m.get("total_unit_wall_s"))
     n = result.table["seed_stage1"].nunique()
     return float(wall) / n if wall and n else None
 
