@@ -338,7 +338,6 @@ def fake_result(experiment: str = "main", n_stage1: int = 3, n_stage2: int = 2, 
 def verdict(result, experiment: str | None = None) -> str:
     """A sentence or two, in words, on whether this result shows the paper's IML gap(s) at its scale."""
     experiment = experiment or result.experiment
-    b = plots.stage_boundaries(result.table)
     preset = (result.meta or {}).get("preset") or plots.preset_label(result)
     scale = (preset if "preset" in preset else f"the {preset} scale") if preset else "this run's scale"
     out = []
@@ -346,9 +345,7 @@ def verdict(result, experiment: str | None = None) -> str:
         if c.experiment != experiment:
             continue
         for a, b_, m in c.gaps:
-            when = next((g.when for g in paper.GAPS if (g.a, g.b, g.metric) == (a, b_, m)), "stage2_end")
-            ep = (b[-1] if b else None) if when == "stage1_end" else None
-            status, txt = _gap_status(result, a, b_, m, ep, str(preset))
+            status, txt = _gap_status(result, a, b_, m, plots.gap_epoch(result.table, a, b_, m), str(preset))
             out.append(f"- {paper.gap_label(experiment, a, b_, m)}: **{status}** ({scale}): {txt}.")
     if not out:
         return "No claim of the paper is tested by this result."
@@ -557,13 +554,9 @@ def claims_table(available: Mapping[str, tuple[str, Any]]) -> pd.DataFrame:
         else:
             preset, res = available[c.experiment]
             scale = f"{plots.preset_label(res) or preset + ' preset'}, config {res.hash}"
-            b = plots.stage_boundaries(res.table)
-            stage1_end = b[-1] if b else None
             sts, evs = [], []
             for a, b_, m in c.gaps:
-                when = next((g.when for g in paper.GAPS if (g.a, g.b, g.metric) == (a, b_, m)), "stage2_end")
-                ep = stage1_end if when == "stage1_end" else None
-                s, e = _gap_status(res, a, b_, m, ep, preset)
+                s, e = _gap_status(res, a, b_, m, plots.gap_epoch(res.table, a, b_, m), preset)
                 sts.append(s)
                 evs.append(e)
             status = verdicts.worst(sts)

@@ -9,14 +9,14 @@ Notebooks use the inline backend; this module never selects a backend.
 """
 from __future__ import annotations
 
-import math
 from typing import Any, Iterable, Mapping, Sequence
 
 import pandas as pd
 
 from . import paper
+from .stats import seed_interval
 
-__all__ = ["COLORS", "color", "label", "curve_stats", "stage_boundaries", "curves", "main_figure",
+__all__ = ["COLORS", "color", "label", "curve_stats", "stage_boundaries", "gap_epoch", "curves", "main_figure",
            "gap_curve", "gap_figure", "accuracy_figure", "scale_caption", "gradalign_figure",
            "gradalign_outcome_figure", "alpha_figure", "probe_figure", "IN_DISTRIBUTION", "ENTITY_ASSOCIATION"]
 
@@ -83,6 +83,16 @@ def stage_boundaries(table: pd.DataFrame) -> list[float]:
     return [float(e) for e in span["max"].iloc[:-1]]
 
 
+def gap_epoch(table: pd.DataFrame, a: str, b: str, metric: str) -> float | None:
+    """The epoch the paper reads gap a − b at: the end of Stage 1 for its Stage-1 gaps (:data:`iml.paper.GAPS`),
+    else None (the last epoch)."""
+    when = next((g.when for g in paper.GAPS if (g.a, g.b, g.metric) == (a, b, metric)), "stage2_end")
+    if when != "stage1_end":
+        return None
+    bounds = stage_boundaries(table)
+    return bounds[-1] if bounds else None
+
+
 def curve_stats(table: pd.DataFrame, metric: str, subset: str, seeds: Sequence | None = None,
                 level: float = 0.95) -> pd.DataFrame:
     """Per epoch: mean over stage-1 seeds of (mean over stage-2 seeds), a t-interval, and n.
@@ -97,16 +107,9 @@ def curve_stats(table: pd.DataFrame, metric: str, subset: str, seeds: Sequence |
     per_s1 = t.groupby(["epoch", "seed_stage1"])["value"].mean().reset_index()
     rows = []
     for ep, g in per_s1.groupby("epoch", sort=True):
-        x = g["value"].to_numpy(float)
-        n = len(x)
-        m = float(x.mean())
-        if n >= 2:
-            from scipy import stats as st
-
-            half = float(st.t.ppf(0.5 + level / 2, n - 1) * x.std(ddof=1) / math.sqrt(n))
-        else:
-            half = 0.0
-        lo, hi = m - half, m + half
+        iv = seed_interval(g["value"].to_numpy(float), level)
+        n, m = iv.n, iv.mean
+        lo, hi = (iv.ci_low, iv.ci_high) if n >= 2 else (m, m)
         if metric in BOUNDED:  # a score in [0, 1]: the band is clipped to it (t-intervals at n=2 are wide)
             lo, hi = max(lo, 0.0), min(hi, 1.0)
         rows.append({"epoch": float(ep), "mean": m, "lo": lo, "hi": hi, "n": n})

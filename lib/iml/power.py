@@ -51,15 +51,12 @@ def _own(x: pd.Series, paper_value: float = math.nan) -> float | None:
 
 def _plain(name: str, preset: str, result) -> list[dict]:
     rows = []
-    b = plots.stage_boundaries(result.table)
     for c in paper.CLAIMS:
         if c.experiment != name:
             continue
         for a, b_, m in c.gaps:
-            when = next((g.when for g in paper.GAPS if (g.a, g.b, g.metric) == (a, b_, m)), "stage2_end")
-            ep = (b[-1] if b else None) if when == "stage1_end" else None
             try:
-                d = paired_differences(result.table, a, b_, m, ep)
+                d = paired_differences(result.table, a, b_, m, plots.gap_epoch(result.table, a, b_, m))
             except ValueError:
                 continue
             x, pv = per_seed_means(d), paper.paper_gap(name, a, b_, m)[0]

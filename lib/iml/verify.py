@@ -60,13 +60,6 @@ def sample_units(units: list[str], n: int | None, seed: int = 0) -> list[str]:
 # The gaps a result's verdict uses
 # ----------------------------------------------------------------------------------------------
 
-def _last_stage_boundary(table: pd.DataFrame) -> float | None:
-    from .plots import stage_boundaries
-
-    b = stage_boundaries(table)
-    return b[-1] if b else None
-
-
 def _probe_table(table: pd.DataFrame) -> pd.DataFrame:
     """The probe rows with the metric as the subset, so a layer's probe and its control pair like subsets."""
     t = table[table["metric"].astype(str).str.startswith("probe_")]
@@ -81,12 +74,13 @@ def verdict_gaps(experiment: str, config: dict, table: pd.DataFrame) -> list[dic
     probe, each layer's probe minus its shuffled-tag control after Stage 1, and the IML gap.
     """
     from . import paper
+    from .plots import gap_epoch
 
     out = []
     for g in paper.GAPS:
         if g.experiment == experiment:
-            ep = _last_stage_boundary(table) if g.when == "stage1_end" else None
-            out.append(dict(label=g.label, a=g.a, b=g.b, metric=g.metric, epoch=ep, view="raw"))
+            out.append(dict(label=g.label, a=g.a, b=g.b, metric=g.metric, epoch=gap_epoch(table, g.a, g.b, g.metric),
+                            view="raw"))
     if out:
         return out
     if experiment == "gradalign":
