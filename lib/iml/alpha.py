@@ -176,7 +176,7 @@ def verdict_status(results: Sequence) -> tuple[str, str]:
     (seed-paired difference, CI above 0); otherwise *null at our scale* (a null at 0.5 that the sweep could
     not have told from no IML at all)."""
     from .batch_size import seed_paired_difference
-    from .verdicts import interval_status, needed, reference_effect, seeds_note
+    from .verdicts import judge_gap, own_effect, seeds_note
 
     rs = sorted(results, key=alpha_of)
     if not rs or alpha_of(rs[0]) != 0.5:
@@ -186,9 +186,8 @@ def verdict_status(results: Sequence) -> tuple[str, str]:
             f"({g0.n_stage1} seeds)")
     top = rs[-1] if len(rs) > 1 else None
     g1 = iml_gap(top.table, "d1consis", "d2consis", metric="acc") if top is not None else None
-    ref = reference_effect(math.nan, g1.gap, g1.ci_low, g1.ci_high) if g1 is not None else None
-    need0 = needed(g0.sd_stage1, ref)  # the null at 0.5 must be able to tell "none" from the top α's IML
-    s0 = interval_status(g0.ci_low, g0.ci_high, g0.n_stage1, need=need0)
+    ref = own_effect(g1) if g1 is not None else None
+    s0, need0 = judge_gap(g0, ref)  # the null at 0.5 must be able to tell "none" from the top α's IML
     if s0 == "too few seeds":
         return "too few seeds", text + f": {seeds_note(g0.n_stage1, need0)}."
     if s0 != "null at our scale":
@@ -198,8 +197,7 @@ def verdict_status(results: Sequence) -> tuple[str, str]:
     d = seed_paired_difference(_per_seed_gap(top), _per_seed_gap(rs[0]))
     text += (f"; at α = {alpha_of(top):g}: {g1.gap:+.3f} [{g1.ci_low:+.3f}, {g1.ci_high:+.3f}]; α = {alpha_of(top):g} "
              f"minus α = 0.5, seed-paired: {d['diff']:+.3f} [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}]")
-    need1 = needed(g1.sd_stage1, ref)
-    s1 = interval_status(g1.ci_low, g1.ci_high, g1.n_stage1, need=need1)
+    s1, need1 = judge_gap(g1, ref)
     if s1 == "too few seeds":
         return "too few seeds", text + f"; at the top α: {seeds_note(g1.n_stage1, need1)}."
     if s1 == "reproduced" and d["ci_low"] > 0:

@@ -37,7 +37,7 @@ from . import mnist_grid
 from .config import ConfigError
 from .results import ResultStore
 from .stats import iml_gap, paired_differences, seed_interval
-from .verdicts import MIN_SEEDS, interval_status, needed, reference_effect, seeds_note
+from .verdicts import MIN_SEEDS, judge, judge_gap, own_effect, seeds_note
 
 __all__ = ["JOINT", "SWEEPS", "DESIGNS", "configs", "run", "finished", "sweep_name", "find_sweeps", "summary", "table",
            "trend", "seed_paired_difference", "run_points", "finished_points", "find_largest", "is_full_batch",
@@ -286,8 +286,7 @@ def verdict_status(results: Sequence) -> tuple[str, str]:
             f"[{t['ci_low']:+.3f}, {t['ci_high']:+.3f}] (held-out accuracy, {t['n_seeds']} seeds paired, "
             f"one-sided p = {t['p_one_sided']:.2g}).")
     g_small = iml_gap(rs[0].table, "d1consis", "d2consis", metric="acc")
-    need = needed(t["sd"], reference_effect(math.nan, g_small.gap, g_small.ci_low, g_small.ci_high))
-    status = interval_status(t["ci_low"], t["ci_high"], t["n_seeds"], need=need)
+    status, need = judge(t["ci_low"], t["ci_high"], t["n_seeds"], t["sd"], own_effect(g_small))
     text += {"reproduced": "", "not reproduced": " The larger batch gave more IML.",
              "null at our scale": " The difference's CI includes 0.",
              "too few seeds": f" Too few seeds: {seeds_note(t['n_seeds'], need)}; the trend is set against the "
@@ -296,8 +295,7 @@ def verdict_status(results: Sequence) -> tuple[str, str]:
         g = iml_gap(rs[-1].table, "d1consis", "d2consis", metric="acc")
         text += (f" Full-batch training (batch {t['large']}) gave an IML gap of {g.gap:+.3f} "
                  f"[{g.ci_low:+.3f}, {g.ci_high:+.3f}]")
-        need_full = needed(g.sd_stage1, reference_effect(math.nan, g.gap, g.ci_low, g.ci_high))
-        if interval_status(g.ci_low, g.ci_high, g.n_stage1, need=need_full) == "reproduced":
+        if judge_gap(g)[0] == "reproduced":
             status, text = "not reproduced", text + ": IML without minibatch noise, against the claim's second part."
         else:
             text += "."
@@ -351,8 +349,7 @@ def claim_status(rank: int, sweeps: Mapping[str, tuple[str, list]]) -> tuple[str
         bs = mnist_grid.make_config(SWEEPS[name]["preset"]).batch_size
         r = next((r for r in rs if r.config["batch_size"] == bs), rs[0])
         g = iml_gap(r.table, "d1consis", "d2consis", metric="acc")
-        need = needed(g.sd_stage1, reference_effect(math.nan, g.gap, g.ci_low, g.ci_high))
-        return (interval_status(g.ci_low, g.ci_high, g.n_stage1, need=need),
+        return (judge_gap(g)[0],
                 f"MNIST grid analogue, one stage at the preset's batch {r.config['batch_size']}: Ḋ₅ − D̄₆ = "
                 f"{g.gap:+.3f} [{g.ci_low:+.3f}, {g.ci_high:+.3f}] (held-out accuracy, {g.n_stage1} seeds)",
                 f"{name} sweep, config {r.hash}")

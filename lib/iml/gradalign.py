@@ -399,7 +399,7 @@ def summary(results: Sequence[Result]) -> pd.DataFrame:
         for m in GAPS:
             g = iml_gap(t, "d1consis", "d2consis", metric=m, epoch=e1)
             row[f"{m}_gap"], row[f"{m}_gap_lo"], row[f"{m}_gap_hi"] = g.gap, g.ci_low, g.ci_high
-            row[f"{m}_gap_p"] = g.p_one_sided
+            row[f"{m}_gap_p"], row[f"{m}_gap_sd"] = g.p_one_sided, g.sd_stage1
         g0 = iml_gap(t, "d1consis", "d2consis", metric="grad_cos", epoch=0)
         row["grad_cos_gap_epoch0"] = g0.gap
         acc = end[end.metric == "acc"].groupby("subset").value.mean()
@@ -476,16 +476,15 @@ def verdict_status(results: Sequence[Result]) -> tuple[str, str]:
     the gap Ḋ₅ − D̄₆ in cos(definition grad, QA grad) (:func:`with_derived`): *reproduced* when its 95% CI is
     above 0 with enough seeds (:mod:`iml.verdicts`). The evidence adds the raw gap (the paper's number), the
     alias-specific gap and the largest batch."""
-    from .verdicts import interval_status, needed, reference_effect, seeds_note
+    from .verdicts import judge, reference_effect, seeds_note
 
     if not results:
         return "not attempted", "no finished gradient-alignment sweep"
     s = summary(results)
     first, last = s.iloc[0], s.iloc[-1]
-    lo, hi = first["grad_cos_change_gap_lo"], first["grad_cos_change_gap_hi"]
-    sd = float(_per_seed_change(min(results, key=lambda r: r.config["task"]["batch_size"])).std(ddof=1))
-    need = needed(sd, reference_effect(math.nan, first["grad_cos_change_gap"], lo, hi))
-    status = interval_status(lo, hi, int(first["n_seeds"]), need=need)
+    gap, lo, hi = first["grad_cos_change_gap"], first["grad_cos_change_gap_lo"], first["grad_cos_change_gap_hi"]
+    status, need = judge(lo, hi, int(first["n_seeds"]), first["grad_cos_change_gap_sd"],
+                         reference_effect(math.nan, gap, lo, hi))
 
     def gap(row, m):
         return f"{row[m + '_gap']:+.4f} [{row[m + '_gap_lo']:+.4f}, {row[m + '_gap_hi']:+.4f}]"

@@ -17,8 +17,8 @@ import pandas as pd
 
 from .stats import GapResult, iml_gap, seeds_needed
 
-__all__ = ["MIN_SEEDS", "BOUND_TOL", "STATUSES", "ANALOGUE", "reference_effect", "needed", "interval_status",
-           "at_bound", "gap_status", "worst", "for_domain", "seeds_note"]
+__all__ = ["MIN_SEEDS", "BOUND_TOL", "STATUSES", "ANALOGUE", "reference_effect", "own_effect", "needed",
+           "interval_status", "judge", "judge_gap", "at_bound", "gap_status", "worst", "for_domain", "seeds_note"]
 
 MIN_SEEDS = 10
 """Stage-1 seeds a verdict needs (the brief's rule; power analyses choose more where the spread asks)."""
@@ -44,6 +44,11 @@ def reference_effect(paper_value: float, gap: float, ci_low: float, ci_high: flo
     if ci_low > 0 or ci_high < 0:
         return float(gap)
     return None
+
+
+def own_effect(g: GapResult) -> float | None:
+    """:func:`reference_effect` of a gap the paper gives no number for: the gap itself when its interval excludes 0."""
+    return reference_effect(math.nan, g.gap, g.ci_low, g.ci_high)
 
 
 def needed(sd: float, effect: float | None) -> int:
@@ -75,6 +80,23 @@ def interval_status(ci_low: float, ci_high: float, n_seeds: int, paper_scale: bo
     return "null at our scale"
 
 
+def judge(ci_low: float, ci_high: float, n_seeds: int, sd: float, effect: float | None,
+          paper_scale: bool = False) -> tuple[str, int]:
+    """(status, seeds needed) of one planned comparison whose seeds are sized for `effect` (None: a null with
+    no reference, which needs MIN_SEEDS)."""
+    need = needed(sd, effect)
+    return interval_status(ci_low, ci_high, n_seeds, paper_scale, need), need
+
+
+_OWN = object()
+
+
+def judge_gap(g: GapResult, effect=_OWN, paper_scale: bool = False) -> tuple[str, int]:
+    """:func:`judge` for an :func:`iml.stats.iml_gap` result, sized for `effect` (default: :func:`own_effect`)."""
+    effect = own_effect(g) if effect is _OWN else effect
+    return judge(g.ci_low, g.ci_high, g.n_stage1, g.sd_stage1, effect, paper_scale)
+
+
 def at_bound(table: pd.DataFrame, a: str, b: str, metric: str, epoch: float) -> str | None:
     """"floor" / "ceiling" when both subsets' mean `metric` at `epoch` is within BOUND_TOL of 0 / 1, else None."""
     t = table[(table["metric"] == metric) & table["subset"].isin([a, b])
@@ -96,8 +118,8 @@ def gap_status(table: pd.DataFrame, a: str, b: str, metric: str, epoch=None, pap
     g = iml_gap(table, a, b, metric, epoch)
     if g.n_stage1 >= 2 and at_bound(table, a, b, metric, g.epoch):
         return "uninformative (floor/ceiling)", g, MIN_SEEDS
-    need = needed(g.sd_stage1, reference_effect(paper_value, g.gap, g.ci_low, g.ci_high))
-    return interval_status(g.ci_low, g.ci_high, g.n_stage1, paper_scale, need), g, need
+    status, need = judge_gap(g, reference_effect(paper_value, g.gap, g.ci_low, g.ci_high), paper_scale)
+    return status, g, need
 
 
 def worst(statuses) -> str:
