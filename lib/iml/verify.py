@@ -149,10 +149,6 @@ def _overlap(a: dict, b: dict) -> bool:
 # Comparing tables
 # ----------------------------------------------------------------------------------------------
 
-def _read(path: Path) -> pd.DataFrame:
-    return pd.read_csv(path)
-
-
 def _same_keys(a: pd.DataFrame, b: pd.DataFrame) -> bool:
     if len(a) != len(b):
         return False
@@ -233,10 +229,11 @@ def _open(result_dir: str | Path):
         raise ConfigError("RESULT", f"{d}: its config no longer builds with this code ({e})") from None
     if config_hash(cfg) != res.hash:
         raise ConfigError("RESULT", f"{d}: its config rebuilds to hash {config_hash(cfg)}, not {res.hash}")
-    units = list(res.meta.get("units") or ResultStore(experiment, res.config, root=d.parent.parent).done_units())
+    store = ResultStore(experiment, res.config, root=d.parent.parent)
+    units = list(res.meta.get("units") or store.done_units())
     if not units:
         raise ConfigError("RESULT", f"{d} lists no units to recompute")
-    absent = [u for u in units if not (d / "units" / f"{u}.csv").is_file()]
+    absent = [u for u in units if not store.unit_done(u)]
     if absent:
         raise ConfigError("RESULT", f"{d}: unit file(s) missing: {', '.join(absent[:5])}")
     return mod, res, cfg, units
@@ -261,22 +258,24 @@ def verify(result_dir: str | Path, units: int | None = 1, seed: int = 0, root: s
     src = Path(result_dir)
     tmp_ctx = tempfile.TemporaryDirectory(prefix="iml-verify-") if root is None else None
     work = Path(tmp_ctx.name) if tmp_ctx else Path(root)
-    dst = work / res.experiment / res.hash
+    committed_store = ResultStore(res.experiment, res.config, root=src.parent.parent)
+    store = ResultStore(res.experiment, res.config, root=work)
+    dst = store.dir
     if dst.exists() and any(dst.iterdir()):
         raise ConfigError("--root", f"{dst} already exists; give an empty results root")
     env = res.meta.get("environment") or {}
     want_threads = threads or env.get("torch_threads")
     old_threads = torch.get_num_threads()
     try:
-        (dst / "units").mkdir(parents=True, exist_ok=True)
+        store.units_dir.mkdir(parents=True, exist_ok=True)
         shutil.copy2(src / "config.json", dst / "config.json")
         for u in all_units:
             if u in picked:
                 continue
             for suffix in (".csv", ".json"):
-                p = src / "units" / f"{u}{suffix}"
+                p = committed_store.unit_path(u).with_suffix(suffix)
                 if p.exists():
-                    shutil.copy2(p, dst / "units" / p.name)
+                    shutil.copy2(p, store.unit_path(u).with_suffix(suffix))
         if want_threads:
             torch.set_num_threads(int(want_threads))
         t_run, c_run = time.time(), time.process_time()
@@ -288,7 +287,7 @@ def verify(result_dir: str | Path, units: int | None = 1, seed: int = 0, root: s
         used_threads = torch.get_num_threads()
         per_unit, n, n_differ, max_diff, same_rows = {}, 0, 0, 0.0, True
         for u in picked:
-            c = compare_values(_read(src / "units" / f"{u}.csv"), _read(dst / "units" / f"{u}.csv"))
+            c = compare_values(committed_store.load_unit(u), store.load_unit(u))
             per_unit[u] = c
             if not c["same_rows"]:
                 same_rows = False
@@ -296,9 +295,9 @@ def verify(result_dir: str | Path, units: int | None = 1, seed: int = 0, root: s
             n += c["n"]
             n_differ += c["n_differ"]
             max_diff = max(max_diff, c["max_abs_diff"])
-        committed = _read(src / "results.csv")
-        recomputed = _read(dst / "results.csv")
-        concat = pd.concat([_read(src / "units" / f"{u}.csv") for u in all_units], ignore_index=True)
+        committed = pd.read_csv(src / "results.csv")
+        recomputed = pd.read_csv(dst / "results.csv")
+        concat = pd.concat([committed_store.load_unit(u) for u in all_units], ignore_index=True)
         consistent = compare_values(committed, concat)
         consistent = bool(consistent["same_rows"] and consistent["n_differ"] == 0)
         gaps = []
