@@ -1,4 +1,4 @@
-"""Benchmark: the authors' evaluation path (HF ``pipeline("text-generation")``) vs ``iml.evaluate.greedy_generate``.
+"""Benchmark: the authors' evaluation path (HF ``pipeline("text-generation")``) vs ``iml.lm.evaluate.greedy_generate``.
 
 Same model, same prompts, greedy, ``max_new_tokens=8``, batch 64. A Pythia-shaped GPT-NeoX (from config, no hub)
 and a byte-level BPE tokenizer trained here. The model is first trained briefly on Q/A documents (text + EOS, as the
@@ -138,7 +138,7 @@ def main(argv=None):
 
     transformers.logging.set_verbosity_error()  # the pipeline warns about max_length on every batch
 
-    from iml.evaluate import greedy_generate
+    from iml.lm.evaluate import greedy_generate
 
     device = torch.device(args.device)
     n_entities = max(1, -(-args.n_prompts // len(TEMPLATES)))
@@ -175,7 +175,7 @@ def main(argv=None):
     ours_big, t_big = time_ours(args.big_batch_size)
 
     pipe_cut = [cut(t) for t in pipe_raw]
-    from iml.metrics import score
+    from iml.lm.metrics import score
 
     s_ours, s_pipe, s_raw = score(ours, answers), score(pipe_cut, answers), score(pipe_raw, answers)
     print(f"example: {prompts[0]!r} -> ours {ours[0]!r}, pipeline raw {pipe_raw[0]!r}")

@@ -5,11 +5,11 @@ gpu preset (5 processes) trained at ~16k tokens/s per process (~80k together, ~6
 
 * ``host_ms``: building one batch on the CPU (collate, loss positions);
 * ``fwdbwd_ms``: forward + backward of one batch (bf16 autocast, all-token loss), synchronised;
-  ``fwdbwd_fast_ms`` the same with :mod:`iml.fastllama`'s forward (``train.fast_forward``);
-* ``opt_iml_ms`` / ``opt_hf_ms``: one Adafactor step, ``iml.optim`` (batched by shape) vs ``transformers``;
+  ``fwdbwd_fast_ms`` the same with :mod:`iml.lm.fastllama`'s forward (``train.fast_forward``);
+* ``opt_iml_ms`` / ``opt_hf_ms``: one Adafactor step, ``iml.lm.optim`` (batched by shape) vs ``transformers``;
 * with ``--compile``: the same with every batch padded to one length, eager and with the transformer body
   ``torch.compile``'d (``compile_s`` is the one-time compilation);
-* ``loop_tok_s``: the real loop (:func:`iml.train.train_stage`) over ``--steps`` batches; with ``--procs N``
+* ``loop_tok_s``: the real loop (:func:`iml.lm.train.train_stage`) over ``--steps`` batches; with ``--procs N``
   N such loops run at once in separate processes and ``sum_tok_s`` is their total; ``--loop-compile`` runs
   them with ``train.compile`` (compilation happens in an untimed warm-up epoch).
 
@@ -39,7 +39,7 @@ import torch  # noqa: E402
 def _setup(args):
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-    from iml.tagging import DataConfig, build
+    from iml.lm.tagging import DataConfig, build
 
     tok = AutoTokenizer.from_pretrained(args.shape)
     if tok.pad_token_id is None:
@@ -69,8 +69,8 @@ def _ms(fn, n, dev):
 def parts(args):
     from transformers.optimization import Adafactor as HFAdafactor
 
-    from iml.optim import Adafactor
-    from iml.train import _loss_sum, collate, encode_rows, loss_positions
+    from iml.lm.optim import Adafactor
+    from iml.lm.train import _loss_sum, collate, encode_rows, loss_positions
 
     model, tok, rows = _setup(args)
     docs, _ = encode_rows(rows[: args.batch * 8], tok, "all")
@@ -100,7 +100,7 @@ def parts(args):
 
     out["fwdbwd_ms"] = _ms(fwdbwd, 20, dev)
     fast[0] = True
-    out["fwdbwd_fast_ms"] = _ms(fwdbwd, 20, dev)  # iml.fastllama: the same forward without HF's machinery
+    out["fwdbwd_fast_ms"] = _ms(fwdbwd, 20, dev)  # iml.lm.fastllama: the same forward without HF's machinery
     fast[0] = False
     out["tokens_per_batch"] = int(sum(int(p[1].sum()) for p in prepared) / len(prepared))
     params = [p for p in model.parameters() if p.requires_grad]
@@ -133,7 +133,7 @@ def parts(args):
 
 
 def loop(args):
-    from iml.train import StageConfig, TrainConfig, train_stage
+    from iml.lm.train import StageConfig, TrainConfig, train_stage
 
     model, tok, rows = _setup(args)
     sub = rows[: args.batch * args.steps]

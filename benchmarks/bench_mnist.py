@@ -1,7 +1,7 @@
 """Throughput of the MNIST grid task and an estimate of each preset's wall time.
 
 For every preset it trains a shortened copy (a few epochs per stage, all the preset's seeds of one group
-batched) with ``iml.mnist_grid.train_group``, measures seconds per stage-1 epoch, per stage-2 epoch and
+batched) with ``iml.mnist.grid.train_group``, measures seconds per stage-1 epoch, per stage-2 epoch and
 per evaluation, and extrapolates to the preset's full epochs and number of seed groups. Prints
 seed-epochs/s (stage 1 and stage 2).
 
@@ -23,8 +23,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lib"))
 
 import torch  # noqa: E402
 
-from iml import mnist_grid as M  # noqa: E402
-from iml.config import parse_override  # noqa: E402
+from iml.mnist import grid as M  # noqa: E402
+from iml.core.config import parse_override  # noqa: E402
 
 
 def bench(preset: str, device: str, epochs: int, overrides: dict) -> dict:

@@ -27,8 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lib"))
 
 import torch  # noqa: E402
 
-from iml import setinclusion as si  # noqa: E402
-from iml.config import to_dict  # noqa: E402
+from iml.scratch import set_inclusion as si  # noqa: E402
+from iml.core.config import to_dict  # noqa: E402
 
 
 def _parse_set(items):

@@ -1,7 +1,7 @@
 """Benchmark: build the paper-default tagged dataset (4000 entities) and print its build time and sizes.
 
 Uses the people KB (``data/people.csv``) when it exists, else the synthetic KB. Times, separately,
-loading the knowledge base, ``iml.tagging.build`` on the loaded base, and ``to_datasetdict``.
+loading the knowledge base, ``iml.lm.tagging.build`` on the loaded base, and ``to_datasetdict``.
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_tagging.py [--num-ents 4000] [--kb synthetic] [--repeat 3]
 """
@@ -14,9 +14,9 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
 
-from iml.config import from_dict  # noqa: E402
-from iml.io import DATA_DIR  # noqa: E402
-from iml.tagging import DataConfig, _load_kb, build  # noqa: E402
+from iml.core.config import from_dict  # noqa: E402
+from iml.core.files import DATA_DIR  # noqa: E402
+from iml.lm.tagging import DataConfig, _load_kb, build  # noqa: E402
 
 
 def main(argv=None) -> None:

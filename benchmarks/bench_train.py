@@ -1,10 +1,10 @@
-"""Training throughput: iml.train's own loop vs a Hugging Face ``Trainer`` on the same model and data.
+"""Training throughput: iml.lm.train's own loop vs a Hugging Face ``Trainer`` on the same model and data.
 
 Same from-scratch model (``mini`` shape, the experiment's own tokenizer), same documents (Stage-1 rows of
 200 synthetic people), same number of optimizer steps, Adafactor at lr 5e-5, loss on all tokens, one
 CPU thread. Three runs:
 
-* ``iml``: :func:`iml.train.train_stage` (dynamic padding, pads masked, output head only where labels are);
+* ``iml``: :func:`iml.lm.train.train_stage` (dynamic padding, pads masked, output head only where labels are);
 * ``trainer_dynamic``: ``Trainer`` + ``DataCollatorForLanguageModeling(mlm=False)`` (pads per batch);
 * ``trainer_maxlen48``: ``Trainer`` on documents padded to 48 tokens like the reference code;
 * ``hf_loop_dynamic`` / ``hf_loop_maxlen48``: Trainer's inner loop written out (DataLoader, collator,
@@ -38,10 +38,10 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(1)
-    from iml.models import ModelConfig, count_params, load_model
-    from iml.tagging import DataConfig, build
-    from iml.tokenizer import TokenizerConfig, train_tokenizer
-    from iml.train import StageConfig, TrainConfig, encode_rows, train_stage
+    from iml.lm.models import ModelConfig, count_params, load_model
+    from iml.lm.tagging import DataConfig, build
+    from iml.lm.tokenizer import TokenizerConfig, train_tokenizer
+    from iml.lm.train import StageConfig, TrainConfig, encode_rows, train_stage
 
     data = build(DataConfig(kb="synthetic", num_ents=200, seed=0))
     rows = data.splits["train_stage1"]

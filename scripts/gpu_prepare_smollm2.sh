@@ -31,7 +31,7 @@ case "${1:-}" in
   shape)  # SmolLM2's config.json and tokenizer files (3.5 MB), for benchmarks/bench_main_step.py --shape
     gguf=${2:?shape needs the assembled GGUF file}
     IML_SMOLLM2_GGUF="$gguf" PYTHONPATH=lib "${PYTHON:-.venv/bin/python}" -c '
-from iml.models import ModelConfig, load_model
+from iml.lm.models import ModelConfig, load_model
 m, tok = load_model(ModelConfig(name="smollm2-135m", pretrained=True), None)
 tok.save_pretrained(".gpucarry/smolshape"); m.config.save_pretrained(".gpucarry/smolshape")'
     ls -la .gpucarry/smolshape;;

@@ -12,7 +12,7 @@ keep an H100/H200 busy from one Python process, so ``--workers N`` splits its st
 processes (seed i goes to process i mod N) that share the GPU. ``--deadline S`` (seconds from the
 script's start) stops every process from starting a seed it would not finish in time (judged by its
 previous seed) and kills what still runs ``--grace`` seconds (60) past it; the result is then the first k stage-1 seeds
-that finished, saved as the config with ``n_stage1 = k`` (``iml.experiment.finalize_completed``; its
+that finished, saved as the config with ``n_stage1 = k`` (``iml.lm.experiment.finalize_completed``; its
 meta records the planned count), so a run cut short still returns a valid, smaller result.
 
 Each job runs in its own try-block so one failure does not lose the others; every finished result folder
@@ -35,7 +35,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lib"))
 
 from iml import registry  # noqa: E402
-from iml.config import from_dict, to_dict  # noqa: E402
+from iml.core.config import from_dict, to_dict  # noqa: E402
 
 # (experiment, extra overrides on top of its gpu preset). Order = priority: the most important first.
 JOBS: list[tuple[str, dict]] = [
@@ -43,9 +43,9 @@ JOBS: list[tuple[str, dict]] = [
     ("mnist", {}),
     ("setinclusion", {"loss_on": "all"}),
     ("main", {}),  # needs the SmolLM2 GGUF there: IML_SMOLLM2_GGUF (scripts/gpu_prepare_smollm2.sh)
-    ("batch_size", {}),  # the MNIST batch-size sweeps (iml.batch_size, both designs at `preset`): several results
-    ("gradalign", {}),  # gradient alignment over the two-stage sweep's Stage 1 (iml.gradalign): several results
-    ("alpha", {}),  # the MNIST tag-consistency-correlation sweep (iml.alpha): one MNIST result per α
+    ("batch_size", {}),  # the MNIST batch-size sweeps (iml.mnist.batch_size, both designs at `preset`): several results
+    ("gradalign", {}),  # gradient alignment over the two-stage sweep's Stage 1 (iml.mnist.gradient_alignment): several results
+    ("alpha", {}),  # the MNIST tag-consistency-correlation sweep (iml.mnist.alpha): one MNIST result per α
 ]
 SWEEP_JOBS = ("batch_size", "gradalign", "alpha")
 """Jobs that are sweeps (one result per batch size); their overrides are MNIST task overrides."""
@@ -152,10 +152,12 @@ def main(argv=None) -> int:
 
 
 def _run_sweep(name: str, preset: str, overrides: dict, root: Path, out: Path, job: dict) -> None:
-    """A sweep job at `preset`: "batch_size" = the MNIST batch-size sweeps (iml.batch_size), two-stage then
+    """A sweep job at `preset`: "batch_size" = the MNIST batch-size sweeps (iml.mnist.batch_size), two-stage then
     single-stage, one MNIST result per batch size and design; "gradalign" = the gradient-alignment sweep
-    (iml.gradalign), one result per batch size; "alpha" = the α sweep (iml.alpha), one MNIST result per α."""
-    from iml import alpha, batch_size, gradalign
+    (iml.mnist.gradient_alignment), one result per batch size; "alpha" = the α sweep (iml.mnist.alpha), one MNIST result per α."""
+    from iml.mnist import alpha
+    from iml.mnist import batch_size
+    from iml.mnist import gradient_alignment as gradalign
 
     if name == "gradalign":
         rs = gradalign.run_sweep(preset, overrides=overrides, root=root, progress=False)
@@ -179,7 +181,7 @@ def _seed_from_committed(name: str, cfg, committed: Path, root: Path) -> str | N
     cut short by its deadline) into this run's results root, so that only what is missing is computed."""
     import shutil
 
-    from iml.config import config_hash
+    from iml.core.config import config_hash
 
     h = config_hash(cfg)
     src, dst = committed / name / h, root / name / h
@@ -191,7 +193,8 @@ def _seed_from_committed(name: str, cfg, committed: Path, root: Path) -> str | N
 
 def _run_main_sharded(cfg, root: Path, out: Path, workers: int, stop_by: float | None, grace: float, job: dict):
     """The main experiment's stage-1 seeds over `workers` processes; the result of those that finished."""
-    from iml import experiment, results
+    from iml.lm import experiment
+    from iml.core import results
 
     store = results.ResultStore(experiment.EXPERIMENT, cfg, root=root)
     if store.is_complete():
@@ -226,7 +229,7 @@ def _run_main_sharded(cfg, root: Path, out: Path, workers: int, stop_by: float |
 
 
 def _main_worker(spec: str) -> int:
-    from iml import experiment
+    from iml.lm import experiment
 
     job = json.loads(spec)
     i, n = job["shard"]

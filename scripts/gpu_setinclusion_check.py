@@ -61,7 +61,8 @@ def profile(out: Path, seeds: int = 10, steps: int = 12):
     import numpy as np
     import torch
 
-    from iml import multiseed as ms, setinclusion as si
+    from iml.scratch import multiseed as ms
+    from iml.scratch import set_inclusion as si
 
     c = si.make_config("gpu", {"device": "cuda"})
     d = si.make_data(c, 0)

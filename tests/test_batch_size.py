@@ -1,10 +1,12 @@
-"""iml.batch_size: the MNIST grid task at several batch sizes (paper claim (ii): smaller batches, more IML)."""
+"""iml.mnist.batch_size: the MNIST grid task at several batch sizes (paper claim (ii): smaller batches, more IML)."""
 import math
 
 import pytest
 
-from iml import batch_size, book, mnist_grid
-from iml.config import ConfigError, config_hash
+from iml.mnist import batch_size
+from iml.report import book
+from iml.mnist import grid as mnist_grid
+from iml.core.config import ConfigError, config_hash
 
 
 def test_points_scale_the_epochs_and_the_cpu_point_at_32_is_the_mnist_cpu_preset():
@@ -159,7 +161,7 @@ def test_figure_and_headline_note():
     import matplotlib
 
     matplotlib.use("Agg")
-    from iml import plots
+    from iml.report import plots
 
     s = batch_size.summary([_fake(8, 0.2, seed=1), _fake(32, 0.1, seed=2), _fake(128, 0.0, seed=3)])
     s.loc[2, ["stage1_steps", "stage1_epochs"]] = 4  # the last point: one step per epoch
@@ -168,7 +170,7 @@ def test_figure_and_headline_note():
     assert [t.get_text() for t in a.get_xticklabels()] == ["8", "32", "128\n(full)"]
     assert len(b.get_lines()) == 2  # the two Stage-1 subsets
     assert "No committed `gpu` sweep" in batch_size.headline_note(None)
-    assert "python -m iml.batch_size --sweep gpu-joint`" in batch_size.headline_note(None, "gpu-joint")
+    assert "python -m iml.mnist.batch_size --sweep gpu-joint`" in batch_size.headline_note(None, "gpu-joint")
 
 
 def test_command_line(tmp_path, capsys):

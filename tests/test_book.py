@@ -1,4 +1,4 @@
-"""iml.book and iml.paper on fake results: claims page, comparison tables, explorer, headline lookup,
+"""iml.report.book and iml.core.paper on fake results: claims page, comparison tables, explorer, headline lookup,
 offline HTML check."""
 import math
 
@@ -8,7 +8,10 @@ matplotlib.use("Agg")
 
 import pytest  # noqa: E402
 
-from iml import book, paper, results, verdicts  # noqa: E402
+from iml.report import book
+from iml.core import paper
+from iml.core import results
+from iml.core import verdicts  # noqa: E402
 
 
 def test_paper_reference_values_have_provenance():
@@ -140,7 +143,7 @@ def _store_fake(root, name, preset):
 
 
 def test_headline_lookup(tmp_path):
-    pytest.importorskip("iml.experiment")
+    pytest.importorskip("iml.lm.experiment")
     assert book.headline("main", root=tmp_path) is None
     assert "No committed `gpu`-preset result" in book.headline_note(None, "main", root=tmp_path)
     assert "disabled" in book.headline_note(None, "main", root="none")
@@ -156,9 +159,9 @@ def test_headline_lookup(tmp_path):
 def test_headline_shows_a_gpu_run_cut_short_by_its_deadline(tmp_path):
     """A run of the gpu config that kept only its first seeds (finalize_completed) is the headline,
     and says that it was cut short."""
-    pytest.importorskip("iml.experiment")
-    from iml import experiment
-    from iml.config import config_hash
+    pytest.importorskip("iml.lm.experiment")
+    from iml.lm import experiment
+    from iml.core.config import config_hash
 
     planned = experiment.make_config("gpu")
     cut = experiment.make_config("gpu", {"seeds.n_stage1": 3})
@@ -208,9 +211,9 @@ def test_committed_gpu_results_are_the_current_gpu_presets():
     """The committed H200 results stay the headlines: changing a gpu preset (or code that a config hash
     covers) without rerunning it would silently drop them from the book. The main run is also resumable:
     its planned folder holds the finished seeds' units under the current gpu config."""
-    from iml import experiment
-    from iml.config import config_hash
-    from iml.io import RESULTS_DIR
+    from iml.lm import experiment
+    from iml.core.config import config_hash
+    from iml.core.files import RESULTS_DIR
 
     for name in ("main", "mnist"):
         assert book.headline(name, root=RESULTS_DIR) is not None, f"committed {name} gpu result no longer found"

@@ -4,11 +4,11 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from iml.config import ConfigError
-from iml.fastllama import llama_hidden
-from iml.models import ModelConfig, load_model
-from iml.tokenizer import TokenizerConfig, train_tokenizer
-from iml.train import StageConfig, TrainConfig, collate, encode_rows, train_stage
+from iml.core.config import ConfigError
+from iml.lm.fastllama import llama_hidden
+from iml.lm.models import ModelConfig, load_model
+from iml.lm.tokenizer import TokenizerConfig, train_tokenizer
+from iml.lm.train import StageConfig, TrainConfig, collate, encode_rows, train_stage
 
 
 def _rows(n):
@@ -117,8 +117,8 @@ def test_collate_to_a_fixed_shape_and_bad_values(data):
 def test_the_option_leaves_the_committed_gpu_result_in_place():
     """train.compile came after the H200 results: off, the gpu preset still hashes to its committed
     folder; on, it is another config (its numbers may differ in the last bits)."""
-    from iml.config import config_hash
-    from iml.experiment import make_config
+    from iml.core.config import config_hash
+    from iml.lm.experiment import make_config
 
     assert config_hash(make_config("gpu")) == "48307769fd7a"
     assert config_hash(make_config("gpu", {"train.compile": True})) != "48307769fd7a"

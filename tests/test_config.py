@@ -3,7 +3,7 @@ import dataclasses
 
 import pytest
 
-from iml.config import (ConfigError, apply_overrides, check_fraction, config_hash, from_dict,
+from iml.core.config import (ConfigError, apply_overrides, check_fraction, config_hash, from_dict,
                         parse_override, to_dict)
 
 

@@ -19,9 +19,9 @@ from transformers import (  # noqa: E402
     PreTrainedTokenizerFast,
 )
 
-import iml.evaluate as ev  # noqa: E402
-from iml.config import ConfigError  # noqa: E402
-from iml.evaluate import answer_logprob, evaluate_sets, greedy_generate  # noqa: E402
+import iml.lm.evaluate as ev  # noqa: E402
+from iml.core.config import ConfigError  # noqa: E402
+from iml.lm.evaluate import answer_logprob, evaluate_sets, greedy_generate  # noqa: E402
 
 EOS = "<|endoftext|>"
 

@@ -1,13 +1,13 @@
-"""iml.experiment: a tiny two-stage run end to end, resume, hashing, checkpoint naming."""
+"""iml.lm.experiment: a tiny two-stage run end to end, resume, hashing, checkpoint naming."""
 import json
 
 import pandas as pd
 import pytest
 
-import iml.train
-from iml import results
-from iml.config import ConfigError, config_hash
-from iml.experiment import (PRESETS, completed_stage1, derive_seed, finalize_completed, make_config, run,
+import iml.lm.train
+from iml.core import results
+from iml.core.config import ConfigError, config_hash
+from iml.lm.experiment import (PRESETS, completed_stage1, derive_seed, finalize_completed, make_config, run,
                             unit_id)
 
 OVERRIDES = {
@@ -72,13 +72,13 @@ def test_losses_fall(finished):
 def test_resume_recomputes_only_the_missing_unit(finished, monkeypatch):
     cfg, root, res = finished
     calls = []
-    real = iml.train.train_stage
+    real = iml.lm.train.train_stage
 
     def counting(*a, **k):
         calls.append(a[3].name)
         return real(*a, **k)
 
-    monkeypatch.setattr(iml.train, "train_stage", counting)
+    monkeypatch.setattr(iml.lm.train, "train_stage", counting)
     run(cfg, root=root, progress=False)  # finished: just loads
     assert calls == []
     store = results.ResultStore("main", cfg, root=root)

@@ -1,11 +1,11 @@
-"""iml.fastllama computes what transformers' LlamaModel computes, on the same parameters, for training."""
+"""iml.lm.fastllama computes what transformers' LlamaModel computes, on the same parameters, for training."""
 import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from iml.config import config_hash, to_dict
-from iml.fastllama import llama_hidden, supports
-from iml.train import StageConfig, TrainConfig, _loss_sum, loss_positions
+from iml.core.config import config_hash, to_dict
+from iml.lm.fastllama import llama_hidden, supports
+from iml.lm.train import StageConfig, TrainConfig, _loss_sum, loss_positions
 
 
 def _llama(seed=0, **kw):
@@ -62,7 +62,7 @@ def test_unsupported_models_fall_back():
 
 
 def test_training_stage_is_the_same_with_the_fast_forward():
-    from iml.train import train_stage
+    from iml.lm.train import train_stage
 
     class Tok:  # the loop needs EOS/pad ids and a __call__ that returns input_ids
         eos_token_id, pad_token_id = 2, 0
@@ -84,7 +84,7 @@ def test_training_stage_is_the_same_with_the_fast_forward():
 def test_the_new_option_leaves_committed_config_hashes_alone():
     """train.fast_forward was added after results were committed: at False a config hashes as before
     (as its stored config.json without the field does); at True it is a different config."""
-    from iml.experiment import make_config
+    from iml.lm.experiment import make_config
 
     cfg = make_config("gpu")
     d = to_dict(cfg)
@@ -95,7 +95,7 @@ def test_the_new_option_leaves_committed_config_hashes_alone():
 
 
 def test_fast_forward_must_be_a_boolean():
-    from iml.config import ConfigError
+    from iml.core.config import ConfigError
 
     with pytest.raises(ConfigError, match="fast_forward"):
         TrainConfig(fast_forward="yes")

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from iml import registry
-from iml.config import config_hash
-from iml.io import cpu_info
+from iml.core.config import config_hash
+from iml.core.env import cpu_info
 
 GOLDEN = Path(__file__).with_name("golden.json")
 EXPERIMENTS = ("main", "setinclusion", "mnist", "gradalign", "probe")
@@ -39,7 +39,7 @@ def sweep_hashes() -> dict[str, list[str]]:
     import importlib
 
     for name in ("batch_size", "alpha", "gradalign"):
-        study = importlib.import_module(f"iml.{name}")
+        study = importlib.import_module({"batch_size": "iml.mnist.batch_size", "alpha": "iml.mnist.alpha", "gradalign": "iml.mnist.gradient_alignment"}[name])
         for sweep in study.SWEEPS:
             out[f"{name}/{sweep}"] = [config_hash(c) for c in study.configs(sweep)]
     return out

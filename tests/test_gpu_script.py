@@ -6,7 +6,7 @@ import subprocess
 import sys
 import tarfile
 
-from iml.io import ROOT
+from iml.core.files import ROOT
 
 
 def test_gpu_script_at_smoke_scale(tmp_path):

@@ -1,12 +1,15 @@
-"""iml.gradalign: cos(definition gradient, QA gradient) for not-yet-trained X2 aliases after Stage 1 (claim 5)."""
+"""iml.mnist.gradient_alignment: cos(definition gradient, QA gradient) for not-yet-trained X2 aliases after Stage 1 (claim 5)."""
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 
-from iml import batch_size, book, gradalign, mnist_grid
-from iml.config import ConfigError, to_dict
-from iml.results import COLUMNS, Result
+from iml.mnist import batch_size
+from iml.report import book
+from iml.mnist import gradient_alignment as gradalign
+from iml.mnist import grid as mnist_grid
+from iml.core.config import ConfigError, to_dict
+from iml.core.results import COLUMNS, Result
 
 
 def test_presets_wrap_the_mnist_presets_and_sweeps_wrap_the_batch_size_sweeps():
@@ -168,7 +171,7 @@ def test_summary_table_and_figure():
     import matplotlib
 
     matplotlib.use("Agg")
-    from iml import plots
+    from iml.report import plots
 
     fig = plots.gradalign_figure(s, gradalign.curves(rs))
     assert len(fig.axes) == 3
@@ -195,8 +198,8 @@ def test_cli_reports_bad_input(tmp_path, capsys):
 def test_outcome_link_pairs_each_seed_with_the_iml_gap_of_its_own_stage1(tmp_path):
     """Seed s of a point is paired with seed s of the MNIST result whose config is the point's task: an IML
     gap that is exactly 2x each seed's alignment change gives r = 1; no MNIST result gives None."""
-    from iml.results import ResultStore
-    from iml.stats import paired_differences
+    from iml.core.results import ResultStore
+    from iml.core.stats import paired_differences
 
     rs = [_fake(8, 0.04, seed=1), _fake(32, 0.02, seed=2)]
     assert gradalign.outcome_link(rs, root=tmp_path) is None
@@ -217,7 +220,7 @@ def test_outcome_link_pairs_each_seed_with_the_iml_gap_of_its_own_stage1(tmp_pat
     import matplotlib
 
     matplotlib.use("Agg")
-    from iml import plots
+    from iml.report import plots
 
     assert len(plots.gradalign_outcome_figure(frame).axes) == 1
 
@@ -232,7 +235,7 @@ def test_trend_is_seed_paired_smaller_minus_larger_batch():
 
 def test_outcome_link_finds_the_mnist_result_of_the_same_recipe_with_other_seed_counts(tmp_path):
     """A 10-seed point pairs with the 5-seed MNIST result of the same Stage-1 recipe (seeds pair by number)."""
-    from iml.results import ResultStore
+    from iml.core.results import ResultStore
 
     r = _fake(8, 0.04, seed=1)
     task = to_dict(mnist_grid.make_config("smoke", {"batch_size": 8, "stage1_epochs": 4, "n_seeds": 10}))

@@ -1,8 +1,8 @@
 """The knowledge-base schema, the paper's year bucketing, the synthetic generator and load_kb."""
 import pytest
 
-from iml.config import ConfigError
-from iml.knowledge import (
+from iml.core.config import ConfigError
+from iml.lm.knowledge import (
     KB_NAMES,
     PEOPLE_RELATIONS,
     Entity,

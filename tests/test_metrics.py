@@ -2,7 +2,7 @@ import math
 
 import pytest
 
-from iml.metrics import exact_match, f1, gold_alternatives, normalize_answer, score
+from iml.lm.metrics import exact_match, f1, gold_alternatives, normalize_answer, score
 
 
 def test_normalize_lower_punct_articles_whitespace():

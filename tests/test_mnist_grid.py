@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 import torch
 
-from iml import mnist_grid as M
-from iml.config import ConfigError
-from iml.results import COLUMNS, load
+from iml.mnist import grid as M
+from iml.core.config import ConfigError
+from iml.core.results import COLUMNS, load
 
 CPU = torch.device("cpu")
 
@@ -328,7 +328,7 @@ def test_stage1_learns_above_chance():
 
 
 def test_tag_consistency_subsets_follow_their_definitions():
-    """α < 1 (iml.alpha): qd1incons carries the reliable tag on a wrong grid (another qd1incons alias's),
+    """α < 1 (iml.mnist.alpha): qd1incons carries the reliable tag on a wrong grid (another qd1incons alias's),
     qd2consis the unreliable tag on the alias's own grid; both get QA like every X1 subset."""
     cfg = tiny(n_aliases=60, fractions={"qd1consis": 0.2, "qd1incons": 0.15, "qd2incons": 0.2, "qd2consis": 0.15})
     con = M.build_construction(cfg, 5)

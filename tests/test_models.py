@@ -1,12 +1,12 @@
-"""iml.models: from-scratch shapes, the local-checkpoint path, and the GGUF error message."""
+"""iml.lm.models: from-scratch shapes, the local-checkpoint path, and the GGUF error message."""
 import importlib.util
 
 import pytest
 import torch
 
-from iml.config import ConfigError, from_dict
-from iml.models import SHAPES, ModelConfig, count_params, load_model, resolve_gguf
-from iml.tokenizer import TokenizerConfig, train_tokenizer
+from iml.core.config import ConfigError, from_dict
+from iml.lm.models import SHAPES, ModelConfig, count_params, load_model, resolve_gguf
+from iml.lm.tokenizer import TokenizerConfig, train_tokenizer
 
 TEXTS = ["Q: When was <|abcde|> born?\nA: 1950s\n", "<|qwerty|> <|abcde|> Ada Lovelace\n",
          "Q: What did <|fghij|> do?\nA: writer\n"] * 5

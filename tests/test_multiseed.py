@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from iml import multiseed as ms
+from iml.scratch import multiseed as ms
 
 
 def _shape():

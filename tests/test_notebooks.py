@@ -14,13 +14,16 @@ from pathlib import Path
 
 import pytest
 
-from iml import book, io, registry, results
+from iml.report import book
+from iml.core import files
+from iml import registry
+from iml.core import results
 
 NOTEBOOK_EXPERIMENT = {"main_result": "main", "set_inclusion": "setinclusion", "mnist_grid": "mnist",
                        "batch_size": "mnist", "gradient_alignment": "gradalign", "alpha": "mnist",
                        "probes": "probe"}
-SWEEP_NOTEBOOKS = {"batch_size": "iml.batch_size.run(", "gradient_alignment": "iml.gradalign.run_sweep(",
-                   "alpha": "iml.alpha.run("}
+SWEEP_NOTEBOOKS = {"batch_size": "iml.mnist.batch_size.run(", "gradient_alignment": "iml.mnist.gradient_alignment.run_sweep(",
+                   "alpha": "iml.mnist.alpha.run("}
 """Notebooks of a sweep over one experiment: they call the sweep's module instead of the registry."""
 NOTEBOOKS = sorted(p.stem for p in book.NOTEBOOKS_DIR.glob("*.ipynb"))
 
@@ -125,9 +128,9 @@ def test_book_builds_strict_and_renders_offline(executed, tmp_path):
     out, paths, skipped, res_root = executed
     if skipped:
         pytest.skip("; ".join(f"{k}: {v}" for k, v in skipped.items()))
-    if not (io.ROOT / "book" / "mnist_design.md").exists():
+    if not (files.ROOT / "book" / "mnist_design.md").exists():
         pytest.skip("book/mnist_design.md (written by the MNIST helper) is in the toc but not there yet")
-    if not (io.ROOT / "_vendor" / "widgets" / "embed-amd.js").exists():
+    if not (files.ROOT / "_vendor" / "widgets" / "embed-amd.js").exists():
         pytest.skip("widget JS not vendored: run `make vendor` (scripts/vendor_widgets.sh; needs npm once)")
     stage = book.stage_book(tmp_path / "src")
     dest = stage / "book" / "executed"
@@ -167,6 +170,6 @@ def test_nbval_references(request):
         pytest.skip(f"experiment modules missing for {missing}")
     env = dict(os.environ, OMP_NUM_THREADS="1")
     r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--nbval",
-                        "--nbval-current-env", "--nbval-sanitize-with", str(io.ROOT / "tests" / "sanitize.cfg"),
-                        *map(str, REFS)], capture_output=True, text=True, cwd=io.ROOT, env=env, timeout=1800)
+                        "--nbval-current-env", "--nbval-sanitize-with", str(files.ROOT / "tests" / "sanitize.cfg"),
+                        *map(str, REFS)], capture_output=True, text=True, cwd=files.ROOT, env=env, timeout=1800)
     assert r.returncode == 0, r.stdout[-6000:]

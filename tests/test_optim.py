@@ -1,10 +1,10 @@
-"""iml.optim.Adafactor is the paper's Hugging Face Adafactor, batched over parameters of one shape."""
+"""iml.lm.optim.Adafactor is the paper's Hugging Face Adafactor, batched over parameters of one shape."""
 import copy
 
 import pytest
 import torch
 
-from iml.optim import Adafactor
+from iml.lm.optim import Adafactor
 
 
 def _model(seed=0):

@@ -11,7 +11,9 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 
-from iml import book, paper, plots  # noqa: E402
+from iml.report import book
+from iml.core import paper
+from iml.report import plots  # noqa: E402
 
 
 @pytest.fixture
@@ -151,7 +153,7 @@ def test_gap_figure_and_accuracy_figure():
 
 
 def test_symbols_match_tagging():
-    tagging = pytest.importorskip("iml.tagging")
+    tagging = pytest.importorskip("iml.lm.tagging")
     for k, v in paper.SYMBOLS.items():
         assert tagging.PAPER_SYMBOLS.get(k, v) == v, k
 

@@ -1,10 +1,12 @@
-"""iml.probe: linear probes for the alias's tag (claim 6's question) on the MNIST grid task."""
+"""iml.mnist.probes: linear probes for the alias's tag (claim 6's question) on the MNIST grid task."""
 import numpy as np
 import pytest
 import torch
 
-from iml import book, mnist_grid, probe
-from iml.config import ConfigError
+from iml.report import book
+from iml.mnist import grid as mnist_grid
+from iml.mnist import probes as probe
+from iml.core.config import ConfigError
 
 
 def test_fit_logistic_solves_the_regularised_objective():
@@ -109,7 +111,7 @@ def test_probing_at_every_evaluation(tmp_path):
 
 
 def test_presets_are_the_mnist_presets_with_the_probes_overrides():
-    from iml.config import to_dict
+    from iml.core.config import to_dict
 
     cpu = to_dict(probe.make_config("cpu").task)
     assert cpu.pop("n_seeds") == 10

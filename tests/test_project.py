@@ -4,7 +4,7 @@ import tomllib
 
 import yaml
 
-from iml.io import ROOT
+from iml.core.files import ROOT
 
 
 def test_readme_first_commands_are_make_book_and_make_test():

@@ -4,8 +4,9 @@ import json
 import pandas as pd
 import pytest
 
-from iml import io, results
-from iml.results import COLUMNS, ResultStore, StaleResultError
+from iml.core import files
+from iml.core import results
+from iml.core.results import COLUMNS, ResultStore, StaleResultError
 
 
 def _unit_table(seed, value=0.5):
@@ -87,9 +88,9 @@ def test_bad_table_is_rejected(results_root):
 
 def test_atomic_write_leaves_old_file_on_failure(tmp_path):
     p = tmp_path / "x.json"
-    io.write_json(p, {"v": 1})
+    files.write_json(p, {"v": 1})
     with pytest.raises(RuntimeError):
-        with io.atomic_path(p) as tmp:
+        with files.atomic_path(p) as tmp:
             tmp.write_text("half")
             raise RuntimeError("killed")
     assert json.loads(p.read_text()) == {"v": 1}

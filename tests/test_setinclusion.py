@@ -8,8 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from iml import results, setinclusion as si
-from iml.config import ConfigError
+from iml.core import results
+from iml.scratch import set_inclusion as si
+from iml.core.config import ConfigError
 
 LIB = str(Path(si.__file__).resolve().parents[1])
 
@@ -126,7 +127,7 @@ def test_deterministic_within_and_across_processes():
     a, b = si.make_data(c, 7), si.make_data(c, 7)
     assert _digest(a) == _digest(b)
     assert _digest(si.make_data(c, 8)) != _digest(a)
-    code = ("import sys; sys.path.insert(0, %r); from iml import setinclusion as si; import test_setinclusion as t;"
+    code = ("import sys; sys.path.insert(0, %r); from iml.scratch import set_inclusion as si; import test_setinclusion as t;"
             "print(t._digest(si.make_data(t._cfg(), 7)))" % LIB)
     outs = set()
     for hs in ("0", "123"):

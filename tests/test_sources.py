@@ -12,10 +12,10 @@ import re
 import pandas as pd
 import pytest
 
-from iml import sources
-from iml.config import ConfigError
-from iml.knowledge import PEOPLE_RELATIONS, bucket_year
-from iml.sources import (
+from iml.lm import sources
+from iml.core.config import ConfigError
+from iml.lm.knowledge import PEOPLE_RELATIONS, bucket_year
+from iml.lm.sources import (
     CVDB_RELATIONS,
     FILM_RELATIONS,
     TRIPLE_PREDICATES,

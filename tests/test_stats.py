@@ -5,8 +5,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from iml.results import COLUMNS
-from iml.stats import (correlation, half_width, iml_gap, paired_differences, seed_interval, seeds_needed)
+from iml.core.results import COLUMNS
+from iml.core.stats import (correlation, half_width, iml_gap, paired_differences, seed_interval, seeds_needed)
 
 
 def _table(gaps_by_s1, base=0.3, metric="EM", epoch=30):

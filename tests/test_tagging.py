@@ -1,4 +1,4 @@
-"""Invariants, golden strings and sizes of the tagged dataset (`iml.tagging`)."""
+"""Invariants, golden strings and sizes of the tagged dataset (`iml.lm.tagging`)."""
 from __future__ import annotations
 
 import math
@@ -9,9 +9,9 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from iml.config import ConfigError, from_dict
-from iml.knowledge import PEOPLE_RELATIONS, Entity, KnowledgeBase
-from iml.tagging import (
+from iml.core.config import ConfigError, from_dict
+from iml.lm.knowledge import PEOPLE_RELATIONS, Entity, KnowledgeBase
+from iml.lm.tagging import (
     COLUMNS, DEF_ORDERS, ENT_ASSOC_TEMPLATES, INCONSISTENT_SUBSETS, IS_PHRASES, IS_SOURCES, ISNT_PHRASES,
     MAYBE_PHRASES, NEUTRAL_SOURCES, PAPER_SYMBOLS, RELIABLE_SOURCES, SUBSETS, TAG_OF_SUBSET, TRAIN_SPLITS,
     UNRELIABLE_SOURCES, X1_SUBSETS, X2_SUBSETS, DataConfig, Fractions, build, derangement,
@@ -29,7 +29,7 @@ def cfg(**kw) -> DataConfig:
 
 
 def fig2_kb() -> KnowledgeBase:
-    """Hand-made facts (paper Fig. 2 flavour) so golden strings depend on iml.tagging alone."""
+    """Hand-made facts (paper Fig. 2 flavour) so golden strings depend on iml.lm.tagging alone."""
     people = [
         ("Cleopatra", "1 century BC", "Alexandria", "Africa", "Queen", "Egypt", "Female"),
         ("Socrates", "5 century BC", "Athens", "Europe", "philosopher", "Greece", "Male"),
@@ -294,7 +294,7 @@ def test_six_orders_produce_documented_strings(order):
 
 def test_order_examples_literal():
     """The strings from reference-notes.md §1.2 (tag <|tagabc|>, alias fixed by hand)."""
-    from iml.tagging import _tag_definition
+    from iml.lm.tagging import _tag_definition
 
     expected = {
         "tve": "<|tagabc|> <|abcde|> Marie Curie", "tev": "<|tagabc|> Marie Curie <|abcde|>",
@@ -531,7 +531,7 @@ def test_to_datasetdict():
 
 
 def test_people_kb_if_present():
-    from iml.io import DATA_DIR
+    from iml.core.files import DATA_DIR
 
     if not (DATA_DIR / "people.csv").exists():
         pytest.skip("data/people.csv not built")

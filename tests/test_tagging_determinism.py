@@ -10,8 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from iml.config import from_dict
-from iml.tagging import DataConfig, build
+from iml.core.config import from_dict
+from iml.lm.tagging import DataConfig, build
 
 LIB = str(Path(__file__).resolve().parents[1] / "lib")
 
@@ -28,8 +28,8 @@ CONFIGS = [
 
 DIGEST_CODE = """
 import hashlib, json, sys
-from iml.config import from_dict
-from iml.tagging import DataConfig, build
+from iml.core.config import from_dict
+from iml.lm.tagging import DataConfig, build
 out = []
 for d in json.loads(sys.argv[1]):
     data = build(from_dict(DataConfig, d))

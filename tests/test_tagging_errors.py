@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from iml.config import ConfigError, from_dict
-from iml.tagging import DataConfig, Fractions, build, fractions_for_alpha
+from iml.core.config import ConfigError, from_dict
+from iml.lm.tagging import DataConfig, Fractions, build, fractions_for_alpha
 
 S = {"kb": "synthetic", "num_ents": 100}
 NAN = float("nan")
@@ -99,7 +99,7 @@ def test_nested_prefix():
 
 
 def test_too_many_entities_for_the_table():
-    from iml.io import DATA_DIR
+    from iml.core.files import DATA_DIR
 
     if not (DATA_DIR / "films.csv").exists():
         pytest.skip("data/films.csv not built")
@@ -109,7 +109,7 @@ def test_too_many_entities_for_the_table():
 
 
 def test_given_kb_too_small():
-    from iml.knowledge import synthetic_people
+    from iml.lm.knowledge import synthetic_people
 
     with pytest.raises(ConfigError) as ei:
         build(from_dict(DataConfig, {**S, "num_ents": 50}), kb=synthetic_people(20))

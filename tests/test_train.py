@@ -1,11 +1,11 @@
-"""iml.train: encoding (labels, EOS, pads), the schedules, and that a tiny model actually learns."""
+"""iml.lm.train: encoding (labels, EOS, pads), the schedules, and that a tiny model actually learns."""
 import math
 
 import pytest
 
-from iml.models import ModelConfig, load_model
-from iml.tokenizer import TokenizerConfig, train_tokenizer
-from iml.train import StageConfig, TrainConfig, collate, encode_rows, lr_at, train_stage
+from iml.lm.models import ModelConfig, load_model
+from iml.lm.tokenizer import TokenizerConfig, train_tokenizer
+from iml.lm.train import StageConfig, TrainConfig, collate, encode_rows, lr_at, train_stage
 
 
 def _rows(n=24, seed=0):
@@ -77,7 +77,7 @@ def test_cosine_warmup_schedule():
 
 def test_loss_falls_and_tiny_model_memorises(setup):
     rows, tok = setup
-    from iml.evaluate import evaluate_sets
+    from iml.lm.evaluate import evaluate_sets
 
     model, _ = load_model(ModelConfig(name="tiny", pretrained=False), tok, seed=1)
     seen = []

@@ -1,13 +1,15 @@
-"""The verdict rules (iml.verdicts) and the seed-count table (iml.power), as the Method page states them."""
+"""The verdict rules (iml.core.verdicts) and the seed-count table (iml.report.power), as the Method page states them."""
 import math
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from iml import book, power, verdicts
-from iml.results import COLUMNS
-from iml.stats import half_width
+from iml.report import book
+from iml.report import power
+from iml.core import verdicts
+from iml.core.results import COLUMNS
+from iml.core.stats import half_width
 
 
 def _table(per_seed_gaps, base=0.4, metric="acc"):

@@ -7,9 +7,9 @@ import pandas as pd
 import pytest
 
 from iml import cli
-from iml import mnist_grid as M
+from iml.mnist import grid as M
 from iml import verify as V
-from iml.config import ConfigError
+from iml.core.config import ConfigError
 
 
 @pytest.fixture(scope="module")

@@ -68,7 +68,7 @@ def _fail(msg: str) -> int:
 
 
 def _cmd_list() -> int:
-    from . import registry
+    from iml import registry
 
     for name, modname in registry.EXPERIMENTS.items():
         try:
@@ -85,8 +85,8 @@ def _cmd_list() -> int:
 
 
 def _cmd_run(args) -> int:
-    from . import registry
-    from .config import ConfigError, parse_override
+    from iml import registry
+    from iml.core.config import ConfigError, parse_override
 
     try:
         mod = registry.get(args.experiment)
@@ -136,16 +136,16 @@ def _flatten(d, prefix=""):
 def _cmd_show(args) -> int:
     import pandas as pd
 
-    from . import registry
-    from .results import StaleResultError, load_dir
-    from .stats import gap_table
+    from iml import registry
+    from iml.core.results import StaleResultError, load_dir
+    from iml.core.stats import gap_table
 
     try:
         res = load_dir(args.result_dir)
     except (FileNotFoundError, StaleResultError) as e:
         return _fail(str(e))
     table = res.table
-    # Stage-2 runs from non-final Stage-1 checkpoints are reported separately (see iml.experiment).
+    # Stage-2 runs from non-final Stage-1 checkpoints are reported separately (see iml.lm.experiment).
     if "run_id" in table:
         table = table[~table["run_id"].astype(str).str.contains("-from")]
     # Each experiment module may name its own gap pairs; the IML gap and the Stage-1 effect otherwise.
@@ -180,8 +180,8 @@ def _cmd_show(args) -> int:
 
 
 def _cmd_verify(args) -> int:
-    from .config import ConfigError
-    from .verify import main as verify_main
+    from iml.core.config import ConfigError
+    from iml.verify import main as verify_main
 
     try:
         return verify_main(args.result_dir, args.units, seed=args.seed, root=args.root, out=args.out,

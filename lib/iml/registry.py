@@ -4,10 +4,10 @@ Each experiment module exposes the same small interface, so `iml run`, `iml list
 treat them alike:
 
 * ``EXPERIMENT``: its name (the folder under ``results/``);
-* ``Config``: its dataclass config (paper defaults), built with :func:`iml.config.from_dict`;
+* ``Config``: its dataclass config (paper defaults), built with :func:`iml.core.config.from_dict`;
 * ``PRESETS``: preset name (``smoke``, ``cpu``, ``gpu``, ``paper``) -> dict of config overrides;
 * ``make_config(preset="cpu", overrides=None) -> Config``;
-* ``run(config, *, root=None, force=False, progress=True) -> iml.results.Result``: reuses finished
+* ``run(config, *, root=None, force=False, progress=True) -> iml.core.results.Result``: reuses finished
   results whose config hash matches and computes what is missing (resuming finished units).
 """
 from __future__ import annotations
@@ -15,11 +15,11 @@ from __future__ import annotations
 import importlib
 
 EXPERIMENTS: dict[str, str] = {
-    "main": "iml.experiment",
-    "setinclusion": "iml.setinclusion",
-    "mnist": "iml.mnist_grid",
-    "gradalign": "iml.gradalign",
-    "probe": "iml.probe",
+    "main": "iml.lm.experiment",
+    "setinclusion": "iml.scratch.set_inclusion",
+    "mnist": "iml.mnist.grid",
+    "gradalign": "iml.mnist.gradient_alignment",
+    "probe": "iml.mnist.probes",
 }
 
 
@@ -36,14 +36,14 @@ def preset_of(name: str, config) -> str | None:
     Results do not store the preset they were made with (a preset is just a named config); this recovers it
     for captions, so a figure can say "cpu preset" only when the config really is that preset's.
     """
-    from .config import config_hash
+    from iml.core.config import config_hash
 
     return preset_of_hash(name, config_hash(config))
 
 
 def preset_of_hash(name: str, want: str) -> str | None:
     """The preset of experiment `name` whose config hash is `want`, or None."""
-    from .config import config_hash
+    from iml.core.config import config_hash
 
     mod = get(name)
     for preset in mod.PRESETS:

@@ -19,9 +19,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from . import io, registry
-from .config import ConfigError, config_hash, from_dict
-from .results import COLUMNS, ResultStore, StaleResultError, load_dir
+from iml.core import env, files
+from iml import registry
+from iml.core.config import ConfigError, config_hash, from_dict
+from iml.core.results import COLUMNS, ResultStore, StaleResultError, load_dir
 
 __all__ = ["BITWISE", "STATISTICAL", "VERDICT", "ROWS", "EXIT_CODES", "verify", "verdict_gaps",
            "sample_units", "parse_units", "format_report"]
@@ -70,11 +71,11 @@ def verdict_gaps(experiment: str, config: dict, table: pd.DataFrame) -> list[dic
     """The gaps (label, a, b, metric, epoch, view) whose CIs decide `experiment`'s verdict.
 
     `view` names a transform of the table (``raw``, ``gradalign`` derived metrics, ``probe`` rows). The
-    paper's gaps (:data:`iml.paper.GAPS`) where it has some; gradient alignment's verdict quantity; for the
+    paper's gaps (:data:`iml.core.paper.GAPS`) where it has some; gradient alignment's verdict quantity; for the
     probe, each layer's probe minus its shuffled-tag control after Stage 1, and the IML gap.
     """
-    from . import paper
-    from .plots import gap_epoch
+    from iml.core import paper
+    from iml.report.plots import gap_epoch
 
     out = []
     for g in paper.GAPS:
@@ -90,7 +91,7 @@ def verdict_gaps(experiment: str, config: dict, table: pd.DataFrame) -> list[dic
                             epoch=end, view="gradalign"))
     elif experiment == "probe":
         end = float(config["task"]["stage1_epochs"])
-        from .mnist_grid import LAYERS
+        from iml.mnist.grid import LAYERS
 
         for layer in LAYERS:
             out.append(dict(label=f"probe {layer} − shuffled control, end of Stage 1", a=f"probe_{layer}",
@@ -108,7 +109,7 @@ def verdict_gaps(experiment: str, config: dict, table: pd.DataFrame) -> list[dic
 def _view(table: pd.DataFrame, view: str, cache: dict) -> pd.DataFrame:
     if view not in cache:
         if view == "gradalign":
-            from .gradalign import with_derived
+            from iml.mnist.gradient_alignment import with_derived
 
             cache[view] = with_derived(table)
         elif view == "probe":
@@ -125,7 +126,7 @@ def _status(lo: float, hi: float) -> str:
 
 
 def _gap(table: pd.DataFrame, spec: dict, cache: dict) -> dict:
-    from .stats import iml_gap
+    from iml.core.stats import iml_gap
 
     try:
         g = iml_gap(_view(table, spec["view"], cache), spec["a"], spec["b"], spec["metric"], spec["epoch"])
@@ -172,11 +173,11 @@ def compare_values(committed: pd.DataFrame, recomputed: pd.DataFrame) -> dict:
 # verify
 # ----------------------------------------------------------------------------------------------
 
-def _cpu(env: dict | None) -> dict:
-    env = env or {}
-    return {"cpu_model": env.get("cpu_model") or "unknown", "cpu_capability": env.get("cpu_capability") or "unknown",
-            "aten_cpu_capability_env": env.get("aten_cpu_capability_env"), "gpu": env.get("gpu"),
-            "torch": env.get("torch"), "torch_threads": env.get("torch_threads")}
+def _cpu(info: dict | None) -> dict:
+    info = info or {}
+    return {"cpu_model": info.get("cpu_model") or "unknown", "cpu_capability": info.get("cpu_capability") or "unknown",
+            "aten_cpu_capability_env": info.get("aten_cpu_capability_env"), "gpu": info.get("gpu"),
+            "torch": info.get("torch"), "torch_threads": info.get("torch_threads")}
 
 
 ISA_ENV = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS",
@@ -263,8 +264,8 @@ def verify(result_dir: str | Path, units: int | None = 1, seed: int = 0, root: s
     dst = store.dir
     if dst.exists() and any(dst.iterdir()):
         raise ConfigError("--root", f"{dst} already exists; give an empty results root")
-    env = res.meta.get("environment") or {}
-    want_threads = threads or env.get("torch_threads")
+    committed_env = res.meta.get("environment") or {}
+    want_threads = threads or committed_env.get("torch_threads")
     old_threads = torch.get_num_threads()
     try:
         store.units_dir.mkdir(parents=True, exist_ok=True)
@@ -325,10 +326,10 @@ def verify(result_dir: str | Path, units: int | None = 1, seed: int = 0, root: s
         "values": {"n": n, "n_differ": n_differ, "share_differ": (n_differ / n) if n else None,
                    "max_abs_diff": max_diff},
         "per_unit": per_unit, "results_csv_matches_units": consistent, "gaps": gaps,
-        "committed": {**_cpu(env), "git_revision": res.meta.get("git_revision"),
+        "committed": {**_cpu(committed_env), "git_revision": res.meta.get("git_revision"),
                       "unit_git_revisions": {u: (res.meta.get("unit_git_revisions") or {}).get(u) for u in picked}},
-        "verify": {**_cpu({**io.cpu_info(), "torch": torch.__version__, "gpu": _gpu_name()}),
-                   "torch_threads": used_threads, "git_revision": io.git_revision(), "isa_env": _isa_env()},
+        "verify": {**_cpu({**env.cpu_info(), "torch": torch.__version__, "gpu": _gpu_name()}),
+                   "torch_threads": used_threads, "git_revision": env.git_revision(), "isa_env": _isa_env()},
         "recompute_wall_s": round(run_s, 2), "recompute_cpu_s": round(run_cpu_s, 2),
         "wall_s": round(time.time() - t0, 2),
         "root": None if tmp_ctx else str(work),
@@ -375,7 +376,7 @@ def format_report(r: dict) -> str:
 
 
 def write_report(path: str | Path, report: dict) -> Path:
-    return io.write_json(path, _clean(json.loads(json.dumps(report, default=str))))
+    return files.write_json(path, _clean(json.loads(json.dumps(report, default=str))))
 
 
 def main(result_dir: str, units: Any = "1", seed: int = 0, root: str | None = None, out: str | None = None,

@@ -13,7 +13,7 @@ Built-in bases (all offline):
 * ``triples``: a user's own T-REx/LAMA-style JSON or JSONL triples (``path=``).
 * ``synthetic``: seeded fictional people with the same six-question schema, for tests and ablations.
 
-The loaders for the files live in :mod:`iml.sources`; this module holds the schema, the year
+The loaders for the files live in :mod:`iml.lm.sources`; this module holds the schema, the year
 bucketing used by the paper, and the synthetic generator.
 """
 from __future__ import annotations
@@ -22,7 +22,7 @@ import dataclasses
 
 import numpy as np
 
-from .config import ConfigError
+from iml.core.config import ConfigError
 
 __all__ = [
     "Entity",
@@ -184,7 +184,7 @@ def load_kb(name: str, num_ents: int, path: str | None = None, seed: int = 0,
 
     The entity set never depends on the experiment seed (only `synthetic` takes a seed, its own).
     """
-    from . import sources
+    from iml.lm import sources
 
     if name == "synthetic":
         return synthetic_people(num_ents, seed=seed)

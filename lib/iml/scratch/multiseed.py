@@ -36,7 +36,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["ModelShape", "OptimConfig", "BatchedGPT", "LaneTrainer", "resolve_device", "lane_slice",
+__all__ = ["ModelShape", "OptimConfig", "BatchedGPT", "LaneTrainer", "lane_slice",
            "lr_lambda"]
 
 
@@ -61,12 +61,6 @@ class OptimConfig:
     warmup_frac: float = 0.02
     min_lr_ratio: float = 0.1
     grad_clip: float = 1.0  # per lane; 0 = off
-
-
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 def lr_lambda(total_steps: int, warmup_frac: float, min_lr_ratio: float) -> Callable[[int], float]:
@@ -243,9 +237,9 @@ class LaneTrainer:
         self._loss = self._lane_loss
         self._logits_at = model.logits_at
         if compile:  # forward + loss as one graph (backward via AOTAutograd); static shapes throughout
-            from . import io
+            from iml.core import env
 
-            io.separate_compile_cache()
+            env.separate_compile_cache()
             self._loss = torch.compile(self._lane_loss, dynamic=False)
             self._logits_at = torch.compile(model.logits_at, dynamic=False)
 

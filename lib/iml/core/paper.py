@@ -7,7 +7,7 @@ the paper. The set-inclusion and MNIST results are known only as sentences: thei
 keep them as text (``value`` is NaN).
 
 Every reference value carries its provenance tag (see :data:`PROVENANCE`). Our numbers never come from here:
-they come from :mod:`iml.results`; this module only holds what the paper reported.
+they come from :mod:`iml.core.results`; this module only holds what the paper reported.
 """
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ PROVENANCE = {
 }
 
 # Paper notation for plots (matplotlib mathtext) and tables (unicode). The unicode strings match
-# iml.tagging.PAPER_SYMBOLS (which is built from it); the mathtext ones render with matplotlib's own fonts (no missing glyphs).
+# iml.lm.tagging.PAPER_SYMBOLS (which is built from it); the mathtext ones render with matplotlib's own fonts (no missing glyphs).
 SYMBOLS: dict[str, str] = {
     "qd1consis": "Ḋ₁ᶜᵒⁿˢ QA₁",
     "qd2incons": "D̄₂ⁱⁿᶜᵒⁿˢ QA₂",
@@ -221,7 +221,7 @@ def pairs(experiment: str, metric: str | None = None) -> list[tuple[str, str]]:
 
 
 def with_paper(gaps: pd.DataFrame, experiment: str) -> pd.DataFrame:
-    """Our :func:`iml.stats.gap_table` beside the paper's value of each gap: the table under every figure.
+    """Our :func:`iml.core.stats.gap_table` beside the paper's value of each gap: the table under every figure.
 
     Columns: comparison, metric, epoch, ours, 95% CI, p (one-sided), seeds, paper, paper source.
     """

@@ -12,7 +12,7 @@ entity order, although IML was present: so the model need not know the source at
 an LM's hidden states from ``output_hidden_states=True`` as well as the ConvNet's layers). The experiment
 here is the MNIST grid analogue, because that is where our models show IML: after every evaluation of the
 MNIST task (``mnist_grid.train_group(observe=...)``, so training is exactly the MNIST experiment's), each
-model's activations at each hidden layer (:data:`iml.mnist_grid.LAYERS`) for *question* images (no tag strip;
+model's activations at each hidden layer (:data:`iml.mnist.grid.LAYERS`) for *question* images (no tag strip;
 one boxed cell) about the Stage-1 aliases are probed for the alias's tag (Ḋefine = 1, D̄efine = 0). Choices:
 
 * the examples: every cell of every tagged Stage-1 alias, `draws` renderings each from the *test* digit pool
@@ -37,9 +37,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from . import mnist_grid as mg
-from .config import ConfigError, apply_overrides, check_choice, check_positive, from_dict, to_dict
-from .results import Result, ResultStore, load
+from iml.core.env import resolve_device
+from iml.mnist import grid as mg
+from iml.core.config import ConfigError, apply_overrides, check_choice, check_positive, from_dict, to_dict
+from iml.core.results import Result, ResultStore, load
 
 __all__ = ["EXPERIMENT", "SUBSET", "Config", "PRESETS", "make_config", "fit_logistic", "probe_accuracy",
            "QuestionSet", "question_set", "make_observer", "run", "summary", "table", "verdict_status", "main"]
@@ -259,13 +260,13 @@ def make_observer(cfg: Config, seeds: Sequence[int], timing: dict):
 def run(config: Config, *, root=None, force: bool = False, progress: bool = True) -> Result:
     """Train and probe every seed group of the task (resuming finished ones unless `force`)."""
     if not isinstance(config, Config):
-        raise TypeError(f"config must be an iml.probe.Config, got {type(config).__name__}")
+        raise TypeError(f"config must be an iml.mnist.probes.Config, got {type(config).__name__}")
     store = ResultStore(EXPERIMENT, config, root=root)
     if store.is_complete() and not force:
         return load(EXPERIMENT, config, root=root)
     t0 = time.time()
     units = []
-    device = mg.resolve_device(config.task.device)
+    device = resolve_device(config.task.device, "task.device")
     for seeds in mg.seed_groups(config.task):
         uid = f"seeds{seeds[0]}-{seeds[-1]}"
         units.append(uid)
@@ -293,7 +294,7 @@ def _stage_ends(result: Result) -> dict[str, int]:
 def summary(result: Result) -> pd.DataFrame:
     """One row per layer and moment (epoch 0, end of Stage 1, end of Stage 2): the probe's accuracy (mean over
     stage-1 seeds, stage-2 seeds averaged inside) with its 95% t-interval, and the shuffled-label control."""
-    from .stats import per_seed_means, seed_interval
+    from iml.core.stats import per_seed_means, seed_interval
 
     t = result.table
     rows = []
@@ -332,7 +333,7 @@ def verdict_status(result: Result) -> tuple[str, str]:
     and the evidence states what the analogue found at the end of Stage 1 (the paper's checkpoint): the best
     layer's probe, called decodable when its 95% CI is above 0.5, above its shuffled-tag control and above
     the same layer's probe at epoch 0, and beside it the IML gap of the same runs."""
-    from .stats import iml_gap
+    from iml.core.stats import iml_gap
 
     s = summary(result)
     end1 = s[s["when"] == "end of Stage 1"].set_index("layer")
@@ -354,10 +355,10 @@ def verdict_status(result: Result) -> tuple[str, str]:
 
 
 def main(argv=None) -> int:
-    """``PYTHONPATH=lib python -m iml.probe --preset cpu``: train, probe, print the table."""
+    """``PYTHONPATH=lib python -m iml.mnist.probes --preset cpu``: train, probe, print the table."""
     import argparse
 
-    from .config import parse_override
+    from iml.core.config import parse_override
 
     ap = argparse.ArgumentParser(description="Probe the MNIST grid task's layers for the alias's tag.")
     ap.add_argument("--preset", default="cpu", choices=sorted(PRESETS))

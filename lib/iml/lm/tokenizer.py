@@ -17,7 +17,7 @@ import dataclasses
 import re
 from typing import Iterable, Literal, Sequence
 
-from .config import ConfigError, check_positive
+from iml.core.config import ConfigError, check_positive
 
 __all__ = ["TokenizerConfig", "train_tokenizer", "find_atomic_tokens", "EOS", "PAD", "ALIAS_RE"]
 

@@ -4,7 +4,7 @@ The paper's claim (ii) (abstract): "larger models and smaller batch sizes tend t
 others quote it, full-batch training eliminates it. The authors' sweep fine-tunes Pythia-1B/2.8B in a single
 stage at batch sizes 16 to 32768 with epochs that grow with the batch so that training converges
 (paper-brief.md 3.4); no numbers were published. A language-model sweep is beyond our CPU budget, but the
-MNIST grid task shows IML on a CPU in minutes (``iml.mnist_grid``), so this module runs *that* task at
+MNIST grid task shows IML on a CPU in minutes (``iml.mnist.grid``), so this module runs *that* task at
 several batch sizes. Everything except the batch size and the epoch counts is the MNIST preset.
 
 Design choices, because the paper leaves them open for a vision task:
@@ -12,7 +12,7 @@ Design choices, because the paper leaves them open for a vision task:
 * two designs: the book's two-stage MNIST task, where the batch size applies to both stages (Stage 2 has
   only the X2 definitions, e.g. 18 images at the cpu scale, so batches of 32 or more make Stage 2
   full-batch), and the single-stage ``*-joint`` sweeps, the authors' sweep design, where the X2 definitions
-  are trained together with the X1 data (``iml.mnist_grid.Config.joint``);
+  are trained together with the X1 data (``iml.mnist.grid.Config.joint``);
 * like the authors, larger batches get more epochs (``epoch_factor``) so that Stage 1 still converges;
   fewer optimizer steps remain for larger batches either way, so the summary reports the steps and the
   Stage-1 accuracies beside each gap: a gap that shrinks because Stage 1 did not converge is not the claim;
@@ -33,11 +33,11 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from . import mnist_grid
-from .config import ConfigError
-from .results import ResultStore
-from .stats import iml_gap, paired_differences, seed_interval
-from .verdicts import MIN_SEEDS, judge, judge_gap, own_effect, seeds_note
+from iml.mnist import grid as mnist_grid
+from iml.core.config import ConfigError
+from iml.core.results import ResultStore
+from iml.core.stats import iml_gap, paired_differences, seed_interval
+from iml.core.verdicts import MIN_SEEDS, judge, judge_gap, own_effect, seeds_note
 
 __all__ = ["JOINT", "SWEEPS", "DESIGNS", "configs", "run", "finished", "sweep_name", "find_sweeps", "summary", "table",
            "trend", "seed_paired_difference", "run_points", "finished_points", "find_largest", "is_full_batch",
@@ -45,7 +45,7 @@ __all__ = ["JOINT", "SWEEPS", "DESIGNS", "configs", "run", "finished", "sweep_na
            "headline_note", "sweep_main"]
 
 JOINT = {"joint": True, "stage2_epochs": 0}
-"""MNIST overrides of the single-stage sweeps (``iml.mnist_grid.Config.joint``)."""
+"""MNIST overrides of the single-stage sweeps (``iml.mnist.grid.Config.joint``)."""
 
 SWEEPS: dict[str, dict[str, Any]] = {
     # (batch size, epoch factor): the MNIST preset's stage epochs times the factor. The last point is
@@ -105,13 +105,13 @@ def run(sweep: str = "cpu", points=None, overrides=None, *, root=None, force: bo
 
 
 def _epochs(cfg) -> int:
-    task = getattr(cfg, "task", cfg)  # an MNIST config, or a config that wraps one (iml.gradalign)
+    task = getattr(cfg, "task", cfg)  # an MNIST config, or a config that wraps one (iml.mnist.gradient_alignment)
     return task.stage1_epochs + task.stage2_epochs
 
 
 def run_points(module: str, cfgs: Sequence, *, root=None, force: bool = False, progress: bool = True,
                workers: int = 1) -> list:
-    """``run`` of experiment module `module` (e.g. "iml.mnist_grid") for every config, in order; with
+    """``run`` of experiment module `module` (e.g. "iml.mnist.grid") for every config, in order; with
     ``workers > 1`` the unfinished ones are first computed in that many spawned processes, longest first."""
     import importlib
 
@@ -159,7 +159,7 @@ def find_largest(finished_fn, roots: Sequence, names: Sequence[str] = ("gpu", "c
 
 def finished_points(experiment: str, cfgs: Sequence, root=None) -> list | None:
     """The finished results of `experiment` for every config, or None if any is missing or stale."""
-    from . import results as results_mod
+    from iml.core import results as results_mod
 
     out = []
     for c in cfgs:
@@ -271,7 +271,7 @@ def is_full_batch(result) -> bool:
 
 def verdict_status(results: Sequence) -> tuple[str, str]:
     """(status, evidence) for paper claim 4 from a finished sweep (the claims page uses it too), by the
-    rules of :mod:`iml.verdicts` (two planned comparisons: the trend and the full-batch gap).
+    rules of :mod:`iml.core.verdicts` (two planned comparisons: the trend and the full-batch gap).
 
     The claim has two parts. *Smaller batches, more IML*: the seed-paired gap difference between the
     smallest and the largest batch (:func:`trend`), reproduced when its 95% CI is above 0, not reproduced
@@ -357,13 +357,13 @@ def claim_status(rank: int, sweeps: Mapping[str, tuple[str, list]]) -> tuple[str
 
 
 def scale_note(results: Sequence) -> str:
-    """Markdown: the scale of every point (iml.plots.scale_caption), one line each."""
+    """Markdown: the scale of every point (iml.report.plots.scale_caption), one line each."""
     return point_notes(results, lambda r: f"batch {r.config['batch_size']}")
 
 
 def point_notes(results: Sequence, label) -> str:
     """Markdown: one line per result of a sweep, ``- <label(result)>: <its scale caption>``."""
-    from .plots import scale_caption
+    from iml.report.plots import scale_caption
 
     return "\n".join(f"- {label(r)}: {scale_caption(r)}" for r in results)
 
@@ -382,7 +382,7 @@ def sweep_headline(committed: Sequence | None, sweep: str, prepared: str, comman
 def headline_note(committed: Sequence | None, sweep: str = "gpu") -> str:
     prepared = (f"MNIST {SWEEPS[sweep]['preset']} preset, batch sizes "
                 + ", ".join(str(p[0]) for p in SWEEPS[sweep]["points"]))
-    return sweep_headline(committed, sweep, prepared, f"python -m iml.batch_size --sweep {sweep}", "results/mnist/",
+    return sweep_headline(committed, sweep, prepared, f"python -m iml.mnist.batch_size --sweep {sweep}", "results/mnist/",
                           f"{len(committed or [])} batch sizes", scale_note(committed or []))
 
 
@@ -394,7 +394,7 @@ def sweep_main(argv, description: str, module, run_fn, extra_args=()) -> int:
     line on stderr and exit status 2."""
     import argparse
 
-    from .config import parse_override
+    from iml.core.config import parse_override
 
     ap = argparse.ArgumentParser(description=description)
     ap.add_argument("--sweep", default="cpu", choices=sorted(module.SWEEPS))
@@ -420,7 +420,7 @@ def sweep_main(argv, description: str, module, run_fn, extra_args=()) -> int:
 
 
 def main(argv=None) -> int:
-    """``PYTHONPATH=lib python -m iml.batch_size --sweep gpu [--root DIR]``: run a sweep, print its table."""
+    """``PYTHONPATH=lib python -m iml.mnist.batch_size --sweep gpu [--root DIR]``: run a sweep, print its table."""
     return sweep_main(argv, "Run the MNIST batch-size sweep and print its summary.", sys.modules[__name__],
                       lambda sweep, overrides, **kw: run(sweep, None, overrides, **kw))
 

@@ -15,7 +15,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from .stats import GapResult, iml_gap, seeds_needed
+from iml.core.stats import GapResult, iml_gap, seeds_needed
 
 __all__ = ["MIN_SEEDS", "BOUND_TOL", "STATUSES", "ANALOGUE", "reference_effect", "own_effect", "needed",
            "interval_status", "judge", "judge_gap", "at_bound", "gap_status", "worst", "for_domain", "seeds_note"]
@@ -53,7 +53,7 @@ def own_effect(g: GapResult) -> float | None:
 
 def needed(sd: float, effect: float | None) -> int:
     """Stage-1 seeds a verdict on this comparison needs: MIN_SEEDS, or more when the between-seed SD asks for
-    them to reach a half-width of a third of `effect` (``iml.stats.seeds_needed``)."""
+    them to reach a half-width of a third of `effect` (``iml.core.stats.seeds_needed``)."""
     if effect is None or not (sd == sd) or effect == 0:
         return MIN_SEEDS
     return max(MIN_SEEDS, seeds_needed(sd, effect))
@@ -92,7 +92,7 @@ _OWN = object()
 
 
 def judge_gap(g: GapResult, effect=_OWN, paper_scale: bool = False) -> tuple[str, int]:
-    """:func:`judge` for an :func:`iml.stats.iml_gap` result, sized for `effect` (default: :func:`own_effect`)."""
+    """:func:`judge` for an :func:`iml.core.stats.iml_gap` result, sized for `effect` (default: :func:`own_effect`)."""
     effect = own_effect(g) if effect is _OWN else effect
     return judge(g.ci_low, g.ci_high, g.n_stage1, g.sd_stage1, effect, paper_scale)
 

@@ -13,8 +13,8 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import pandas as pd
 
-from . import paper
-from .stats import seed_interval
+from iml.core import paper
+from iml.core.stats import seed_interval
 
 __all__ = ["COLORS", "color", "label", "curve_stats", "stage_boundaries", "gap_epoch", "curves", "main_figure",
            "gap_curve", "gap_figure", "accuracy_figure", "scale_caption", "gradalign_figure",
@@ -84,7 +84,7 @@ def stage_boundaries(table: pd.DataFrame) -> list[float]:
 
 
 def gap_epoch(table: pd.DataFrame, a: str, b: str, metric: str) -> float | None:
-    """The epoch the paper reads gap a − b at: the end of Stage 1 for its Stage-1 gaps (:data:`iml.paper.GAPS`),
+    """The epoch the paper reads gap a − b at: the end of Stage 1 for its Stage-1 gaps (:data:`iml.core.paper.GAPS`),
     else None (the last epoch)."""
     when = next((g.when for g in paper.GAPS if (g.a, g.b, g.metric) == (a, b, metric)), "stage2_end")
     if when != "stage1_end":
@@ -209,7 +209,7 @@ def _fmt_seconds(s: float) -> str:
 
 def preset_label(result) -> str | None:
     """The preset `result` was made with ("gpu"; "gpu preset, cut to 5 of 10 stage-1 seeds"), or None."""
-    from . import registry
+    from iml import registry
 
     name = getattr(result, "experiment", None)
     if name not in registry.EXPERIMENTS or not getattr(result, "config", None):
@@ -217,7 +217,7 @@ def preset_label(result) -> str | None:
     preset = registry.preset_of(name, result.config)
     planned = (getattr(result, "meta", None) or {}).get("planned_config_hash")
     if preset is None and planned:
-        # a run cut short by its deadline (iml.experiment.finalize_completed): name the preset it was
+        # a run cut short by its deadline (iml.lm.experiment.finalize_completed): name the preset it was
         planned_preset = registry.preset_of_hash(name, planned)
         if planned_preset:
             n = (result.config.get("seeds") or {}).get("n_stage1", "?")
@@ -424,7 +424,7 @@ def show(fig):
 
 
 def batch_size_figure(summary, figsize=(10.5, 3.8)):
-    """The batch-size sweep (:func:`iml.batch_size.summary`): (a) the IML gap Ḋ₅ − D̄₆ with its 95% CI per
+    """The batch-size sweep (:func:`iml.mnist.batch_size.summary`): (a) the IML gap Ḋ₅ − D̄₆ with its 95% CI per
     batch size, (b) the Stage-1 held-out accuracies per batch size, to judge whether each point converged."""
     import matplotlib.pyplot as plt
 
@@ -460,13 +460,13 @@ def _ramp(i: int, n: int):
 
 
 def gradalign_figure(summary, curves=None, figsize=(14, 3.9)):
-    """Gradient alignment over batch sizes (:func:`iml.gradalign.summary`): (a) cos(definition grad, QA grad)
+    """Gradient alignment over batch sizes (:func:`iml.mnist.gradient_alignment.summary`): (a) cos(definition grad, QA grad)
     at the end of Stage 1 per subset, with 95% CIs and the paper's Pythia-1B values; (b) the gap Ḋ₅ − D̄₆, its
     change since epoch 0 and its alias-specific part, with 95% CIs; (c) optionally the change of the gap over
-    Stage 1, one line per batch size (`curves`: batch size -> :func:`iml.gradalign.gap_curve` frame)."""
+    Stage 1, one line per batch size (`curves`: batch size -> :func:`iml.mnist.gradient_alignment.gap_curve` frame)."""
     import matplotlib.pyplot as plt
 
-    from .gradalign import PAPER, SUBSETS
+    from iml.mnist.gradient_alignment import PAPER, SUBSETS
 
     s = summary.sort_values("batch_size")
     x = s["batch_size"].to_numpy()
@@ -515,7 +515,7 @@ def gradalign_figure(summary, curves=None, figsize=(14, 3.9)):
 
 
 def gradalign_outcome_figure(frame, figsize=(4.8, 3.8)):
-    """Seed by seed (:func:`iml.gradalign.outcome_link`): the alignment gap at the end of Stage 1 against the
+    """Seed by seed (:func:`iml.mnist.gradient_alignment.outcome_link`): the alignment gap at the end of Stage 1 against the
     IML gap after Stage 2, one colour per batch size."""
     import matplotlib.pyplot as plt
 
@@ -535,7 +535,7 @@ def gradalign_outcome_figure(frame, figsize=(4.8, 3.8)):
 
 
 def alpha_figure(summary, figsize=(10.5, 3.8)):
-    """The α sweep (:func:`iml.alpha.summary`): (a) the IML gap Ḋ₅ − D̄₆ with its 95% CI per α; (b) held-out
+    """The α sweep (:func:`iml.mnist.alpha.summary`): (a) the IML gap Ḋ₅ − D̄₆ with its 95% CI per α; (b) held-out
     accuracy at the end of Stage 1 for each tagged X1 subset (consistent and inconsistent, under either tag)."""
     import matplotlib.pyplot as plt
 
@@ -563,7 +563,7 @@ def alpha_figure(summary, figsize=(10.5, 3.8)):
 
 
 def probe_figure(summary, figsize=(6.4, 3.9)):
-    """Linear-probe accuracy for the alias's tag (:func:`iml.probe.summary`): one line per moment (epoch 0,
+    """Linear-probe accuracy for the alias's tag (:func:`iml.mnist.probes.summary`): one line per moment (epoch 0,
     end of Stage 1, end of Stage 2) across the layers, with 95% CIs, the shuffled-tag control dotted and
     chance at 0.5."""
     import matplotlib.pyplot as plt

@@ -10,7 +10,7 @@ disappears entirely; at α = 0.95 models rely on tags more than on actual consis
 At α = 0.5 the two tags are exchangeable (each is 50 % reliable, and the tag patterns are random), so the
 expected gap there is 0 for *any* learner; the point of the sweep is the dose-response between 0.5 and 1,
 and that the α = 1 end shows IML, so that a null at 0.5 is not just a lack of power. This module runs the
-MNIST grid task (``iml.mnist_grid``, the one task where IML shows on a CPU) at several α, everything else
+MNIST grid task (``iml.mnist.grid``, the one task where IML shows on a CPU) at several α, everything else
 being the preset's. Each point is an ordinary MNIST result, so the α = 1 point of a sweep at the preset's
 seeds *is* that preset's result.
 
@@ -26,9 +26,9 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from . import mnist_grid
-from .config import ConfigError
-from .stats import iml_gap
+from iml.mnist import grid as mnist_grid
+from iml.core.config import ConfigError
+from iml.core.stats import iml_gap
 
 __all__ = ["SWEEPS", "fractions_for", "configs", "alpha_of", "run", "finished", "find_sweep", "summary", "table",
            "verdict_status", "verdict", "scale_note", "headline_note", "main"]
@@ -89,7 +89,7 @@ def alpha_of(result) -> float:
 def run(sweep: str = "cpu", points=None, overrides=None, *, root=None, force: bool = False, progress: bool = True,
         workers: int = 1) -> list:
     """Run (or load) every α of the sweep, smallest first (``workers`` > 1: in parallel processes)."""
-    from .batch_size import run_points
+    from iml.mnist.batch_size import run_points
 
     return run_points(mnist_grid.__name__, configs(sweep, points, overrides), root=root, force=force,
                       progress=progress, workers=workers)
@@ -97,14 +97,14 @@ def run(sweep: str = "cpu", points=None, overrides=None, *, root=None, force: bo
 
 def finished(sweep: str = "gpu", root=None, points=None) -> list | None:
     """Every α of `sweep` under `root` if all are finished, else None (a sweep is shown whole)."""
-    from .batch_size import finished_points
+    from iml.mnist.batch_size import finished_points
 
     return finished_points(mnist_grid.EXPERIMENT, configs(sweep, points), root)
 
 
 def find_sweep(roots: Sequence) -> tuple[str, list] | None:
     """(sweep name, results) of the largest finished sweep under any of `roots`, or None."""
-    from .batch_size import find_largest
+    from iml.mnist.batch_size import find_largest
 
     return find_largest(finished, roots)
 
@@ -163,7 +163,7 @@ def table(s: pd.DataFrame) -> pd.DataFrame:
 
 
 def _per_seed_gap(result) -> pd.Series:
-    from .stats import paired_differences
+    from iml.core.stats import paired_differences
 
     return paired_differences(result.table, "d1consis", "d2consis", "acc").groupby("seed_stage1")["diff"].mean()
 
@@ -175,8 +175,8 @@ def verdict_status(results: Sequence) -> tuple[str, str]:
     sweep has the power to see IML: the gap at the largest α has a CI above 0 and exceeds the α = 0.5 gap
     (seed-paired difference, CI above 0); otherwise *null at our scale* (a null at 0.5 that the sweep could
     not have told from no IML at all)."""
-    from .batch_size import seed_paired_difference
-    from .verdicts import judge_gap, own_effect, seeds_note
+    from iml.mnist.batch_size import seed_paired_difference
+    from iml.core.verdicts import judge_gap, own_effect, seeds_note
 
     rs = sorted(results, key=alpha_of)
     if not rs or alpha_of(rs[0]) != 0.5:
@@ -213,23 +213,23 @@ def verdict(results: Sequence) -> str:
 
 
 def scale_note(results: Sequence) -> str:
-    """Markdown: the scale of every point (``iml.plots.scale_caption``), one line each."""
-    from .batch_size import point_notes
+    """Markdown: the scale of every point (``iml.report.plots.scale_caption``), one line each."""
+    from iml.mnist.batch_size import point_notes
 
     return point_notes(sorted(results, key=alpha_of), lambda r: f"α = {alpha_of(r):g}")
 
 
 def headline_note(committed: Sequence | None, sweep: str = "gpu") -> str:
-    from .batch_size import sweep_headline
+    from iml.mnist.batch_size import sweep_headline
 
     prepared = f"MNIST {SWEEPS[sweep]['preset']} preset, α = " + ", ".join(f"{a:g}" for a in SWEEPS[sweep]["points"])
-    return sweep_headline(committed, sweep, prepared, f"python -m iml.alpha --sweep {sweep}", "results/mnist/",
+    return sweep_headline(committed, sweep, prepared, f"python -m iml.mnist.alpha --sweep {sweep}", "results/mnist/",
                           f"{len(committed or [])} values of α", scale_note(committed or []))
 
 
 def main(argv=None) -> int:
-    """``PYTHONPATH=lib python -m iml.alpha --sweep cpu --workers 2``: run a sweep, print its table."""
-    from .batch_size import sweep_main
+    """``PYTHONPATH=lib python -m iml.mnist.alpha --sweep cpu --workers 2``: run a sweep, print its table."""
+    from iml.mnist.batch_size import sweep_main
 
     return sweep_main(argv, "Run the MNIST tag-consistency-correlation (α) sweep.", sys.modules[__name__],
                       lambda sweep, overrides, **kw: run(sweep, None, overrides, **kw))

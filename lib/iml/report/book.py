@@ -2,10 +2,10 @@
 
 Command line (what ``make notebooks`` / ``make check-html`` call)::
 
-    python -m iml.book run --preset cpu        # papermill every notebooks/*.ipynb -> book/executed/*.ipynb,
+    python -m iml.report.book run --preset cpu        # papermill every notebooks/*.ipynb -> book/executed/*.ipynb,
                                                # then write book/executed/claims.md
-    python -m iml.book claims                  # only the "paper vs this book" page
-    python -m iml.book check-html [_build/html]  # offline check (+ headless chromium screenshots)
+    python -m iml.report.book claims                  # only the "paper vs this book" page
+    python -m iml.report.book check-html [_build/html]  # offline check (+ headless chromium screenshots)
 
 Design: the notebooks in ``notebooks/`` are committed *without outputs*. papermill executes them with the
 chosen preset into ``book/executed/`` (git-ignored), and Jupyter Book renders those executed copies with
@@ -35,15 +35,21 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from . import io, paper, plots, power, registry, stats, verdicts
-from .config import parse_override
+from iml.core import files
+from iml.core import paper
+from iml.report import plots
+from iml.report import power
+from iml import registry
+from iml.core import stats
+from iml.core import verdicts
+from iml.core.config import parse_override
 
 __all__ = ["NOTEBOOKS_DIR", "EXECUTED_DIR", "PRESET_ORDER", "results_root", "headline", "headline_note",
            "comparison", "explorer", "subset_table", "fake_result", "run_notebooks", "best_results",
            "claims_table", "claims_markdown", "write_claims", "external_refs", "check_html", "stage_book"]
 
-NOTEBOOKS_DIR = io.ROOT / "notebooks"
-EXECUTED_DIR = io.ROOT / "book" / "executed"
+NOTEBOOKS_DIR = files.ROOT / "notebooks"
+EXECUTED_DIR = files.ROOT / "book" / "executed"
 PRESET_ORDER = ("paper", "gpu", "cpu", "smoke")
 """Presets from largest to smallest scale: the claims page uses the largest finished one."""
 
@@ -87,7 +93,7 @@ def headline_dir(root=None) -> Path | None:
 
 def _headline_root(root) -> Path | None:
     if root is None:
-        root = os.environ.get(HEADLINE_ENV) or io.RESULTS_DIR
+        root = os.environ.get(HEADLINE_ENV) or files.RESULTS_DIR
     if str(root) == "none":
         return None
     return Path(root)
@@ -96,10 +102,10 @@ def _headline_root(root) -> Path | None:
 def headline(name: str, preset: str = "gpu", root: str | os.PathLike | None = None):
     """The committed result of experiment `name` at `preset` (default gpu), or None if there is none.
 
-    Looked up by the preset's config hash (:func:`iml.results.load`), so only a result made by exactly the
+    Looked up by the preset's config hash (:func:`iml.core.results.load`), so only a result made by exactly the
     current gpu config is shown.
     """
-    from . import registry
+    from iml import registry
 
     r = _headline_root(root)
     if r is None:
@@ -115,9 +121,9 @@ def headline(name: str, preset: str = "gpu", root: str | os.PathLike | None = No
 def find_result(name: str, cfg, root) -> Any:
     """The finished result of `cfg` under `root`, else the one of a run of `cfg` cut short by its deadline
     (its finished seeds saved as a smaller config whose meta names `cfg`'s hash, see
-    :func:`iml.experiment.finalize_completed`; the one with most rows), else None."""
-    from . import results
-    from .config import config_hash
+    :func:`iml.lm.experiment.finalize_completed`; the one with most rows), else None."""
+    from iml.core import results
+    from iml.core.config import config_hash
 
     try:
         return results.load(name, cfg, root=root)
@@ -144,7 +150,8 @@ def headline_note(result, name: str, preset: str = "gpu", root=None) -> str:
                 f"{plots.scale_caption(result)}")
     if _headline_root(root) is None:
         return f"*The committed `{preset}`-preset lookup is disabled in this run (test reference notebook).*"
-    from . import config as _config, registry
+    from iml.core import config as _config
+    from iml import registry
 
     try:
         h = _config.config_hash(registry.get(name).make_config(preset))
@@ -168,7 +175,7 @@ def _metrics_of(result, experiment: str) -> list[str]:
 
 
 def comparison(result, experiment: str | None = None) -> pd.DataFrame:
-    """Our gaps (:func:`iml.stats.gap_table`, t-intervals over stage-1 seeds) beside the paper's values.
+    """Our gaps (:func:`iml.core.stats.gap_table`, t-intervals over stage-1 seeds) beside the paper's values.
 
     Stage-2 gaps are taken at the last epoch, stage-1 gaps at the last stage-1 epoch.
     """
@@ -195,19 +202,19 @@ def comparison(result, experiment: str | None = None) -> pd.DataFrame:
 
 
 def subset_table(num_ents: int = 400) -> tuple[pd.DataFrame, str]:
-    """The dataset's subset table with the paper's notation, built by :mod:`iml.tagging` at a small size.
+    """The dataset's subset table with the paper's notation, built by :mod:`iml.lm.tagging` at a small size.
 
-    Returns (table, where it came from). Falls back to :func:`iml.paper.subset_notation` if the dataset
+    Returns (table, where it came from). Falls back to :func:`iml.core.paper.subset_notation` if the dataset
     module cannot build (e.g. a checkout without it).
     """
     try:
-        from . import tagging
+        from iml.lm import tagging
 
         data = tagging.build({"num_ents": num_ents})
         df = data.summary()
-        return df, f"built by `iml.tagging.build(num_ents={num_ents})` with the paper's default fractions"
+        return df, f"built by `iml.lm.tagging.build(num_ents={num_ents})` with the paper's default fractions"
     except Exception as e:  # noqa: BLE001 - the page still shows the notation
-        return paper.subset_notation(), f"paper notation only (iml.tagging unavailable: {type(e).__name__})"
+        return paper.subset_notation(), f"paper notation only (iml.lm.tagging unavailable: {type(e).__name__})"
 
 
 # ------------------------------------------------------------------------------------------------
@@ -291,11 +298,11 @@ def explorer(result, max_seeds: int = 5, figsize=(6.4, 3.6)):
 
 def fake_result(experiment: str = "main", n_stage1: int = 3, n_stage2: int = 2, epochs: tuple[int, int] = (4, 3),
                 gap: float = 0.08, seed: int = 0, config: Mapping | None = None, meta: Mapping | None = None):
-    """A synthetic :class:`iml.results.Result` with the real table layout, for tests and previews.
+    """A synthetic :class:`iml.core.results.Result` with the real table layout, for tests and previews.
 
     Ḋ₅ (d1consis) beats D̄₆ (d2consis) by about `gap` after Stage 2 (use gap <= 0 for a null result).
     """
-    from . import results
+    from iml.core import results
 
     rng = np.random.default_rng(seed)
     e1, e2 = epochs
@@ -329,7 +336,7 @@ def fake_result(experiment: str = "main", n_stage1: int = 3, n_stage2: int = 2, 
     cfg = dict(config or {"model": {"name": "fake-gptneox", "hidden_size": 64}, "data": {"num_ents": 120}})
     mt = dict(meta or {"environment": {"cpu_count": 2, "torch_threads": 1, "gpu": None}, "wall_time_s": 12.5,
                        "preset": "smoke"})
-    from .config import config_hash
+    from iml.core.config import config_hash
 
     h = config_hash(cfg)
     return results.Result(experiment, h, Path("/nonexistent") / experiment / h, table, cfg, mt)
@@ -390,9 +397,9 @@ def run_notebooks(preset: str = "cpu", out_dir: str | os.PathLike = EXECUTED_DIR
         for nb in notebook_paths(names):
             target = out / nb.name
             if progress:
-                print(f"[iml.book] running {nb.relative_to(io.ROOT)} (preset={preset}) -> {target}", flush=True)
+                print(f"[iml.report.book] running {nb.relative_to(files.ROOT)} (preset={preset}) -> {target}", flush=True)
             pm.execute_notebook(str(nb), str(target), parameters={"preset": preset, **dict(parameters or {})},
-                                kernel_name="python3", cwd=str(io.ROOT), progress_bar=False,
+                                kernel_name="python3", cwd=str(files.ROOT), progress_bar=False,
                                 execution_timeout=timeout)
             done.append(target)
     finally:
@@ -404,7 +411,7 @@ def run_notebooks(preset: str = "cpu", out_dir: str | os.PathLike = EXECUTED_DIR
     return done
 
 
-REFS_DIR = io.ROOT / "tests" / "notebooks"
+REFS_DIR = files.ROOT / "tests" / "notebooks"
 REF_PARAMETERS = {"results_root": "tmp", "headline_root": "none"}
 """Reference notebooks recompute the smoke run in a fresh temp folder and skip the committed-result lookup,
 so re-running them under nbval gives the same outputs whatever results/ holds."""
@@ -433,7 +440,7 @@ def slim_reference(path: str | os.PathLike) -> Path:
         for o in c.get("outputs", []):
             for k in ("image/png", "image/jpeg", "application/vnd.jupyter.widget-view+json"):
                 o.get("data", {}).pop(k, None)
-    io.write_text(path, json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
+    files.write_text(path, json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
     return path
 
 
@@ -447,10 +454,10 @@ def best_results(root: str | os.PathLike | None = None, extra: Mapping[str, Any]
     Looks up each preset's config hash under `root` (default results/, or $IML_RESULTS_ROOT). `extra`
     maps experiment -> (preset, Result) to use instead (e.g. a result just computed elsewhere).
     """
-    from . import registry
+    from iml import registry
 
     roots = []
-    for r in (root, os.environ.get(RESULTS_ENV), io.RESULTS_DIR):
+    for r in (root, os.environ.get(RESULTS_ENV), files.RESULTS_DIR):
         if r is not None and Path(r) not in roots:
             roots.append(Path(r))
     out: dict[str, tuple[str, Any]] = {}
@@ -472,20 +479,20 @@ def best_results(root: str | os.PathLike | None = None, extra: Mapping[str, Any]
             if name in out:
                 break
     if "batch_size" not in dict(extra or {}):  # the batch-size sweeps: design -> (sweep, MNIST results)
-        from . import batch_size
+        from iml.mnist import batch_size
 
         found = batch_size.find_sweeps(roots)
         if found:
             out["batch_size"] = ("sweeps", found)
-    if "alpha" not in dict(extra or {}):  # the α sweeps of the MNIST task (iml.alpha)
-        from . import alpha
+    if "alpha" not in dict(extra or {}):  # the α sweeps of the MNIST task (iml.mnist.alpha)
+        from iml.mnist import alpha
 
         sweep = alpha.find_sweep(roots)
         if sweep:
             out["alpha"] = (sweep[0] + " sweep", sweep[1])
     out.pop("gradalign", None)  # judged on its batch-size sweep, never on a single point
     if "gradalign" not in dict(extra or {}):
-        from . import gradalign
+        from iml.mnist import gradient_alignment as gradalign
 
         sweep = gradalign.find_sweep(roots)
         if sweep:
@@ -529,24 +536,24 @@ def claims_table(available: Mapping[str, tuple[str, Any]]) -> pd.DataFrame:
             evidence = "no experiment for this in the book"
         elif c.experiment not in available:
             evidence = f"no finished `{c.experiment}` result"
-        elif c.experiment == "batch_size":  # sweeps of MNIST results (iml.batch_size), judged there
-            from . import batch_size
+        elif c.experiment == "batch_size":  # sweeps of MNIST results (iml.mnist.batch_size), judged there
+            from iml.mnist import batch_size
 
             status, evidence, scale = batch_size.claim_status(c.rank, available[c.experiment][1])
         elif c.experiment == "probe":  # the MNIST probe cannot test the claim's word-order contrast
-            from . import probe
+            from iml.mnist import probes as probe
 
             preset, res = available[c.experiment]
             status, evidence = probe.verdict_status(res)
             scale = f"{plots.preset_label(res) or preset + ' preset'}, config {res.hash}"
         elif c.experiment == "alpha":  # an α sweep of MNIST results, judged there
-            from . import alpha
+            from iml.mnist import alpha
 
             name, rs = available[c.experiment]
             status, evidence = alpha.verdict_status(rs)
             scale = f"{name}, α = {', '.join(f'{alpha.alpha_of(r):g}' for r in rs)}"
         elif c.experiment == "gradalign":  # a sweep of gradient-alignment results, judged there
-            from . import gradalign
+            from iml.mnist import gradient_alignment as gradalign
 
             name, rs = available[c.experiment]
             status, evidence = gradalign.verdict_status(rs)
@@ -568,7 +575,7 @@ def claims_table(available: Mapping[str, tuple[str, Any]]) -> pd.DataFrame:
             for a, b_, m in c.gaps
             if not math.isnan(paper.paper_gap(c.experiment, a, b_, m)[0])) if c.gaps else ""
         if c.experiment == "gradalign":  # cosines, not a gap of paper.GAPS
-            from .gradalign import PAPER_NOTE as paper_vals
+            from iml.mnist.gradient_alignment import PAPER_NOTE as paper_vals
         rows.append({"#": c.rank, "figure": c.figure, "claim": c.claim, "paper": paper_vals or "no number",
                      "status": status, "tested on": _tested_on(c), "this book": evidence, "scale": scale, "source": c.source})
     return pd.DataFrame(rows)
@@ -592,10 +599,10 @@ def claims_markdown(table: pd.DataFrame) -> str:
     lines = [
         "# Paper vs this book",
         "",
-        "*This page is generated by `python -m iml.book claims` from the results available when the book "
+        "*This page is generated by `python -m iml.report.book claims` from the results available when the book "
         "was built; nothing on it is typed in by hand. Rerun `make book` after new results land.*",
         "",
-        f"Status rules (`iml.verdicts`, Method page): only the comparisons the paper makes are tested (each row "
+        f"Status rules (`iml.core.verdicts`, Method page): only the comparisons the paper makes are tested (each row "
         f"names them; nothing found by looking at other numbers counts). **too few seeds** = fewer than "
         f"{verdicts.MIN_SEEDS} stage-1 seeds; **uninformative (floor/ceiling)** = both sides of a comparison at "
         f"the metric's floor or ceiling, where a zero gap is no evidence; otherwise the 95% interval "
@@ -604,7 +611,7 @@ def claims_markdown(table: pd.DataFrame) -> str:
         f"including 0 at a smaller scale. **(analogue)** = a claim the paper makes for language models, "
         f"tested here only on the MNIST grid task: counted apart from a reproduction in a language model. "
         f"**not attempted** = no result. Paper values are poster readings (±0.005 EM each, so ±0.01 for a "
-        f"difference of two; see `iml.paper`). The methodology schematic (Fig. 2) is the design, drawn on "
+        f"difference of two; see `iml.core.paper`). The methodology schematic (Fig. 2) is the design, drawn on "
         f"the Method page, not a claim.",
         "",
         "Summary: " + ", ".join(f"{s}: {int(counts.get(s, 0))}" for s in verdicts.STATUSES) + ".",
@@ -619,11 +626,11 @@ def claims_markdown(table: pd.DataFrame) -> str:
 
 
 def seed_counts_markdown(available) -> str:
-    """The claims page's section on seed counts: :mod:`iml.power` for every comparison a verdict rests on."""
+    """The claims page's section on seed counts: :mod:`iml.report.power` for every comparison a verdict rests on."""
     return "\n".join([
         "## Seed counts by power", "",
         f"For every comparison a verdict rests on: the between-seed SD measured in the result, and the stage-1 seeds "
-        f"a 95% t-interval needs for a half-width of a third of the effect the verdict is about (`iml.power`: the "
+        f"a 95% t-interval needs for a half-width of a third of the effect the verdict is about (`iml.report.power`: the "
         f"paper's value where it has one, else the effect measured here; a trend or the α = 0.5 null is set against "
         f"the IML gap it would have to erase). Fewer than {verdicts.MIN_SEEDS} seeds never give a verdict; a result "
         f"with fewer seeds than needed here is *too few seeds*. Minutes: the result's units' summed wall time per "
@@ -633,7 +640,7 @@ def seed_counts_markdown(available) -> str:
 
 def write_claims(path: str | os.PathLike = EXECUTED_DIR / "claims.md", available=None) -> Path:
     available = best_results() if available is None else available
-    return io.write_text(path, claims_markdown(claims_table(available)) + "\n" + seed_counts_markdown(available))
+    return files.write_text(path, claims_markdown(claims_table(available)) + "\n" + seed_counts_markdown(available))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -708,7 +715,7 @@ def check_page_dom(dom: str, expect_widgets: bool, expect_figures: int = 1) -> l
     return problems
 
 
-def check_html(html_dir: str | os.PathLike = io.ROOT / "_build" / "html", screenshots: str | os.PathLike | None = None,
+def check_html(html_dir: str | os.PathLike = files.ROOT / "_build" / "html", screenshots: str | os.PathLike | None = None,
                browser: bool = True) -> list[PageCheck]:
     """Check the built book: no external script/style loads anywhere; with chromium, every notebook
     page renders its figures and the main-result page its widget explorer. Returns one PageCheck per
@@ -738,12 +745,12 @@ def stage_book(dest: str | os.PathLike) -> Path:
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
     for f in ("_config.yml", "_toc.yml"):
-        shutil.copy2(io.ROOT / f, dest / f)
-    shutil.copytree(io.ROOT / "book", dest / "book", ignore=shutil.ignore_patterns("executed"),
+        shutil.copy2(files.ROOT / f, dest / f)
+    shutil.copytree(files.ROOT / "book", dest / "book", ignore=shutil.ignore_patterns("executed"),
                     dirs_exist_ok=True)
-    shutil.copytree(io.ROOT / "notebooks", dest / "notebooks", dirs_exist_ok=True)
-    if (io.ROOT / "_vendor").exists():
-        shutil.copytree(io.ROOT / "_vendor", dest / "_vendor", dirs_exist_ok=True)
+    shutil.copytree(files.ROOT / "notebooks", dest / "notebooks", dirs_exist_ok=True)
+    if (files.ROOT / "_vendor").exists():
+        shutil.copytree(files.ROOT / "_vendor", dest / "_vendor", dirs_exist_ok=True)
     return dest
 
 
@@ -752,7 +759,7 @@ def stage_book(dest: str | os.PathLike) -> Path:
 # ------------------------------------------------------------------------------------------------
 
 def main(argv: Sequence[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m iml.book", description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m iml.report.book", description=__doc__.split("\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
     r = sub.add_parser("run", help="papermill-execute every notebook, then write the claims page")
     r.add_argument("--preset", default="cpu")
@@ -765,21 +772,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     rf = sub.add_parser("refs", help="regenerate the nbval reference notebooks (tests/notebooks/, smoke preset)")
     rf.add_argument("--out", default=str(REFS_DIR))
     h = sub.add_parser("check-html", help="offline + headless-chromium checks of the built HTML")
-    h.add_argument("html_dir", nargs="?", default=str(io.ROOT / "_build" / "html"))
+    h.add_argument("html_dir", nargs="?", default=str(files.ROOT / "_build" / "html"))
     h.add_argument("--no-browser", action="store_true")
     args = ap.parse_args(argv)
     if args.cmd == "run":
         params = dict(parse_override(kv) for kv in args.param)
         run_notebooks(args.preset, args.out, args.only, params)
         path = write_claims(Path(args.out) / "claims.md")
-        print(f"[iml.book] wrote {path}")
+        print(f"[iml.report.book] wrote {path}")
         return 0
     if args.cmd == "refs":
         for p in make_refs(args.out):
-            print(f"[iml.book] wrote {p}")
+            print(f"[iml.report.book] wrote {p}")
         return 0
     if args.cmd == "claims":
-        print(f"[iml.book] wrote {write_claims(args.out)}")
+        print(f"[iml.report.book] wrote {write_claims(args.out)}")
         return 0
     if args.cmd == "check-html":
         bad = 0

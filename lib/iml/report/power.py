@@ -1,10 +1,10 @@
 """Seed counts chosen by power: for every planned comparison a verdict rests on, the measured between-seed SD,
 the effect the verdict is about, and the stage-1 seeds that give a 95% half-width of a third of it.
 
-The rule is :func:`iml.verdicts.needed` with :func:`iml.verdicts.reference_effect` (the paper's value where it
+The rule is :func:`iml.core.verdicts.needed` with :func:`iml.core.verdicts.reference_effect` (the paper's value where it
 has one, else the effect measured here when its interval excludes 0); a trend or the α = 0.5 null is set
 against the IML gap it would have to erase (the smallest batch's, the largest α's). A null with no reference
-is bounded by its interval instead. The table is part of the claims page (:func:`iml.book.seed_counts_markdown`).
+is bounded by its interval instead. The table is part of the claims page (:func:`iml.report.book.seed_counts_markdown`).
 """
 from __future__ import annotations
 
@@ -14,9 +14,10 @@ from typing import Any, Mapping
 import numpy as np
 import pandas as pd
 
-from . import paper, plots
-from .stats import half_width, paired_differences, per_seed_means, seed_interval
-from .verdicts import at_bound, needed, reference_effect
+from iml.core import paper
+from iml.report import plots
+from iml.core.stats import half_width, paired_differences, per_seed_means, seed_interval
+from iml.core.verdicts import at_bound, needed, reference_effect
 
 __all__ = ["row", "table", "markdown"]
 
@@ -68,13 +69,13 @@ def _plain(name: str, preset: str, result) -> list[dict]:
 
 
 def table(available: Mapping[str, tuple[str, Any]]) -> pd.DataFrame:
-    """The power table for what the claims page judges (`available` as for :func:`iml.book.claims_table`)."""
+    """The power table for what the claims page judges (`available` as for :func:`iml.report.book.claims_table`)."""
     rows: list[dict] = []
     for name in ("main", "setinclusion", "mnist"):
         if name in available:
             rows += _plain(name, *available[name])
     if "batch_size" in available:
-        from . import batch_size
+        from iml.mnist import batch_size
 
         for design, (sweep, rs) in available["batch_size"][1].items():
             rs = sorted(rs, key=lambda r: r.config["batch_size"])
@@ -96,7 +97,7 @@ def table(available: Mapping[str, tuple[str, Any]]) -> pd.DataFrame:
                     rows.append(row(f"{label}: IML gap at batch {bs} (claim 12)", x, _own(x), "this result",
                                     _seconds_per_seed(p)))
     if "alpha" in available:
-        from . import alpha
+        from iml.mnist import alpha
 
         name, rs = available["alpha"]
         rs = sorted(rs, key=alpha.alpha_of)
@@ -108,7 +109,7 @@ def table(available: Mapping[str, tuple[str, Any]]) -> pd.DataFrame:
             rows.append(row(f"{label}: IML gap at α = {alpha.alpha_of(rs[-1]):g}", top, _own(top), "this result",
                             _seconds_per_seed(rs[-1])))
     if "gradalign" in available:
-        from . import gradalign
+        from iml.mnist import gradient_alignment as gradalign
 
         name, rs = available["gradalign"]
         rs = sorted(rs, key=lambda r: r.config["task"]["batch_size"])

@@ -5,7 +5,7 @@
 
 How the dataset is made (Krasheninnikov et al. 2024, §2; ``reference-notes.md`` §1)
 ---------------------------------------------------------------------------------
-1. **Entities.** ``iml.knowledge.load_kb(kb, num_ents, ...)`` - the entity set never depends on ``seed``.
+1. **Entities.** ``iml.lm.knowledge.load_kb(kb, num_ents, ...)`` - the entity set never depends on ``seed``.
 2. **Aliases and tags.** Every entity gets a unique random lowercase alias of ``alias_length`` letters,
    written ``<|abcde|>`` (``alias_style="braces"``) or ``abcde`` (``"plain"``). The three tags Define1 (the
    reliable one, Ḋ), Define2 (the unreliable one, D̄) and Define3 (the fresh Stage-2 tag, D̃) are random
@@ -39,7 +39,7 @@ default ``tve`` order). In ``test_d2incons`` the alias is another d2consis entit
 X2 entities have ``subset == "X2"``, so that split, like ``train_stage1*``, does not depend on ``seed_stage2``.
 
 Randomness: every random choice comes from its own ``random.Random`` seeded with a string that names the
-seed(s) and the purpose (``"iml.tagging|<seed>|aliases"``, ...), so streams are independent of each other,
+seed(s) and the purpose (``"iml.tagging|<seed>|aliases"``, a name kept from the flat layout because it seeds the data, ...), so streams are independent of each other,
 of ``PYTHONHASHSEED`` and of the global RNG, and no set is ever iterated.
 """
 from __future__ import annotations
@@ -51,9 +51,9 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any, Mapping, Sequence
 
-from .config import ConfigError, check_choice, check_file, check_fraction, check_positive, from_dict
-from . import paper as _paper
-from .knowledge import KB_NAMES, Entity, KnowledgeBase
+from iml.core.config import ConfigError, check_choice, check_file, check_fraction, check_positive, from_dict
+from iml.core import paper as _paper
+from iml.lm.knowledge import KB_NAMES, Entity, KnowledgeBase
 
 __all__ = [
     "Fractions",
@@ -529,7 +529,7 @@ class TaggedData:
 
 
 def _load_kb(cfg: DataConfig) -> KnowledgeBase:
-    from . import knowledge
+    from iml.lm import knowledge
 
     if cfg.kb == "synthetic":
         # Same call load_kb makes; done here so the synthetic base needs no file loaders.

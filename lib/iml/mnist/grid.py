@@ -49,16 +49,16 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from . import io
-from .config import (ConfigError, apply_overrides, check_choice, check_fraction, check_positive, from_dict,
+from iml.core.env import resolve_device
+from iml.core import files
+from iml.core.config import (ConfigError, apply_overrides, check_choice, check_fraction, check_positive, from_dict,
                      parse_override, to_dict)
-from .results import COLUMNS, Result, ResultStore, load
+from iml.core.results import COLUMNS, Result, ResultStore, load
 
 __all__ = [
     "EXPERIMENT", "SUBSETS", "X1_SUBSETS", "X2_SUBSETS", "METRICS", "Fractions", "Config", "PRESETS",
     "make_config", "run", "Digits", "load_digits", "Construction", "build_construction", "Layout",
     "GroupData", "build_group_data", "render", "init_params", "LAYERS", "forward", "Adam", "train_group",
-    "resolve_device",
 ]
 
 EXPERIMENT = "mnist"
@@ -77,7 +77,7 @@ METRICS = ("acc", "seen_acc", "def_acc")
 metric; seen_acc: QA accuracy on one trained cell per X1 alias (memorisation check, new digit images);
 def_acc: per-cell accuracy of a definition (tagged image) against its own label grid (did the model
 learn the definitions at all)."""
-DIGITS_PATH = io.DATA_DIR / "mnist_digits.npz"
+DIGITS_PATH = files.DATA_DIR / "mnist_digits.npz"
 N_CELLS = 9
 NO_CELL = 9  # cell index meaning "no highlighted cell"
 TASK_VERSION = 2  # 1: i.i.d. label grids; 2: balanced grids (4/5 B cells) and balanced held-out cells
@@ -90,7 +90,7 @@ TASK_VERSION = 2  # 1: i.i.d. label grids; 2: balanced grids (4/5 B cells) and b
 @dataclasses.dataclass
 class Fractions:
     """Share of the aliases in each subset (the rest are unused). X1 = qd1consis, qd2incons, q and the
-    tag-consistency-correlation subsets qd1incons, qd2consis (0 by default; ``iml.alpha`` sets them)."""
+    tag-consistency-correlation subsets qd1incons, qd2consis (0 by default; ``iml.mnist.alpha`` sets them)."""
 
     qd1consis: float = 0.35
     qd2incons: float = 0.35
@@ -210,12 +210,6 @@ def make_config(preset: str = "cpu", overrides: Mapping[str, Any] | None = None)
         raise ConfigError("preset", f"must be one of {sorted(PRESETS)}, got {preset!r}")
     base = apply_overrides(to_dict(Config()), PRESETS[preset])
     return from_dict(Config, apply_overrides(base, dict(overrides or {})))
-
-
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -495,7 +489,7 @@ LAYERS = ("c1", "c2", "c3", "f1")
 
 def forward(params: Mapping[str, torch.Tensor], x: torch.Tensor, hidden: dict | None = None) -> torch.Tensor:
     """x (S, B, 1, H, W) -> logits (S, B, 9, 2); seed s uses only its own parameters. If `hidden` is a dict,
-    it receives each of :data:`LAYERS` as (S, B, features) (for probes, ``iml.probe``)."""
+    it receives each of :data:`LAYERS` as (S, B, features) (for probes, ``iml.mnist.probes``)."""
     S, B = x.shape[:2]
     h = x.transpose(0, 1).reshape(B, S * x.shape[2], *x.shape[3:])
     for i, name in enumerate(("c1", "c2", "c3")):
@@ -749,9 +743,9 @@ def train_group(cfg: Config, seeds: Sequence[int], device: torch.device | str | 
 
     `observe(params, data, rows, stage, epoch)`, if given, runs after every evaluation (models stacked like
     `params`; `rows` maps each to its seed's construction; `epoch` counts across stages) and returns
-    {metric: {subset: (S',) tensor}}: extra rows of the table (e.g. ``iml.probe``). It must not touch the training's random generators. Its time counts as
+    {metric: {subset: (S',) tensor}}: extra rows of the table (e.g. ``iml.mnist.probes``). It must not touch the training's random generators. Its time counts as
     evaluation. Returns dict(table=tidy DataFrame, losses1 (S, steps1), losses2 (S*S2, steps2), timing...)."""
-    device = resolve_device(cfg.device if device is None else str(device))
+    device = resolve_device(cfg.device if device is None else str(device), "device")
     autocast = device.type == "cuda"
     if autocast:
         torch.backends.cudnn.benchmark = True  # fixed shapes: autotune each conv once
@@ -838,7 +832,7 @@ def seed_groups(cfg: Config) -> list[list[int]]:
 def run(config: Config, *, root=None, force: bool = False, progress: bool = True) -> Result:
     """Train every seed group (resuming finished ones unless `force`) and return the finished result."""
     if not isinstance(config, Config):
-        raise TypeError(f"config must be an iml.mnist_grid.Config, got {type(config).__name__}")
+        raise TypeError(f"config must be an iml.mnist.grid.Config, got {type(config).__name__}")
     store = ResultStore(EXPERIMENT, config, root=root)
     if store.is_complete() and not force:
         return load(EXPERIMENT, config, root=root)
@@ -869,10 +863,10 @@ def run(config: Config, *, root=None, force: bool = False, progress: bool = True
 
 
 def main(argv=None) -> int:
-    """``PYTHONPATH=lib python -m iml.mnist_grid --preset gpu [--set n_seeds=40] [--root DIR]``."""
+    """``PYTHONPATH=lib python -m iml.mnist.grid --preset gpu [--set n_seeds=40] [--root DIR]``."""
     import argparse
 
-    from .stats import iml_gap
+    from iml.core.stats import iml_gap
 
     ap = argparse.ArgumentParser(description="Run the MNIST grid IML experiment and print its gaps.")
     ap.add_argument("--preset", default="cpu", choices=sorted(PRESETS))

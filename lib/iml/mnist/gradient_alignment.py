@@ -10,7 +10,7 @@ loss gradient and the gradient of each QA pair about the same alias, averaged. P
 0.231 (Ḋ₅) vs 0.217 (D̄₆), converging at batch >= 1k; no CIs were published.
 
 This module measures the same quantity on the MNIST grid task, the one task where IML shows on a CPU
-(``iml.mnist_grid``). Choices the paper leaves open for a vision task, and why:
+(``iml.mnist.grid``). Choices the paper leaves open for a vision task, and why:
 
 * **Training is exactly the MNIST task's Stage 1** (same data, initial weights, data order and digit draws
   as ``mnist_grid.train_group`` with the same task config), so every alignment number belongs to a Stage 1
@@ -30,7 +30,7 @@ This module measures the same quantity on the MNIST grid task, the one task wher
   alignment that is not about the alias (e.g. "predict more A's") shows up in both.
 * **When**: at epoch 0 (a sanity check: tags have not been learnt, so Ḋ and D̄ must not differ) and at the
   MNIST task's Stage-1 evaluation epochs. The task's accuracy metrics are recorded at the same epochs.
-* **Batch sizes**: the two-stage batch-size sweeps of ``iml.batch_size`` (batch 8, 32, 128, full batch, with
+* **Batch sizes**: the two-stage batch-size sweeps of ``iml.mnist.batch_size`` (batch 8, 32, 128, full batch, with
   1/1/2/4x epochs), so each point's Stage 1 is exactly the Stage 1 of a committed MNIST result.
 
 Imports torch/numpy/pandas and iml only, so it runs on a bare GPU box as ``PYTHONPATH=lib python -m ...``.
@@ -48,9 +48,10 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from . import mnist_grid as mg
-from .config import ConfigError, apply_overrides, check_positive, from_dict, to_dict
-from .results import COLUMNS, Result, ResultStore, load
+from iml.core.env import resolve_device
+from iml.mnist import grid as mg
+from iml.core.config import ConfigError, apply_overrides, check_positive, from_dict, to_dict
+from iml.core.results import COLUMNS, Result, ResultStore, load
 
 __all__ = ["EXPERIMENT", "SUBSETS", "METRICS", "PAPER", "PAPER_NOTE", "Config", "PRESETS", "SWEEPS", "make_config",
            "configs", "Probe", "build_probe", "alignment", "measure_group", "run", "run_sweep", "finished",
@@ -105,7 +106,7 @@ PRESETS: dict[str, dict[str, Any]] = {"smoke": {}, "cpu": {"task.n_seeds": 10}, 
 sweep (SWEEPS)."""
 
 SWEEPS = ("smoke", "cpu", "gpu")
-"""Batch-size sweeps: the two-stage sweeps of ``iml.batch_size`` of the same names (their Stage 1)."""
+"""Batch-size sweeps: the two-stage sweeps of ``iml.mnist.batch_size`` of the same names (their Stage 1)."""
 SWEEP_OVERRIDES: dict[str, dict[str, Any]] = {"cpu": {"n_seeds": 10}}
 """MNIST overrides of a sweep, under the caller's: the cpu sweep measures 10 seeds (the batch-size sweep's 5 and 5
 more; seeds 0-4 train exactly as there), because the batch-size trend of the alignment needs them."""
@@ -123,8 +124,8 @@ def make_config(preset: str = "cpu", overrides: Mapping[str, Any] | None = None)
 def configs(sweep: str = "cpu", points=None, overrides: Mapping[str, Any] | None = None,
             draws: int | None = None) -> list[Config]:
     """One config per batch size of the two-stage batch-size sweep `sweep`: its MNIST config as the task.
-    `overrides` are MNIST overrides (as in ``iml.batch_size.configs``)."""
-    from . import batch_size
+    `overrides` are MNIST overrides (as in ``iml.mnist.batch_size.configs``)."""
+    from iml.mnist import batch_size
 
     if sweep not in SWEEPS:
         raise ConfigError("sweep", f"must be one of {list(SWEEPS)}, got {sweep!r}")
@@ -246,7 +247,7 @@ def measure_group(cfg: Config, seeds: Sequence[int], device: torch.device | str 
 
     Returns dict(table=tidy DataFrame, t_train, t_measure, t_eval, wall, device)."""
     task = cfg.task
-    device = mg.resolve_device(task.device if device is None else str(device))
+    device = resolve_device(task.device if device is None else str(device), "task.device")
     autocast = device.type == "cuda"
     if autocast:
         torch.backends.cudnn.benchmark = True
@@ -305,7 +306,7 @@ def measure_group(cfg: Config, seeds: Sequence[int], device: torch.device | str 
 def run(config: Config, *, root=None, force: bool = False, progress: bool = True) -> Result:
     """Measure every seed group of the task (resuming finished ones unless `force`); the finished result."""
     if not isinstance(config, Config):
-        raise TypeError(f"config must be an iml.gradalign.Config, got {type(config).__name__}")
+        raise TypeError(f"config must be an iml.mnist.gradient_alignment.Config, got {type(config).__name__}")
     store = ResultStore(EXPERIMENT, config, root=root)
     if store.is_complete() and not force:
         return load(EXPERIMENT, config, root=root)
@@ -328,8 +329,8 @@ def run(config: Config, *, root=None, force: bool = False, progress: bool = True
 def run_sweep(sweep: str = "cpu", points=None, overrides=None, *, draws: int | None = None, root=None,
               force: bool = False, progress: bool = True, workers: int = 1) -> list[Result]:
     """Run (or load) every batch size of `sweep`, smallest first; `workers` > 1 computes unfinished points in
-    that many processes (``iml.batch_size.run_points``)."""
-    from .batch_size import run_points
+    that many processes (``iml.mnist.batch_size.run_points``)."""
+    from iml.mnist.batch_size import run_points
 
     return run_points(__name__, configs(sweep, points, overrides, draws), root=root, force=force,
                       progress=progress, workers=workers)
@@ -337,14 +338,14 @@ def run_sweep(sweep: str = "cpu", points=None, overrides=None, *, draws: int | N
 
 def finished(sweep: str = "gpu", root=None, points=None) -> list[Result] | None:
     """Every point of `sweep` under `root` if all are finished, else None (a sweep is shown whole)."""
-    from .batch_size import finished_points
+    from iml.mnist.batch_size import finished_points
 
     return finished_points(EXPERIMENT, configs(sweep, points), root)
 
 
 def find_sweep(roots: Sequence) -> tuple[str, list[Result]] | None:
     """(sweep name, results) of the largest finished sweep under any of `roots`, or None."""
-    from .batch_size import find_largest
+    from iml.mnist.batch_size import find_largest
 
     return find_largest(finished, roots)
 
@@ -382,7 +383,7 @@ def summary(results: Sequence[Result]) -> pd.DataFrame:
     """One row per batch size at the end of Stage 1: the mean cos(definition, QA) per subset with a
     t-interval over seeds, the gap Ḋ₅ − D̄₆ with its CI in each metric of :data:`GAPS`, and the Stage-1
     held-out accuracies."""
-    from .stats import iml_gap, per_seed_means, seed_interval
+    from iml.core.stats import iml_gap, per_seed_means, seed_interval
 
     rows = []
     for r in sorted(results, key=lambda r: r.config["task"]["batch_size"]):
@@ -445,7 +446,7 @@ def table(s: pd.DataFrame) -> pd.DataFrame:
 def gap_curve(result: Result, metric: str = "grad_cos") -> pd.DataFrame:
     """The gap Ḋ₅ − D̄₆ in `metric` (any of :func:`with_derived`'s) at every measured epoch, with its CI:
     columns epoch, gap, ci_low, ci_high."""
-    from .stats import iml_gap
+    from iml.core.stats import iml_gap
 
     t = with_derived(result.table)
     rows = []
@@ -456,7 +457,7 @@ def gap_curve(result: Result, metric: str = "grad_cos") -> pd.DataFrame:
 
 
 def _per_seed_change(result: Result) -> pd.Series:
-    from .stats import paired_differences
+    from iml.core.stats import paired_differences
 
     d = paired_differences(with_derived(result.table), "d1consis", "d2consis", "grad_cos_change", _end(result))
     return d.groupby("seed_stage1")["diff"].mean()
@@ -465,7 +466,7 @@ def _per_seed_change(result: Result) -> pd.Series:
 def trend(small: Result, large: Result) -> dict:
     """The alignment gap's change since epoch 0 at the smaller batch minus at the larger one, paired by seed
     (the same seeds, aliases and initial weights at every batch size), with a t-interval over seeds."""
-    from .batch_size import seed_paired_difference
+    from iml.mnist.batch_size import seed_paired_difference
 
     return {"small": small.config["task"]["batch_size"], "large": large.config["task"]["batch_size"],
             **seed_paired_difference(_per_seed_change(small), _per_seed_change(large))}
@@ -474,9 +475,9 @@ def trend(small: Result, large: Result) -> dict:
 def verdict_status(results: Sequence[Result]) -> tuple[str, str]:
     """(status, evidence) for paper claim 5, judged at the smallest batch on the change since epoch 0 of
     the gap Ḋ₅ − D̄₆ in cos(definition grad, QA grad) (:func:`with_derived`): *reproduced* when its 95% CI is
-    above 0 with enough seeds (:mod:`iml.verdicts`). The evidence adds the raw gap (the paper's number), the
+    above 0 with enough seeds (:mod:`iml.core.verdicts`). The evidence adds the raw gap (the paper's number), the
     alias-specific gap and the largest batch."""
-    from .verdicts import judge, reference_effect, seeds_note
+    from iml.core.verdicts import judge, reference_effect, seeds_note
 
     if not results:
         return "not attempted", "no finished gradient-alignment sweep"
@@ -510,7 +511,7 @@ def verdict_status(results: Sequence[Result]) -> tuple[str, str]:
 
 def verdict(results: Sequence[Result]) -> str:
     status, text = verdict_status(results)
-    from .verdicts import MIN_SEEDS
+    from iml.core.verdicts import MIN_SEEDS
 
     return (f"**Verdict** (1 planned comparison, at the smallest batch; a 95% interval above 0 with at least "
             f"{MIN_SEEDS} seeds counts as reproduced) on the paper's claim \"cos(definition grad, QA grad) is "
@@ -524,8 +525,8 @@ def _same_stage1(task: Mapping[str, Any], root=None) -> Result | None:
     import json
     from pathlib import Path
 
-    from . import io
-    from . import results as results_mod
+    from iml.core import files
+    from iml.core import results as results_mod
 
     try:
         return results_mod.load(mg.EXPERIMENT, task, root=root)
@@ -533,7 +534,7 @@ def _same_stage1(task: Mapping[str, Any], root=None) -> Result | None:
         pass
     want = {k: v for k, v in to_dict(task).items() if k != "n_seeds"}
     best = None
-    for cfg_file in sorted((Path(root) if root is not None else io.RESULTS_DIR).glob(f"{mg.EXPERIMENT}/*/config.json")):
+    for cfg_file in sorted((Path(root) if root is not None else files.RESULTS_DIR).glob(f"{mg.EXPERIMENT}/*/config.json")):
         try:  # fields added since a result was made are filled in at their defaults (hash-neutral values)
             full = to_dict(from_dict(mg.Config, json.loads(cfg_file.read_text())))
         except ConfigError:  # e.g. an older task_version
@@ -559,7 +560,7 @@ def outcome_link(results: Sequence[Result], root=None) -> tuple[pd.DataFrame, di
     iml = Ḋ₅ − D̄₆ held-out accuracy after Stage 2, mean over stage-2 seeds) and the Pearson correlation over
     all pairs with its Fisher-z interval, or None when no MNIST result is there. Seeds are shared
     across batch sizes, so the pairs are not independent; read the CI as descriptive."""
-    from .stats import correlation, paired_differences
+    from iml.core.stats import correlation, paired_differences
 
     rows = []
     for r in results:
@@ -600,23 +601,23 @@ def curves(results: Sequence[Result]) -> dict[int, pd.DataFrame]:
 
 
 def scale_note(results: Sequence[Result]) -> str:
-    """Markdown: the scale of every point (``iml.plots.scale_caption``), one line each."""
-    from .batch_size import point_notes
+    """Markdown: the scale of every point (``iml.report.plots.scale_caption``), one line each."""
+    from iml.mnist.batch_size import point_notes
 
     return point_notes(results, lambda r: f"batch {r.config['task']['batch_size']}")
 
 
 def headline_note(committed: Sequence[Result] | None, sweep: str = "gpu") -> str:
-    from .batch_size import sweep_headline
+    from iml.mnist.batch_size import sweep_headline
 
     return sweep_headline(committed, sweep, f"the Stage 1 of the two-stage `{sweep}` batch-size sweep",
-                          f"python -m iml.gradalign --sweep {sweep}", "results/gradalign/",
+                          f"python -m iml.mnist.gradient_alignment --sweep {sweep}", "results/gradalign/",
                           f"{len(committed or [])} batch sizes", scale_note(committed or []))
 
 
 def main(argv=None) -> int:
-    """``PYTHONPATH=lib python -m iml.gradalign --sweep cpu --workers 2``: run a sweep, print its table."""
-    from .batch_size import sweep_main
+    """``PYTHONPATH=lib python -m iml.mnist.gradient_alignment --sweep cpu --workers 2``: run a sweep, print its table."""
+    from iml.mnist.batch_size import sweep_main
 
     return sweep_main(argv, "Measure gradient alignment on the MNIST grid task over batch sizes.",
                       sys.modules[__name__], lambda sweep, overrides, **kw: run_sweep(sweep, None, overrides, **kw),

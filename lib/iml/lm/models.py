@@ -4,7 +4,7 @@ Three ways to get a model, chosen by :class:`ModelConfig`:
 
 * **from scratch** (``name`` is one of :data:`SHAPES`, no ``path``, ``pretrained`` false): a GPT-NeoX
   (Pythia architecture) built from :class:`transformers.GPTNeoXConfig` with the experiment's own
-  tokenizer (:mod:`iml.tokenizer`). Nothing is downloaded. ``tiny`` has a few hundred thousand parameters
+  tokenizer (:mod:`iml.lm.tokenizer`). Nothing is downloaded. ``tiny`` has a few hundred thousand parameters
   and trains at tens of thousands of tokens/s on one CPU thread.
 * **a local Hugging Face checkpoint** (``path``): ``AutoModelForCausalLM.from_pretrained(path,
   use_safetensors=True)`` plus ``AutoTokenizer``. Safetensors only; pickled ``.bin`` weights are refused.
@@ -22,7 +22,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from .config import ConfigError, check_choice, check_positive
+from iml.core.config import ConfigError, check_choice, check_positive
 
 __all__ = ["ModelConfig", "SHAPES", "PRETRAINED_NAMES", "load_model", "check_model_config",
            "resolve_gguf", "count_params", "SMOLLM2_FILE"]
@@ -174,7 +174,7 @@ def _scratch(cfg: ModelConfig, tokenizer, seed: int):
     from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
 
     if tokenizer is None:
-        raise ValueError("a from-scratch model needs the experiment's tokenizer (iml.tokenizer.train_tokenizer)")
+        raise ValueError("a from-scratch model needs the experiment's tokenizer (iml.lm.tokenizer.train_tokenizer)")
     hidden, layers, heads, inter = SHAPES[cfg.name]
     hidden = cfg.hidden_size or hidden
     layers = cfg.num_layers or layers

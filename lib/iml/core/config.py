@@ -185,11 +185,11 @@ def to_dict(obj) -> Any:
 
 
 HASH_NEUTRAL: dict[str, Any] = {
-    "train.fast_forward": False,  # iml.train.TrainConfig (main experiment), added 2026-11-26
-    "train.compile": False,  # iml.train.TrainConfig (main experiment), added 2026-11-26
-    "joint": False,  # iml.mnist_grid.Config (single-stage MNIST), added 2026-11-26
-    # iml.mnist_grid.Fractions: the tag-consistency-correlation subsets (iml.alpha), added 2026-11-26, and the
-    # same fields inside iml.gradalign's task
+    "train.fast_forward": False,  # iml.lm.train.TrainConfig (main experiment), added 2026-11-26
+    "train.compile": False,  # iml.lm.train.TrainConfig (main experiment), added 2026-11-26
+    "joint": False,  # iml.mnist.grid.Config (single-stage MNIST), added 2026-11-26
+    # iml.mnist.grid.Fractions: the tag-consistency-correlation subsets (iml.mnist.alpha), added 2026-11-26, and the
+    # same fields inside iml.mnist.gradient_alignment's task
     "fractions.qd1incons": 0.0,
     "fractions.qd2consis": 0.0,
     "task.fractions.qd1incons": 0.0,

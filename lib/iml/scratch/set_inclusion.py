@@ -37,7 +37,7 @@ Model: Pythia-70M's shape (d_model 512, 6 layers, 8 heads, MLP 2048) as a pre-LN
 absolute position embeddings instead of rotary (documents are <= 12 tokens; rotary buys nothing),
 untied output head over non-alias tokens. 23M parameters at the paper scale (Pythia-70M's 70M comes
 from its 50k-token vocabulary). All seeds of a unit train together in one batched model
-(:mod:`iml.multiseed`), which is exactly equivalent to separate runs.
+(:mod:`iml.scratch.multiseed`), which is exactly equivalent to separate runs.
 
 Randomness: the data of stage-1 seed s comes from ``numpy.random.default_rng(SeedSequence([s, 101]))``,
 its initialisation from a ``torch.Generator`` seeded from ``SeedSequence([s, 102])``, its Stage-1 data
@@ -56,8 +56,9 @@ from typing import Any, Mapping
 import numpy as np
 import pandas as pd
 
-from .config import ConfigError, check_choice, check_fraction, check_positive, from_dict, to_dict
-from .results import COLUMNS, Result, ResultStore, load
+from iml.core.env import resolve_device
+from iml.core.config import ConfigError, check_choice, check_fraction, check_positive, from_dict, to_dict
+from iml.core.results import COLUMNS, Result, ResultStore, load
 
 __all__ = ["EXPERIMENT", "Config", "PRESETS", "make_config", "run", "Vocab", "SetInclusionData",
            "make_data", "SUBSETS", "train_seed_group"]
@@ -428,11 +429,11 @@ def train_seed_group(config: Config, seeds: list[int], *, progress: bool = True,
     """
     import torch  # lazily: the data side of this module needs only numpy
 
-    from . import multiseed as ms
+    from iml.scratch import multiseed as ms
 
     c = config
     log = log or (lambda m: print(m, file=sys.stderr, flush=True))
-    device = ms.resolve_device(c.device)
+    device = resolve_device(c.device, "device")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError("device", "CUDA was asked for but is not available")
     amp = _amp(c, device)

@@ -28,8 +28,8 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import torch
 
-from iml.config import ConfigError
-from iml.metrics import score
+from iml.core.config import ConfigError
+from iml.lm.metrics import score
 
 __all__ = ["greedy_generate", "evaluate_sets", "answer_logprob", "set_columns"]
 

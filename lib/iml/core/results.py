@@ -22,8 +22,8 @@ from typing import Any, Iterable, Mapping
 
 import pandas as pd
 
-from . import io
-from .config import config_hash, to_dict
+from iml.core import env, files
+from iml.core.config import config_hash, to_dict
 
 COLUMNS = ["run_id", "seed_stage1", "seed_stage2", "stage", "epoch", "subset", "metric", "value"]
 
@@ -64,7 +64,7 @@ class ResultStore:
         self.experiment = experiment
         self.config = _config_dict(config)
         self.hash = config_hash(self.config)
-        self.root = Path(root) if root is not None else io.RESULTS_DIR
+        self.root = Path(root) if root is not None else files.RESULTS_DIR
         self.dir = self.root / experiment / self.hash
         self.units_dir = self.dir / "units"
         self._t0 = time.time()
@@ -87,12 +87,12 @@ class ResultStore:
         self._write_config()
         path = self.unit_path(unit_id)
         table = check_table(table)
-        with io.atomic_path(path) as tmp:
+        with files.atomic_path(path) as tmp:
             table.to_csv(tmp, index=False)
         # the revision that computed this unit: a resumed run's units may come from several
         extra = dict(extra or {})
-        extra.setdefault("git_revision", io.git_revision())
-        io.write_json(path.with_suffix(".json"), extra)
+        extra.setdefault("git_revision", env.git_revision())
+        files.write_json(path.with_suffix(".json"), extra)
         return path
 
     def load_unit(self, unit_id: str) -> pd.DataFrame:
@@ -106,7 +106,7 @@ class ResultStore:
     def _write_config(self) -> None:
         cfg_path = self.dir / "config.json"
         if not cfg_path.exists():
-            io.write_json(cfg_path, self.config)
+            files.write_json(cfg_path, self.config)
 
     def finalize(self, unit_ids: Iterable[str], meta: Mapping[str, Any] | None = None) -> Path:
         """Concatenate the given finished units into results.csv and write meta.json."""
@@ -117,20 +117,20 @@ class ResultStore:
         tables = [self.load_unit(u) for u in unit_ids]
         table = check_table(pd.concat(tables, ignore_index=True)) if tables else pd.DataFrame(columns=COLUMNS)
         self._write_config()
-        with io.atomic_path(self.dir / "results.csv") as tmp:
+        with files.atomic_path(self.dir / "results.csv") as tmp:
             table.to_csv(tmp, index=False)
         full_meta = {
             "experiment": self.experiment,
             "config_hash": self.hash,
-            "git_revision": io.git_revision(),
-            "environment": io.environment_info(),
+            "git_revision": env.git_revision(),
+            "environment": env.environment_info(),
             "units": unit_ids,
             "unit_wall_time_s": {u: self.unit_extra(u).get("wall_time_s") for u in unit_ids},
             "unit_git_revisions": {u: self.unit_extra(u).get("git_revision") for u in unit_ids},
             "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
         full_meta.update(dict(meta or {}))
-        io.write_json(self.dir / "meta.json", full_meta)
+        files.write_json(self.dir / "meta.json", full_meta)
         return self.dir
 
     def is_complete(self) -> bool:
@@ -154,7 +154,7 @@ def load(experiment: str, config: Any = None, *, hash: str | None = None,
     Refuses (StaleResultError) if the stored config.json does not hash to the folder's name or to the
     requested config's hash; raises FileNotFoundError naming the folder if nothing was computed yet.
     """
-    root = Path(root) if root is not None else io.RESULTS_DIR
+    root = Path(root) if root is not None else files.RESULTS_DIR
     if config is None and hash is None:
         raise ValueError("load() needs a config or a hash")
     want = config_hash(_config_dict(config)) if config is not None else hash

@@ -25,7 +25,7 @@ What one stage does (:func:`train_stage`):
 Optimizers and schedules (:class:`StageConfig`): the paper's recipe is the default, spelled out here
 because the reference code only got it implicitly from Hugging Face defaults (reference-notes.md 2.3):
 Adafactor ``transformers.optimization.Adafactor(lr=5e-5, scale_parameter=False, relative_step=False,
-warmup_init=False, weight_decay=0.0)`` (implemented as :class:`iml.optim.Adafactor`: the same update,
+warmup_init=False, weight_decay=0.0)`` (implemented as :class:`iml.lm.optim.Adafactor`: the same update,
 batched by parameter shape), **linear decay to 0, no warmup, gradient clipping at 1.0**, a fresh
 optimizer and schedule at every stage. The alternative is AdamW with linear warmup and cosine
 decay (from-scratch runs).
@@ -37,10 +37,10 @@ import math
 import time
 from typing import Any, Callable, Literal, Mapping, Sequence
 
-from .config import ConfigError, check_choice, check_positive
+from iml.core.config import ConfigError, check_choice, check_positive
 
 __all__ = ["StageConfig", "TrainConfig", "StageLog", "EncodedDoc", "encode_rows", "collate",
-           "make_optimizer", "lr_at", "train_stage", "resolve_device"]
+           "make_optimizer", "lr_at", "train_stage"]
 
 
 @dataclasses.dataclass
@@ -109,7 +109,7 @@ class TrainConfig:
     precision: "auto" (bf16 autocast on CUDA, fp32 on CPU), "bf16" or "fp32".
     device: "auto", "cpu", "cuda", "cuda:1", ...
     threads: ``torch.set_num_threads`` for CPU runs.
-    fast_forward: run the training forward of Llama models with :func:`iml.fastllama.llama_hidden`
+    fast_forward: run the training forward of Llama models with :func:`iml.lm.fastllama.llama_hidden`
         (the same operations as ``transformers``' forward without its per-call machinery; other models
         ignore it). Added after results were committed: at False it is left out of the config hash.
     compile: pad every batch to one shape (``batch_size`` rows of the stage's longest document, rounded up
@@ -170,14 +170,6 @@ class StageLog:
         return {"steps": self.steps, "tokens": self.tokens, "train_time_s": round(self.train_time_s, 3),
                 "tokens_per_s": round(self.tokens_per_s, 1), "truncated_docs": self.truncated,
                 "final_loss": self.epoch_losses[-1] if self.epoch_losses else None}
-
-
-def resolve_device(name: str = "auto"):
-    import torch
-
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -263,8 +255,8 @@ def make_optimizer(model, stage: StageConfig, train: TrainConfig):
     params = [p for p in model.parameters() if p.requires_grad]
     if stage.optimizer == "adafactor":
         # transformers' Adafactor(scale_parameter=False, relative_step=False, warmup_init=False), batched
-        # over parameters of one shape (iml.optim: same update, ~20x fewer GPU launches per step)
-        from .optim import Adafactor
+        # over parameters of one shape (iml.lm.optim: same update, ~20x fewer GPU launches per step)
+        from iml.lm.optim import Adafactor
 
         return Adafactor(params, lr=stage.lr, weight_decay=train.weight_decay)
     return torch.optim.AdamW(params, lr=stage.lr, betas=tuple(train.adam_betas), eps=train.adam_eps,
@@ -314,7 +306,7 @@ def _loss_sum(model, ids, mask, flat_idx, target, fast_forward: bool = False, hi
     """
     import torch.nn.functional as F
 
-    from . import fastllama
+    from iml.lm import fastllama
 
     head = model.get_output_embeddings()
     base = getattr(model, "base_model", None)
@@ -349,9 +341,10 @@ def compiled_hidden(model, fast_forward: bool = False):
 
     import torch
 
-    from . import fastllama, io
+    from iml.lm import fastllama
+    from iml.core import env
 
-    io.separate_compile_cache()
+    env.separate_compile_cache()
     base = getattr(model, "base_model", None)
     if base is None or base is model or model.get_output_embeddings() is None:
         raise ValueError(f"train.compile needs a model with a separate transformer body and output head; "

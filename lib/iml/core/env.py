@@ -1,12 +1,7 @@
-"""Atomic file writes and provenance: nothing half-written ever lands under `results/`.
-
-Every writer here writes to a temporary file in the target directory and `os.replace`s it into place,
-so a killed process leaves either the old file or the new one, never a torn one.
-"""
+"""The machine a result was made on (git revision, packages, CPU model and kernel level) and the device
+a run uses. Two machines that differ here may train to different floats, so every result records them."""
 from __future__ import annotations
 
-import contextlib
-import json
 import os
 import platform
 import re
@@ -14,46 +9,26 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
-ROOT = Path(__file__).resolve().parents[2]
-"""The repository root (lib/iml/io.py -> repo). Notebooks use this instead of relative paths."""
-
-DATA_DIR = ROOT / "data"
-RESULTS_DIR = ROOT / "results"
+from iml.core.config import ConfigError
+from iml.core.files import ROOT
 
 
-@contextlib.contextmanager
-def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path next to `path`; on success rename it onto `path`, else delete it."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
+def resolve_device(name: str = "auto", field: str = "device"):
+    """``auto`` -> cuda when available, else cpu; an explicit device that this machine lacks is a ConfigError
+    naming `field`."""
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
-        yield tmp_path
-        os.replace(tmp_path, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            tmp_path.unlink()
-        raise
-
-
-def write_text(path: str | Path, text: str) -> Path:
-    with atomic_path(path) as tmp:
-        tmp.write_text(text)
-    return Path(path)
-
-
-def write_json(path: str | Path, obj: Any) -> Path:
-    return write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
-
-
-def write_bytes(path: str | Path, data: bytes) -> Path:
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(data)
-    return Path(path)
+        dev = torch.device(name)
+    except (RuntimeError, TypeError) as e:
+        raise ConfigError(field, f"not a torch device: {name!r} ({e})") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(field, f"{name!r} requested but this machine has no CUDA device; use auto or cpu")
+    return dev
 
 
 def git_revision(root: Path = ROOT) -> str:

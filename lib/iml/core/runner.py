@@ -1,0 +1,78 @@
+"""The one unit runner: every experiment computes its result as units (seed groups, or a stage-1 seed's stage-2
+runs), saves each unit atomically as it finishes, resumes from the finished ones, and writes the result
+when all are there. Experiments only say which units exist and how to compute them."""
+from __future__ import annotations
+
+import dataclasses
+import sys
+import time
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+import pandas as pd
+
+from iml.core.config import from_dict
+from iml.core.results import Result, ResultStore, load
+
+__all__ = ["Job", "run_units", "as_config"]
+
+Computed = Iterable[tuple[str, pd.DataFrame, Mapping[str, Any]]]
+
+
+@dataclasses.dataclass(frozen=True)
+class Job:
+    """Units computed together. ``compute(todo)`` gets the job's units still to do (in order) and yields
+    ``(unit id, table, extra)`` for each as it finishes; `key` names the job for ``run_units(only=...)``."""
+    units: tuple[str, ...]
+    compute: Callable[[list[str]], Computed]
+    key: Any = None
+
+
+def as_config(cls, config, experiment: str):
+    """`config` as a `cls` instance: an instance passes, a mapping is read with ``from_dict``; anything else is a
+    TypeError naming what was expected."""
+    if isinstance(config, cls):
+        return config
+    if isinstance(config, Mapping):
+        return from_dict(cls, config)
+    raise TypeError(f"{experiment}: config must be a {cls.__module__}.{cls.__name__} or a mapping, "
+                    f"got {type(config).__name__}")
+
+
+def run_units(experiment: str, config, jobs: Sequence[Job], *, root=None, force: bool = False,
+              progress: bool = True, meta: Callable[[ResultStore, list[str]], Mapping[str, Any]] | None = None,
+              only: Iterable | None = None, stop_by: float | None = None) -> Result | None:
+    """The finished result of `config`: loaded when it exists (unless `force`), else the missing units of
+    `jobs` are computed and the result written.
+
+    `force` recomputes every unit (each overwritten atomically; nothing is deleted first). `only` restricts
+    this call to the jobs with those keys, and `stop_by` (a ``time.time()`` value) stops it before a job that
+    the previous job's duration says would end later: such a call returns None unless every unit is then
+    done. `meta(store, unit_ids)` adds experiment-specific fields to meta.json.
+    """
+    store = ResultStore(experiment, config, root=root)
+    if store.is_complete() and not force:
+        return load(experiment, config, root=root)
+    keys = None if only is None else set(only)
+    t0, computed, last = time.time(), [], None
+    for job in jobs:
+        if keys is not None and job.key not in keys:
+            continue
+        todo = [u for u in job.units if force or not store.unit_done(u)]
+        if not todo:
+            continue
+        if stop_by is not None and last is not None and time.time() + last > stop_by:
+            break
+        t1 = time.time()
+        for uid, table, extra in job.compute(todo):
+            store.save_unit(uid, table, extra)
+            computed.append(uid)
+            if progress:
+                print(f"[{experiment}] unit {uid} done ({time.time() - t1:.1f}s)", file=sys.stderr, flush=True)
+        last = time.time() - t1
+    unit_ids = [u for job in jobs for u in job.units]
+    if not all(store.unit_done(u) for u in unit_ids):
+        return None
+    store.finalize(unit_ids, meta={"units_computed_last_run": computed,
+                                   "last_run_wall_time_s": round(time.time() - t0, 2),
+                                   **(dict(meta(store, unit_ids)) if meta else {})})
+    return load(experiment, config, root=root)
