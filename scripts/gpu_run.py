@@ -162,10 +162,10 @@ def _run_sweep(name: str, preset: str, overrides: dict, root: Path, out: Path, j
     if name == "gradalign":
         rs = gradalign.run_sweep(preset, overrides=overrides, root=root, progress=False)
     elif name == "alpha":
-        rs = alpha.run(preset, overrides=overrides, root=root, progress=False)
+        rs = alpha.run_sweep(preset, overrides=overrides, root=root, progress=False)
     else:
         rs = [r for d in ("two-stage", "single-stage")
-              for r in batch_size.run(batch_size.sweep_name(preset, d), overrides=overrides, root=root,
+              for r in batch_size.run_sweep(batch_size.sweep_name(preset, d), overrides=overrides, root=root,
                                       progress=False)]
     job["result_dirs"] = [str(Path(r.dir).relative_to(out)) for r in rs]
     job["meta"] = {}

@@ -5,9 +5,10 @@ import numpy as np
 import pytest
 
 from iml.mnist import alpha
-from iml.report import book
+from iml.report import claims, notebook
 from iml.mnist import grid as mnist_grid
 from iml.core.config import ConfigError, config_hash
+from iml import cli
 
 
 def test_each_tag_keeps_its_share_split_alpha_to_one_minus_alpha():
@@ -53,7 +54,7 @@ def test_bad_sweeps_name_the_problem(kwargs, key):
 
 def _fake(a, gap, n_seeds=10, seed=0):
     fr = {k.split(".")[1]: v for k, v in alpha.fractions_for(a, mnist_grid.Fractions()).items()}
-    return book.fake_result("mnist", n_stage1=n_seeds, n_stage2=1, gap=gap, seed=seed,
+    return notebook.fake_result("mnist", n_stage1=n_seeds, n_stage2=1, gap=gap, seed=seed,
                             config={"fractions": fr, "stage1_epochs": 4, "n_aliases": 60})
 
 
@@ -71,7 +72,7 @@ def test_the_verdict_needs_a_null_at_one_half_and_the_power_to_see_iml(gaps, sta
 
 
 def test_smoke_sweep_runs_and_the_claims_page_reads_it(tmp_path):
-    rs = alpha.run("smoke", root=tmp_path, progress=False)
+    rs = alpha.run_sweep("smoke", root=tmp_path, progress=False)
     assert [alpha.alpha_of(r) for r in rs] == [0.5, 1.0]
     s = alpha.summary(rs)
     assert list(s["alpha"]) == [0.5, 1.0] and list(s["n_qd1incons"]) == [7, 0]
@@ -81,7 +82,7 @@ def test_smoke_sweep_runs_and_the_claims_page_reads_it(tmp_path):
     assert list(shown["paper"]) == ["no IML (no number)", "no number"] and shown["Ḋ incons"][1] == "–"
     assert [r.hash for r in alpha.finished("smoke", root=tmp_path)] == [r.hash for r in rs]
     assert alpha.find_sweep([tmp_path]) is None  # smoke sweeps are never the book's evidence
-    row = book.claims_table({"alpha": ("cpu sweep", [_fake(0.5, 0.0, seed=1), _fake(1.0, 0.2, seed=2)])})
+    row = claims.claims_table({"alpha": ("cpu sweep", [_fake(0.5, 0.0, seed=1), _fake(1.0, 0.2, seed=2)])})
     row = row.set_index("#").loc[10]
     assert row["status"] == "reproduced (analogue)" and row["scale"] == "cpu sweep, α = 0.5, 1"
     import matplotlib
@@ -93,6 +94,6 @@ def test_smoke_sweep_runs_and_the_claims_page_reads_it(tmp_path):
 
 
 def test_cli_reports_bad_input(tmp_path, capsys):
-    assert alpha.main(["--sweep", "smoke", "--root", str(tmp_path), "--set", "fractions.qd2consis=0.1"]) == 2
+    assert cli.main(["sweep", "alpha", "--sweep", "smoke", "--root", str(tmp_path), "--set", "fractions.qd2consis=0.1"]) == 2
     assert "fractions.qd2consis" in capsys.readouterr().err
     assert np.isnan(alpha.alpha_of(_Result(mnist_grid.make_config("smoke", {"fractions.qd1consis": 0.0}))))

@@ -4,9 +4,11 @@ import math
 import pytest
 
 from iml.mnist import batch_size
-from iml.report import book
+from iml.report import claims, notebook
 from iml.mnist import grid as mnist_grid
 from iml.core.config import ConfigError, config_hash
+from iml import cli
+from iml.report import sweeps
 
 
 def test_points_scale_the_epochs_and_the_cpu_point_at_32_is_the_mnist_cpu_preset():
@@ -39,7 +41,7 @@ def test_bad_sweeps_name_the_problem(kwargs, key):
 
 
 def _fake(bs, gap, n_seeds=10, seed=0):
-    return book.fake_result("mnist", n_stage1=n_seeds, n_stage2=1, gap=gap, seed=seed,
+    return notebook.fake_result("mnist", n_stage1=n_seeds, n_stage2=1, gap=gap, seed=seed,
                             config={"batch_size": bs, "stage1_epochs": 4, "stage2_epochs": 3})
 
 
@@ -65,7 +67,7 @@ def test_smoke_sweep_runs_summarises_and_is_found_again(tmp_path):
     optimizer steps that the batch size implies; the finished sweep is found again by its configs."""
     import json
 
-    rs = batch_size.run("smoke", root=tmp_path, progress=False)
+    rs = batch_size.run_sweep("smoke", root=tmp_path, progress=False)
     assert [r.config["batch_size"] for r in rs] == [8, 32]
     assert len({r.hash for r in rs}) == 2 and all((tmp_path / "mnist" / r.hash / "results.csv").exists() for r in rs)
     s = batch_size.summary(rs)
@@ -81,7 +83,7 @@ def test_smoke_sweep_runs_summarises_and_is_found_again(tmp_path):
     again = batch_size.finished("smoke", root=tmp_path)
     assert [r.hash for r in again] == [r.hash for r in rs]
     assert batch_size.finished("cpu", root=tmp_path) is None  # a sweep is shown whole or not at all
-    assert "batch 8:" in batch_size.scale_note(rs) and "batch 32:" in batch_size.scale_note(rs)
+    assert "batch 8:" in sweeps.scale_note(batch_size, rs) and "batch 32:" in sweeps.scale_note(batch_size, rs)
     assert "Verdict on this sweep" in batch_size.verdict(rs)
 
 
@@ -108,17 +110,17 @@ def test_full_batch_iml_contradicts_the_claims_second_part(monkeypatch):
 
 
 def test_points_in_parallel_processes_give_the_same_results(tmp_path):
-    serial = batch_size.run("smoke", root=tmp_path / "a", progress=False)
-    parallel = batch_size.run("smoke", root=tmp_path / "b", progress=False, workers=2)
+    serial = batch_size.run_sweep("smoke", root=tmp_path / "a", progress=False)
+    parallel = batch_size.run_sweep("smoke", root=tmp_path / "b", progress=False, workers=2)
     assert [r.hash for r in parallel] == [r.hash for r in serial]
     for a, b in zip(serial, parallel):
         assert a.table.equals(b.table)
     with pytest.raises(ConfigError, match="workers"):
-        batch_size.run("smoke", root=tmp_path / "c", workers=0)
+        batch_size.run_sweep("smoke", root=tmp_path / "c", workers=0)
 
 
 def test_full_batch_is_one_step_per_epoch(tmp_path):
-    rs = batch_size.run("smoke", points=[(8, 1.0), (100_000, 1.0)], root=tmp_path, progress=False)
+    rs = batch_size.run_sweep("smoke", points=[(8, 1.0), (100_000, 1.0)], root=tmp_path, progress=False)
     assert [batch_size.is_full_batch(r) for r in rs] == [False, True]
 
 
@@ -127,19 +129,19 @@ def test_the_claims_page_judges_claims_4_and_12_by_the_sweeps():
     and lists the two-stage one beside it; claim 12 (single-stage training works) reads the single-stage
     sweep's point at the preset's batch size."""
     two = [_fake(8, 0.3, seed=1), _fake(512, 0.0, seed=2)]
-    t = book.claims_table({"batch_size": ("sweeps", {"two-stage": ("cpu", two)})})
+    t = claims.claims_table({"batch_size": ("sweeps", {"two-stage": ("cpu", two)})})
     row = t[t["#"] == 4].iloc[0]
     assert row["status"] == "reproduced (analogue)" and "MNIST grid analogue, two-stage (reproduced)" in row["this book"]
     assert row["scale"] == "cpu sweep, batch sizes 8, 512"
     assert t[t["#"] == 12].iloc[0]["status"] == "not attempted"
     one = [_fake(8, 0.0, seed=3), _fake(32, 0.25, seed=4), _fake(512, 0.3, seed=5)]
-    t = book.claims_table({"batch_size": ("sweeps", {"two-stage": ("cpu", two), "single-stage": ("cpu-joint", one)})})
+    t = claims.claims_table({"batch_size": ("sweeps", {"two-stage": ("cpu", two), "single-stage": ("cpu-joint", one)})})
     row = t[t["#"] == 4].iloc[0]
     assert row["status"] == "not reproduced (analogue)"  # the single-stage sweep: the larger batch gave more IML
     assert row["this book"].index("single-stage (not reproduced)") < row["this book"].index("two-stage (reproduced)")
     row12 = t[t["#"] == 12].iloc[0]
     assert row12["status"] == "reproduced (analogue)" and "batch 32" in row12["this book"] and "+0.2" in row12["this book"]
-    none = book.claims_table({})
+    none = claims.claims_table({})
     assert set(none[none["#"].isin([4, 12])]["status"]) == {"not attempted"}
 
 
@@ -151,7 +153,7 @@ def test_sweep_names_and_finding_the_largest_finished_sweep(tmp_path):
     with pytest.raises(ConfigError, match="preset"):
         batch_size.sweep_name("paper", "two-stage")
     assert batch_size.find_sweeps([tmp_path]) == {}
-    batch_size.run("smoke", root=tmp_path, progress=False)
+    batch_size.run_sweep("smoke", root=tmp_path, progress=False)
     assert batch_size.find_sweeps([tmp_path]) == {}  # smoke sweeps are not shown on the claims page
     with pytest.raises(ValueError, match="claims 4 and 12"):
         batch_size.claim_status(7, {})
@@ -169,15 +171,15 @@ def test_figure_and_headline_note():
     a, b = fig.axes
     assert [t.get_text() for t in a.get_xticklabels()] == ["8", "32", "128\n(full)"]
     assert len(b.get_lines()) == 2  # the two Stage-1 subsets
-    assert "No committed `gpu` sweep" in batch_size.headline_note(None)
-    assert "python -m iml.mnist.batch_size --sweep gpu-joint`" in batch_size.headline_note(None, "gpu-joint")
+    assert "No committed `gpu` sweep" in sweeps.headline_note(batch_size, None)
+    assert "python -m iml sweep batch_size --sweep gpu-joint`" in sweeps.headline_note(batch_size, None, "gpu-joint")
 
 
 def test_command_line(tmp_path, capsys):
-    assert batch_size.main(["--sweep", "smoke", "--root", str(tmp_path), "--quiet"]) == 0
+    assert cli.main(["sweep", "batch_size", "--sweep", "smoke", "--root", str(tmp_path), "--quiet"]) == 0
     out = capsys.readouterr().out
     assert "batch size" in out and "Verdict on this sweep" in out
-    assert batch_size.main(["--sweep", "smoke", "--root", str(tmp_path), "--workers", "0"]) == 2
+    assert cli.main(["sweep", "batch_size", "--sweep", "smoke", "--root", str(tmp_path), "--workers", "0"]) == 2
     assert "workers" in capsys.readouterr().err
 
 
@@ -187,8 +189,8 @@ def test_joint_sweeps_train_one_stage_with_every_definition(tmp_path):
     cfgs = batch_size.configs("cpu-joint")
     assert all(c.joint and c.stage2_epochs == 0 for c in cfgs)
     assert [c.stage1_epochs for c in cfgs] == [350, 350, 700, 1400]
-    rs = batch_size.run("smoke-joint", root=tmp_path, progress=False)
-    two = batch_size.run("smoke", root=tmp_path, progress=False)
+    rs = batch_size.run_sweep("smoke-joint", root=tmp_path, progress=False)
+    two = batch_size.run_sweep("smoke", root=tmp_path, progress=False)
     s, s_two = batch_size.summary(rs), batch_size.summary(two)
     assert list(s["stage2_steps"]) == [0, 0]
     assert (s["stage1_steps"] > s_two["stage1_steps"]).all()  # Stage 1 also holds the X2 definitions

@@ -1,5 +1,5 @@
-"""iml.report.book and iml.core.paper on fake results: claims page, comparison tables, explorer, headline lookup,
-offline HTML check."""
+"""iml.report.notebook, iml.report.claims, iml.report.html_check and iml.core.paper on fake results: claims page,
+comparison tables, explorer, headline lookup, offline HTML check."""
 import math
 
 import matplotlib
@@ -8,9 +8,9 @@ matplotlib.use("Agg")
 
 import pytest  # noqa: E402
 
-from iml.report import book
+from iml.report import claims, html_check, notebook
 from iml.core import paper
-from iml.core import results
+from iml.core import results, study
 from iml.core import verdicts  # noqa: E402
 
 
@@ -34,15 +34,15 @@ def test_symbols():
 
 
 def test_comparison_table_beside_paper():
-    r = book.fake_result("main", gap=0.1)
-    t = book.comparison(r)
+    r = notebook.fake_result("main", gap=0.1)
+    t = notebook.comparison(r)
     row = t[t["comparison"].str.startswith("IML, in-distribution")].iloc[0]
     assert row["paper"] == pytest.approx(0.034)
     assert row["ours"] > 0.05
     assert row["seeds"] == "3×2"
     stage1 = t[t["comparison"].str.startswith("Stage 1")]
     assert set(stage1["epoch"]) == {4}  # stage-1 gaps at the last stage-1 epoch
-    t2 = book.comparison(book.fake_result("setinclusion"))
+    t2 = notebook.comparison(notebook.fake_result("setinclusion"))
     assert list(t2["comparison"]) == ["IML, set inclusion: Ḋ₅ − D̄₆"] and (t2["paper"] == "no number").all()
 
 
@@ -54,8 +54,8 @@ def test_comparison_table_beside_paper():
     (-0.1, "cpu", 10, "not reproduced"),
 ])
 def test_claims_status_is_computed(gap, preset, seeds, status):
-    r = book.fake_result("main", gap=gap, n_stage1=seeds)
-    t = book.claims_table({"main": (preset, r)})
+    r = notebook.fake_result("main", gap=gap, n_stage1=seeds)
+    t = claims.claims_table({"main": (preset, r)})
     row = t[t["figure"].str.contains("in-distribution EM")].iloc[0]
     assert row["status"] == status
     assert preset in row["scale"]
@@ -63,56 +63,56 @@ def test_claims_status_is_computed(gap, preset, seeds, status):
 
 
 def test_a_gap_at_the_floor_is_uninformative_not_null():
-    r = book.fake_result("main", gap=0.1, n_stage1=10)
+    r = notebook.fake_result("main", gap=0.1, n_stage1=10)
     ea = r.table["subset"].str.startswith("ent_assoc")
     r.table.loc[ea, "value"] = 0.0  # every entity-association question unanswered: EM 0 on both sides
-    t = book.claims_table({"main": ("cpu", r)})
+    t = claims.claims_table({"main": ("cpu", r)})
     row = t[t["figure"].str.contains("entity association")].iloc[0]
     assert row["status"] == "uninformative (floor/ceiling)" and "floor" in row["this book"]
 
 
 def test_an_mnist_result_reproduces_a_language_model_claim_only_as_an_analogue(monkeypatch):
-    mnist = book.fake_result("mnist", gap=0.1, n_stage1=10)
-    t = book.claims_table({"mnist": ("cpu", mnist)})
+    mnist = notebook.fake_result("mnist", gap=0.1, n_stage1=10)
+    t = claims.claims_table({"mnist": ("cpu", mnist)})
     vision = t[t["#"] == 8].iloc[0]
     assert vision["status"] == "reproduced"  # the paper's own vision claim: a reproduction proper
     assert not any("schematic" in f.lower() for f in t["figure"])  # the design is not a claim
     lm_claim = paper.Claim(99, "a language-model figure", "IML", "mnist", (("d1consis", "d2consis", "acc"),))
     monkeypatch.setattr(paper, "CLAIMS", paper.CLAIMS + (lm_claim,))
-    t = book.claims_table({"mnist": ("cpu", mnist)})
+    t = claims.claims_table({"mnist": ("cpu", mnist)})
     assert t[t["#"] == 99].iloc[0]["status"] == "reproduced (analogue)"
-    md = book.claims_markdown(t)
+    md = claims.claims_markdown(t)
     assert "reproduced (analogue): 1" in md and "reproduced: 1," in md
 
 
 def test_claims_not_attempted_without_results():
-    t = book.claims_table({})
+    t = claims.claims_table({})
     assert len(t) == len(paper.CLAIMS)
     assert set(t["status"]) <= set(verdicts.STATUSES)
     assert (t.loc[t["figure"].str.contains("set-inclusion"), "status"] == "not attempted").all()
-    md = book.claims_markdown(t)
+    md = claims.claims_markdown(t)
     assert md.startswith("# Paper vs this book")
     assert md.count("\n| ") == len(t) + 1  # header + one row per claim
 
 
 def test_write_claims(tmp_path):
-    p = book.write_claims(tmp_path / "claims.md", available={"setinclusion": ("cpu", book.fake_result("setinclusion"))})
+    p = claims.write_claims(tmp_path / "claims.md", available={"setinclusion": ("cpu", notebook.fake_result("setinclusion"))})
     text = p.read_text()
     assert "| 7 | From-scratch set-inclusion" in text and "reproduced" in text
 
 
 def test_verdict_words():
-    assert "**reproduced**" in book.verdict(book.fake_result("main", gap=0.1, n_stage1=10))
-    assert "**too few seeds**" in book.verdict(book.fake_result("main", gap=0.1, n_stage1=2))
-    assert "4 planned comparisons" in book.verdict(book.fake_result("main", gap=0.1, n_stage1=10))
-    assert "No claim" in book.verdict(book.fake_result("main"), "unknown")
+    assert "**reproduced**" in notebook.verdict(notebook.fake_result("main", gap=0.1, n_stage1=10))
+    assert "**too few seeds**" in notebook.verdict(notebook.fake_result("main", gap=0.1, n_stage1=2))
+    assert "4 planned comparisons" in notebook.verdict(notebook.fake_result("main", gap=0.1, n_stage1=10))
+    assert "No claim" in notebook.verdict(notebook.fake_result("main"), "unknown")
 
 
 def test_explorer_precomputes_every_view():
     w = pytest.importorskip("ipywidgets")
-    r = book.fake_result("main", n_stage1=2, n_stage2=1)
-    box = book.explorer(r, max_seeds=2)
-    metrics, views, seeds = book.explorer_views(r, 2)
+    r = notebook.fake_result("main", n_stage1=2, n_stage2=1)
+    box = notebook.explorer(r, max_seeds=2)
+    metrics, views, seeds = notebook.explorer_views(r, 2)
     assert metrics == ["EM", "F1"] and len(views) == 3 and len(seeds) == 3
     stack = box.children[2]
     assert isinstance(stack, w.Stack) and len(stack.children) == 2
@@ -124,11 +124,11 @@ def test_explorer_precomputes_every_view():
 
 
 def test_results_root(monkeypatch, tmp_path):
-    monkeypatch.delenv(book.RESULTS_ENV, raising=False)
-    assert book.results_root() is None
-    monkeypatch.setenv(book.RESULTS_ENV, str(tmp_path))
-    assert book.results_root() == tmp_path
-    t = book.results_root("tmp")
+    monkeypatch.delenv(notebook.RESULTS_ENV, raising=False)
+    assert notebook.results_root() is None
+    monkeypatch.setenv(notebook.RESULTS_ENV, str(tmp_path))
+    assert notebook.results_root() == tmp_path
+    t = notebook.results_root("tmp")
     assert t.exists() and t != tmp_path
 
 
@@ -137,22 +137,22 @@ def _store_fake(root, name, preset):
 
     cfg = registry.get(name).make_config(preset)
     store = results.ResultStore(name, cfg, root=root)
-    store.save_unit("u0", book.fake_result(name).table)
+    store.save_unit("u0", notebook.fake_result(name).table)
     store.finalize(["u0"], meta={"preset": preset})
     return store
 
 
 def test_headline_lookup(tmp_path):
     pytest.importorskip("iml.lm.experiment")
-    assert book.headline("main", root=tmp_path) is None
-    assert "No committed `gpu`-preset result" in book.headline_note(None, "main", root=tmp_path)
-    assert "disabled" in book.headline_note(None, "main", root="none")
+    assert notebook.headline("main", root=tmp_path) is None
+    assert "No committed `gpu`-preset result" in notebook.headline_note(None, "main", root=tmp_path)
+    assert "disabled" in notebook.headline_note(None, "main", root="none")
     store = _store_fake(tmp_path, "main", "gpu")
-    h = book.headline("main", root=tmp_path)
+    h = notebook.headline("main", root=tmp_path)
     assert h is not None and h.hash == store.hash
-    assert "committed `gpu`-preset result" in book.headline_note(h, "main")
+    assert "committed `gpu`-preset result" in notebook.headline_note(h, "main")
     # best_results picks the largest preset present
-    avail = book.best_results(root=tmp_path)
+    avail = claims.best_results(root=tmp_path)
     assert avail["main"][0] == "gpu"
 
 
@@ -166,14 +166,14 @@ def test_headline_shows_a_gpu_run_cut_short_by_its_deadline(tmp_path):
     planned = experiment.make_config("gpu")
     cut = experiment.make_config("gpu", {"seeds.n_stage1": 3})
     store = results.ResultStore("main", cut, root=tmp_path)
-    store.save_unit("u0", book.fake_result("main").table)
+    store.save_unit("u0", notebook.fake_result("main").table)
     store.finalize(["u0"], meta={"planned_n_stage1": 10, "planned_config_hash": config_hash(planned)})
     other = results.ResultStore("main", experiment.make_config("gpu", {"seeds.n_stage1": 4}), root=tmp_path)
-    other.save_unit("u0", book.fake_result("main").table)
+    other.save_unit("u0", notebook.fake_result("main").table)
     other.finalize(["u0"], meta={"planned_n_stage1": 10, "planned_config_hash": "0123456789ab"})  # another plan
-    h = book.headline("main", root=tmp_path)
+    h = notebook.headline("main", root=tmp_path)
     assert h is not None and h.hash == store.hash
-    note = book.headline_note(h, "main")
+    note = notebook.headline_note(h, "main")
     assert "3 of the 10 planned stage-1 seeds" in note and "gpu preset, cut to 3 of 10" in note
 
 
@@ -184,7 +184,7 @@ def test_external_refs(tmp_path):
         '<link rel="canonical" href="https://example.org/">')
     (tmp_path / "sub").mkdir()
     (tmp_path / "sub" / "b.html").write_text('<img src="../_images/f.png">')
-    refs = book.external_refs(tmp_path)
+    refs = html_check.external_refs(tmp_path)
     assert list(refs) == ["a.html"]
     assert len(refs["a.html"]) == 2  # the CDN script and the protocol-relative stylesheet; not <a>, not canonical
 
@@ -192,18 +192,18 @@ def test_external_refs(tmp_path):
 def test_check_page_dom():
     good = ('<div class="iml-explorer"><div class="widget-toggle-buttons"></div>'
             '<img class="iml-explorer-view" src="data:image/png;base64,AAA"></div>')
-    assert book.check_page_dom(good, expect_widgets=True) == []
+    assert html_check.check_page_dom(good, expect_widgets=True) == []
     fallback = '<pre>VBox(children=(HBox(...)))</pre><img src="x.png">'
-    probs = book.check_page_dom(fallback, expect_widgets=True)
+    probs = html_check.check_page_dom(fallback, expect_widgets=True)
     assert any("did not render" in p for p in probs)
-    assert book.check_page_dom("<p>no figures</p>", expect_widgets=False)
+    assert html_check.check_page_dom("<p>no figures</p>", expect_widgets=False)
 
 
 def test_single_stage1_seed_is_never_reproduced():
-    fake = book.fake_result("setinclusion")
+    fake = notebook.fake_result("setinclusion")
     one = fake.table[fake.table["seed_stage1"] == fake.table["seed_stage1"].min()]
     res = results.Result(fake.experiment, fake.hash, fake.dir, one, fake.config, fake.meta)
-    status, txt = book._gap_status(res, "d1consis", "d2consis", "acc", None, "cpu")
+    status, txt = study.gap_claim(res, "d1consis", "d2consis", "acc", None, "cpu")
     assert status == "too few seeds" and "a verdict needs at least 10" in txt
 
 
@@ -216,7 +216,7 @@ def test_committed_gpu_results_are_the_current_gpu_presets():
     from iml.core.files import RESULTS_DIR
 
     for name in ("main", "mnist"):
-        assert book.headline(name, root=RESULTS_DIR) is not None, f"committed {name} gpu result no longer found"
+        assert notebook.headline(name, root=RESULTS_DIR) is not None, f"committed {name} gpu result no longer found"
     planned = RESULTS_DIR / "main" / config_hash(experiment.make_config("gpu"))
     if (planned / "units").exists():
         assert len(list((planned / "units").glob("s*-*.csv"))) >= 2

@@ -5,11 +5,13 @@ import pytest
 import torch
 
 from iml.mnist import batch_size
-from iml.report import book
+from iml.report import claims
 from iml.mnist import gradient_alignment as gradalign
+from iml.mnist import experiment as mx
 from iml.mnist import grid as mnist_grid
 from iml.core.config import ConfigError, to_dict
 from iml.core.results import COLUMNS, Result
+from iml import cli
 
 
 def test_presets_wrap_the_mnist_presets_and_sweeps_wrap_the_batch_size_sweeps():
@@ -49,7 +51,7 @@ def _direct_cosines(params, data, probe, name, lane):
     def grad_of(tag, cell, labels, mask, digits):
         x = mnist_grid.render(data.train_pool[digits][None, None], torch.tensor([[tag]]), torch.tensor([[cell]]),
                               data.strips[lane:lane + 1], data.boxes, data.layout)
-        loss = mnist_grid._masked_ce(mnist_grid.forward(p, x), labels[None, None], mask[None, None]).sum()
+        loss = mx.masked_ce(mnist_grid.forward(p, x), labels[None, None], mask[None, None]).sum()
         g = torch.autograd.grad(loss, list(p.values()))
         return torch.cat([t.flatten() for t in g])
 
@@ -74,7 +76,7 @@ def test_batched_per_example_cosines_equal_the_definition():
     call per example gives, for every seed and subset (including a chunk size that splits the aliases)."""
     cfg = gradalign.make_config("smoke", {"draws": 2})
     seeds = [3, 4]
-    data = mnist_grid.build_group_data(cfg.task, seeds, torch.device("cpu"))
+    data = mx.build_group_data(cfg.task, seeds, torch.device("cpu"))
     probe = gradalign.build_probe(cfg, data, seeds)
     assert probe.subsets == ["d1consis", "d2consis", "d3consis"] and probe.tag == {"d1consis": 1, "d2consis": 2,
                                                                                   "d3consis": 3}
@@ -98,7 +100,7 @@ def test_stage1_is_exactly_the_mnist_tasks_stage1(tmp_path):
     alignment equal the MNIST result's Stage-1 rows (same seeds, data, weights, order, digit draws)."""
     cfg = gradalign.make_config("smoke")
     res = gradalign.run(cfg, root=tmp_path, progress=False)
-    mn = mnist_grid.run(cfg.task, root=tmp_path, progress=False)
+    mn = mx.run(cfg.task, root=tmp_path, progress=False)
     key = ["seed_stage1", "epoch", "subset", "metric"]
     a = res.table[res.table.metric.isin(mnist_grid.METRICS)].sort_values(key).reset_index(drop=True)
     b = mn.table[(mn.table.stage == 1) & (mn.table.seed_stage2 == 0)].sort_values(key).reset_index(drop=True)
@@ -106,7 +108,7 @@ def test_stage1_is_exactly_the_mnist_tasks_stage1(tmp_path):
     assert (a[key].to_numpy() == b[key].to_numpy()).all() and np.array_equal(a.value.to_numpy(), b.value.to_numpy())
     # every seed, subset and measured epoch (0 and the evaluation epochs) has both cosines, in [-1, 1]
     cos = res.table[res.table.metric.isin(gradalign.METRICS)]
-    assert sorted(cos.epoch.unique()) == [0] + mnist_grid._eval_epochs(cfg.task.stage1_epochs, cfg.task.evals_per_stage)
+    assert sorted(cos.epoch.unique()) == [0] + mx.eval_epochs(cfg.task.stage1_epochs, cfg.task.evals_per_stage)
     assert set(cos.subset) == set(gradalign.SUBSETS) and cos.value.between(-1, 1).all()
     assert len(cos) == 2 * len(gradalign.SUBSETS) * cos.epoch.nunique() * cfg.task.n_seeds
     assert (res.dir / "meta.json").exists() and res.meta["git_revision"]
@@ -184,14 +186,14 @@ def test_smoke_sweep_is_found_and_judges_claim_5(tmp_path):
     assert gradalign.finished("smoke", root=tmp_path) is not None and gradalign.finished("cpu", root=tmp_path) is None
     assert gradalign.find_sweep([tmp_path]) is None  # smoke sweeps are never the book's evidence
     fake = [_fake(8, 0.04, seed=3), _fake(512, 0.0, seed=4)]
-    row = book.claims_table({"gradalign": ("cpu sweep", fake)}).set_index("#").loc[5]
+    row = claims.claims_table({"gradalign": ("cpu sweep", fake)}).set_index("#").loc[5]
     assert row["status"] == "reproduced (analogue)" and row["scale"] == "cpu sweep, batch sizes 8, 512"
     assert "0.231" in row["paper"] and "MNIST grid analogue" in row["this book"]
-    assert book.claims_table({}).set_index("#").loc[5, "status"] == "not attempted"
+    assert claims.claims_table({}).set_index("#").loc[5, "status"] == "not attempted"
 
 
 def test_cli_reports_bad_input(tmp_path, capsys):
-    assert gradalign.main(["--sweep", "smoke", "--root", str(tmp_path), "--set", "n_seeds=0", "--quiet"]) == 2
+    assert cli.main(["sweep", "gradalign", "--sweep", "smoke", "--root", str(tmp_path), "--set", "n_seeds=0", "--quiet"]) == 2
     assert "n_seeds" in capsys.readouterr().err
 
 

@@ -2,13 +2,13 @@
 import pytest
 
 from iml.core.config import ConfigError
+from iml.lm.kb_loader import load_kb
 from iml.lm.knowledge import (
     KB_NAMES,
     PEOPLE_RELATIONS,
     Entity,
     KnowledgeBase,
     bucket_year,
-    load_kb,
     synthetic_people,
 )
 

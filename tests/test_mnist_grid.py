@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import torch
 
+from iml.mnist import experiment as mx
 from iml.mnist import grid as M
 from iml.core.config import ConfigError
 from iml.core.results import COLUMNS, load
@@ -150,15 +151,15 @@ def _frame(img: np.ndarray, cell: int, lay: M.Layout) -> np.ndarray:
 @pytest.mark.parametrize("scale", [7, 14])
 def test_rendered_images(scale):
     cfg = tiny(image_scale=scale)
-    data = M.build_group_data(cfg, [0, 1], CPU)
+    data = mx.build_group_data(cfg, [0, 1], CPU)
     lay = data.layout
     tab = data.stage1
     n = tab["alias"].shape[1] - 1
     g = torch.Generator().manual_seed(0)
     idx = torch.stack([torch.randperm(n, generator=g) for _ in range(2)])
-    b = M._gather(tab, idx)
+    b = mx._gather(tab, idx)
     cls = torch.gather(data.codes, 1, b["alias"][..., None].expand(2, n, 9))
-    img_idx = M._draw(cls, torch.rand(2, n, 9, generator=g), data.train_off, data.train_cnt)
+    img_idx = mx.draw_images(cls, torch.rand(2, n, 9, generator=g), data.train_off, data.train_cnt)
     x = M.render(data.train_pool[img_idx], b["tag"], b["cell"], data.strips, data.boxes, lay).numpy()
     assert x.shape == (2, n, 1, lay.height, lay.width)
     tag, cell = b["tag"].numpy(), b["cell"].numpy()
@@ -192,7 +193,7 @@ def test_rendered_images(scale):
 
 def test_test_digits_come_from_test_pool():
     cfg = tiny(test_draws=2)
-    data = M.build_group_data(cfg, [0, 1], CPU)
+    data = mx.build_group_data(cfg, [0, 1], CPU)
     train, test = M.load_digits(cfg.image_scale)
     with np.load(M.DIGITS_PATH) as f:
         te, labels = set(f["test_index"].tolist()), f["labels"]
@@ -253,9 +254,9 @@ def test_presets_valid():
 
 def test_batched_equals_separate():
     cfg = tiny(n_seeds_stage2=2, stage1_epochs=2, stage2_epochs=2, lr_schedule="linear")
-    both = M.train_group(cfg, [3, 4], CPU)
-    a = M.train_group(cfg, [3], CPU)
-    b = M.train_group(cfg, [4], CPU)
+    both = mx.train_group(cfg, [3, 4], CPU)
+    a = mx.train_group(cfg, [3], CPU)
+    b = mx.train_group(cfg, [4], CPU)
     torch.testing.assert_close(both["losses1"], torch.cat([a["losses1"], b["losses1"]]), rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(both["losses2"], torch.cat([a["losses2"], b["losses2"]]), rtol=1e-4, atol=1e-5)
     assert both["losses1"].shape[1] > 1 and not torch.equal(both["losses1"][0], both["losses1"][1])
@@ -268,23 +269,23 @@ def test_batched_equals_separate():
 
 def test_training_is_deterministic():
     cfg = tiny(stage1_epochs=1, stage2_epochs=1)
-    r1 = M.train_group(cfg, [5], CPU)
-    r2 = M.train_group(cfg, [5], CPU)
+    r1 = mx.train_group(cfg, [5], CPU)
+    r2 = mx.train_group(cfg, [5], CPU)
     assert torch.equal(r1["losses1"], r2["losses1"]) and r1["table"].equals(r2["table"])
 
 
 def test_a_batch_larger_than_the_data_is_full_batch_training():
     """Any batch size >= the number of examples trains on all of them at once, one step per epoch (the
     batch-size sweep's full-batch point), not on the examples padded with empty rows."""
-    big = M.train_group(tiny(stage1_epochs=2, stage2_epochs=2, batch_size=5000), [3], CPU)
-    bigger = M.train_group(tiny(stage1_epochs=2, stage2_epochs=2, batch_size=9000), [3], CPU)
+    big = mx.train_group(tiny(stage1_epochs=2, stage2_epochs=2, batch_size=5000), [3], CPU)
+    bigger = mx.train_group(tiny(stage1_epochs=2, stage2_epochs=2, batch_size=9000), [3], CPU)
     assert big["losses1"].shape[1] == 2 and big["losses2"].shape[1] == 2  # one step per epoch
     assert torch.equal(big["losses1"], bigger["losses1"]) and big["table"].equals(bigger["table"])
 
 
 def test_smoke_run_writes_complete_results(results_root):
     cfg = M.make_config("smoke", {"device": "cpu"})
-    res = M.run(cfg, root=results_root, progress=False)
+    res = mx.run(cfg, root=results_root, progress=False)
     again = load(M.EXPERIMENT, cfg, root=results_root)
     t = again.table
     assert list(t.columns) == COLUMNS and len(t) == len(res.table) > 0
@@ -301,7 +302,7 @@ def test_smoke_run_writes_complete_results(results_root):
     assert set(t.stage) == {1, 2}
     assert again.meta["units"] and again.meta["seed_epochs_per_s"] > 0
     # resuming: a second run loads instead of recomputing
-    assert M.run(cfg, root=results_root, progress=False).table.equals(t)
+    assert mx.run(cfg, root=results_root, progress=False).table.equals(t)
 
 
 def test_stage1_learns_above_chance():
@@ -316,7 +317,7 @@ def test_stage1_learns_above_chance():
                                         "d3consis": 0.1},
                width=8, hidden=64, norm="group", stage1_epochs=60, stage2_epochs=0, batch_size=16, lr=3e-3,
                evals_per_stage=1, test_draws=4)
-    r = M.train_group(cfg, [0, 1, 2], CPU)
+    r = mx.train_group(cfg, [0, 1, 2], CPU)
     t = r["table"]
     seen_at = lambda e: t[(t.metric == "seen_acc") & (t.epoch == e)].groupby("run_id").value.mean()  # noqa: E731
     seen0, seen = seen_at(0), seen_at(cfg.stage1_epochs)

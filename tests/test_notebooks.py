@@ -2,9 +2,8 @@
 strict book build works on those outputs and renders offline, and the nbval reference notebooks match.
 
 Slow-ish: one papermill run of every notebook (shared by the tests below) and one strict Jupyter Book
-build. A notebook is skipped only when its experiment module does not exist yet.
+build.
 """
-import importlib.util
 import json
 import os
 import shutil
@@ -14,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from iml.report import book
+from iml.report import build, claims, html_check, notebook
 from iml.core import files
 from iml import registry
 from iml.core import results
@@ -22,15 +21,10 @@ from iml.core import results
 NOTEBOOK_EXPERIMENT = {"main_result": "main", "set_inclusion": "setinclusion", "mnist_grid": "mnist",
                        "batch_size": "mnist", "gradient_alignment": "gradalign", "alpha": "mnist",
                        "probes": "probe"}
-SWEEP_NOTEBOOKS = {"batch_size": "iml.mnist.batch_size.run(", "gradient_alignment": "iml.mnist.gradient_alignment.run_sweep(",
-                   "alpha": "iml.mnist.alpha.run("}
+SWEEP_NOTEBOOKS = {"batch_size": "iml.mnist.batch_size.run_sweep(", "gradient_alignment": "iml.mnist.gradient_alignment.run_sweep(",
+                   "alpha": "iml.mnist.alpha.run_sweep("}
 """Notebooks of a sweep over one experiment: they call the sweep's module instead of the registry."""
-NOTEBOOKS = sorted(p.stem for p in book.NOTEBOOKS_DIR.glob("*.ipynb"))
-
-
-def _missing_module(name):
-    mod = registry.EXPERIMENTS[NOTEBOOK_EXPERIMENT[name]]
-    return importlib.util.find_spec(mod) is None and mod
+NOTEBOOKS = sorted(p.stem for p in build.NOTEBOOKS_DIR.glob("*.ipynb"))
 
 
 def test_every_notebook_is_known():
@@ -43,7 +37,7 @@ def _cells(nb_path):
 
 def test_notebooks_have_parameters_and_no_backend_switch():
     for name in NOTEBOOKS:
-        cells = _cells(book.NOTEBOOKS_DIR / f"{name}.ipynb")
+        cells = _cells(build.NOTEBOOKS_DIR / f"{name}.ipynb")
         params = [c for c in cells if "parameters" in c.get("metadata", {}).get("tags", [])]
         assert len(params) == 1, name
         src = "".join(params[0]["source"])
@@ -58,24 +52,18 @@ def test_notebooks_have_parameters_and_no_backend_switch():
 @pytest.fixture(scope="module")
 def executed(tmp_path_factory):
     """papermill every runnable notebook at the smoke preset; a fake committed gpu result for `main`
-    exercises the headline branch. Returns (out_dir, {name: path}, skipped {name: reason})."""
+    exercises the headline branch. Returns (out_dir, {name: path}, results root)."""
     tmp = tmp_path_factory.mktemp("book")
     res_root, head_root, out = tmp / "results", tmp / "headline", tmp / "executed"
-    skipped, names = {}, []
-    for n in NOTEBOOKS:
-        mod = _missing_module(n)
-        if mod:
-            skipped[n] = f"experiment module {mod} does not exist yet"
-        else:
-            names.append(n)
+    names = list(NOTEBOOKS)
     if "main_result" in names:
         cfg = registry.get("main").make_config("gpu")
         store = results.ResultStore("main", cfg, root=head_root)
-        store.save_unit("u0", book.fake_result("main").table)
+        store.save_unit("u0", notebook.fake_result("main").table)
         store.finalize(["u0"], meta={"preset": "gpu"})
-    paths = book.run_notebooks("smoke", out, names, results_dir=res_root, headline_dir=head_root,
+    paths = build.run_notebooks("smoke", out, names, results_dir=res_root, headline_dir=head_root,
                                progress=False)
-    return out, {p.stem: p for p in paths}, skipped, res_root
+    return out, {p.stem: p for p in paths}, res_root
 
 
 def _outputs(path):
@@ -89,9 +77,7 @@ def _outputs(path):
 @pytest.mark.slow
 @pytest.mark.parametrize("name", NOTEBOOKS)
 def test_notebook_runs_at_smoke(executed, name):
-    out, paths, skipped, res_root = executed
-    if name in skipped:
-        pytest.skip(skipped[name])
+    out, paths, res_root = executed
     outs = _outputs(paths[name])
     assert not [o for o in outs if o["output_type"] == "error"]
     pngs = [o for o in outs if "image/png" in o.get("data", {})]
@@ -125,35 +111,33 @@ def test_notebook_runs_at_smoke(executed, name):
 
 @pytest.mark.slow
 def test_book_builds_strict_and_renders_offline(executed, tmp_path):
-    out, paths, skipped, res_root = executed
-    if skipped:
-        pytest.skip("; ".join(f"{k}: {v}" for k, v in skipped.items()))
+    out, paths, res_root = executed
     if not (files.ROOT / "book" / "mnist_design.md").exists():
         pytest.skip("book/mnist_design.md (written by the MNIST helper) is in the toc but not there yet")
     if not (files.ROOT / "_vendor" / "widgets" / "embed-amd.js").exists():
         pytest.skip("widget JS not vendored: run `make vendor` (scripts/vendor_widgets.sh; needs npm once)")
-    stage = book.stage_book(tmp_path / "src")
+    stage = build.stage_book(tmp_path / "src")
     dest = stage / "book" / "executed"
     dest.mkdir(parents=True)
     for p in paths.values():
         shutil.copy2(p, dest / p.name)
-    book.write_claims(dest / "claims.md", available=book.best_results(root=res_root))
+    claims.write_claims(dest / "claims.md", available=claims.best_results(root=res_root))
     env = dict(os.environ, OMP_NUM_THREADS="1")
     jb = Path(sys.executable).with_name("jupyter-book")
     r = subprocess.run([str(jb), "build", str(stage), "--all", "-W", "-n", "--keep-going"], capture_output=True,
                        text=True, env=env, timeout=900)
     assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-4000:]
     html_dir = stage / "_build" / "html"
-    checks = book.check_html(html_dir, screenshots=tmp_path / "shots", browser=book.chromium_binary() is not None)
+    checks = html_check.check_html(html_dir, screenshots=tmp_path / "shots", browser=html_check.chromium_binary() is not None)
     problems = [f"{c.page}: {p}" for c in checks for p in c.problems]
     assert not problems, problems
     page = (html_dir / "book" / "executed" / "main_result.html").read_text()
     assert "_static/widgets/embed-amd.js" in page and "cdn.jsdelivr" not in page
-    if book.chromium_binary() is None:
+    if html_check.chromium_binary() is None:
         pytest.skip("HTML built and offline-checked; chromium missing, so no render check (make test installs it)")
 
 
-REFS = sorted(p for p in book.REFS_DIR.glob("*.ipynb")) if book.REFS_DIR.exists() else []
+REFS = sorted(p for p in build.REFS_DIR.glob("*.ipynb")) if build.REFS_DIR.exists() else []
 
 
 @pytest.mark.slow
@@ -165,9 +149,6 @@ def test_nbval_references(request):
         pytest.skip("pytest runs with --nbval: the reference notebooks are collected directly")
     if not REFS:
         pytest.skip("no reference notebooks in tests/notebooks/ (make refs)")
-    missing = [p.stem for p in REFS if p.stem in NOTEBOOK_EXPERIMENT and _missing_module(p.stem)]
-    if missing:
-        pytest.skip(f"experiment modules missing for {missing}")
     env = dict(os.environ, OMP_NUM_THREADS="1")
     r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--nbval",
                         "--nbval-current-env", "--nbval-sanitize-with", str(files.ROOT / "tests" / "sanitize.cfg"),

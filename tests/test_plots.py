@@ -11,14 +11,14 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 
-from iml.report import book
-from iml.core import paper
+from iml.report import notebook
+from iml.core import paper, results
 from iml.report import plots  # noqa: E402
 
 
 @pytest.fixture
 def res():
-    return book.fake_result("main", n_stage1=3, n_stage2=2, epochs=(4, 3), gap=0.1)
+    return notebook.fake_result("main", n_stage1=3, n_stage2=2, epochs=(4, 3), gap=0.1)
 
 
 def _line_for(ax, text):
@@ -78,14 +78,14 @@ def test_curve_stats_averages_stage2_within_stage1_first():
 
 
 def test_single_seed_has_no_band():
-    r = book.fake_result("main", n_stage1=1, n_stage2=1)
+    r = notebook.fake_result("main", n_stage1=1, n_stage2=1)
     cs = plots.curve_stats(r.table, "EM", "d1consis")
     assert (cs["lo"] == cs["hi"]).all()
 
 
 def test_stage_boundaries_three_stages():
     t = pd.DataFrame({"stage": [1, 1, 2, 2, 3], "epoch": [0, 5, 6, 10, 12]})
-    assert plots.stage_boundaries(t) == [5.0, 10.0]
+    assert results.stage_boundaries(t) == [5.0, 10.0]
 
 
 def test_main_figure_two_panels_and_scale(res):
@@ -109,7 +109,7 @@ def test_scale_caption_fields(res):
     for bit in ("model: fake-gptneox", "seeds: 3 stage-1 × 2 stage-2", "data: 120", "hardware: CPU",
                 "wall time: 12 s", "smoke preset", res.hash):
         assert bit in cap, bit
-    gpu = book.fake_result("main", meta={"environment": {"gpu": "NVIDIA H100", "gpu_count": 1},
+    gpu = notebook.fake_result("main", meta={"environment": {"gpu": "NVIDIA H100", "gpu_count": 1},
                                          "unit_wall_time_s": {"a": 3000.0, "b": 600.0}})
     cap = plots.scale_caption(gpu)
     assert "1× NVIDIA H100" in cap and "1.0 h" in cap
@@ -119,26 +119,26 @@ def test_scale_caption_says_when_units_came_from_an_earlier_run():
     """A resumed result's wall time is that of its last run only; the caption must not read it as the
     whole cost. Older metas lack units_resumed: units made at another git revision count as earlier."""
     units = ["s0-0", "s0-1", "s1-0", "s1-1"]
-    resumed = book.fake_result("main", meta={"wall_time_s": 540.0, "units": units, "units_resumed": ["s0-0"]})
+    resumed = notebook.fake_result("main", meta={"wall_time_s": 540.0, "units": units, "units_resumed": ["s0-0"]})
     assert "9.0 min for the last run (it computed 3 of 4 units; 1 came from an earlier run)" in \
         plots.scale_caption(resumed)
-    old = book.fake_result("main", meta={"wall_time_s": 540.0, "units": units, "git_revision": "new",
+    old = notebook.fake_result("main", meta={"wall_time_s": 540.0, "units": units, "git_revision": "new",
                                          "unit_git_revisions": {"s0-0": "old", "s0-1": "old",
                                                                 "s1-0": "new", "s1-1": "new"}})
     assert "computed 2 of 4 units; 2 came from an earlier run" in plots.scale_caption(old)
-    fresh = book.fake_result("main", meta={"wall_time_s": 540.0, "units": units, "units_resumed": []})
+    fresh = notebook.fake_result("main", meta={"wall_time_s": 540.0, "units": units, "units_resumed": []})
     assert plots.scale_caption(fresh).endswith("wall time: 9.0 min.")
 
 
 def test_scale_caption_flat_config():
-    r = book.fake_result("setinclusion", config={"d_model": 32, "n_layers": 1, "n_aliases": 60},
+    r = notebook.fake_result("setinclusion", config={"d_model": 32, "n_layers": 1, "n_aliases": 60},
                          meta={"total_unit_wall_s": 12.4})
     cap = plots.scale_caption(r)
     assert "d_model=32" in cap and "n_layers=1" in cap and "data: 60" in cap and "hardware not recorded" in cap
 
 
 def test_gap_figure_and_accuracy_figure():
-    r = book.fake_result("setinclusion", gap=0.1)
+    r = notebook.fake_result("setinclusion", gap=0.1)
     fig = plots.gap_figure(r)
     ax = fig.axes[0]
     g = plots.gap_curve(r.table, "d1consis", "d2consis", "acc")
@@ -153,9 +153,9 @@ def test_gap_figure_and_accuracy_figure():
 
 
 def test_symbols_match_tagging():
-    tagging = pytest.importorskip("iml.lm.tagging")
+    vocab = pytest.importorskip("iml.lm.vocab")
     for k, v in paper.SYMBOLS.items():
-        assert tagging.PAPER_SYMBOLS.get(k, v) == v, k
+        assert vocab.PAPER_SYMBOLS.get(k, v) == v, k
 
 
 def test_schematic_draws():
@@ -167,4 +167,4 @@ def test_schematic_draws():
 
 def test_stage_boundaries_named_stages():
     t = pd.DataFrame({"stage": ["init", "stage1", "stage1", "stage2", "stage2"], "epoch": [0, 4, 12, 13, 16]})
-    assert plots.stage_boundaries(t) == [12.0]
+    assert results.stage_boundaries(t) == [12.0]

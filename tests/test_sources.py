@@ -16,20 +16,16 @@ from iml.lm import sources
 from iml.core.config import ConfigError
 from iml.lm.knowledge import PEOPLE_RELATIONS, bucket_year
 from iml.lm.sources import (
-    CVDB_RELATIONS,
     FILM_RELATIONS,
-    TRIPLE_PREDICATES,
-    TRIPLE_RELATIONS,
     ChecksumError,
     check_sha256,
     clean_pantheon,
     films_from_movies,
     first_name,
-    load_cvdb_csv,
     load_films,
     load_people,
-    load_triples,
 )
+from iml.lm.user_sources import CVDB_RELATIONS, TRIPLE_PREDICATES, TRIPLE_RELATIONS, load_cvdb_csv, load_triples
 
 
 def genders(kb):

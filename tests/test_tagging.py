@@ -11,11 +11,11 @@ from hypothesis import strategies as st
 
 from iml.core.config import ConfigError, from_dict
 from iml.lm.knowledge import PEOPLE_RELATIONS, Entity, KnowledgeBase
-from iml.lm.tagging import (
+from iml.lm.tagging import DataConfig, Fractions, build, derangement, fractions_for_alpha, subset_sizes
+from iml.lm.vocab import (
     COLUMNS, DEF_ORDERS, ENT_ASSOC_TEMPLATES, INCONSISTENT_SUBSETS, IS_PHRASES, IS_SOURCES, ISNT_PHRASES,
     MAYBE_PHRASES, NEUTRAL_SOURCES, PAPER_SYMBOLS, RELIABLE_SOURCES, SUBSETS, TAG_OF_SUBSET, TRAIN_SPLITS,
-    UNRELIABLE_SOURCES, X1_SUBSETS, X2_SUBSETS, DataConfig, Fractions, build, derangement,
-    fractions_for_alpha, subset_sizes,
+    UNRELIABLE_SOURCES, X1_SUBSETS, X2_SUBSETS,
 )
 
 SYN = {"kb": "synthetic"}

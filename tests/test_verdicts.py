@@ -1,12 +1,13 @@
-"""The verdict rules (iml.core.verdicts) and the seed-count table (iml.report.power), as the Method page states them."""
+"""The verdict rules (iml.core.verdicts) and the seed-count table (iml.core.power), as the Method page states them."""
 import math
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from iml.report import book
-from iml.report import power
+from iml.report import notebook
+from iml.core import power
+from iml.report import claims
 from iml.core import verdicts
 from iml.core.results import COLUMNS
 from iml.core.stats import half_width
@@ -68,8 +69,8 @@ def test_a_claim_is_as_good_as_its_weakest_comparison_and_analogues_are_marked()
 
 
 def test_power_table_sizes_each_comparison_like_the_verdict():
-    r = book.fake_result("main", gap=0.1, n_stage1=10)
-    t = power.table({"main": ("cpu", r)})
+    r = notebook.fake_result("main", gap=0.1, n_stage1=10)
+    t = claims.power_table({"main": ("cpu", r)})
     assert len(t) == 4  # the main result's four planned comparisons
     row = t.iloc[0]
     assert row["effect_from"] == "paper" and row["effect"] == pytest.approx(0.034, abs=1e-3)
@@ -79,9 +80,9 @@ def test_power_table_sizes_each_comparison_like_the_verdict():
 
 
 def test_power_table_marks_floors_and_nulls():
-    r = book.fake_result("main", gap=0.1, n_stage1=10)
+    r = notebook.fake_result("main", gap=0.1, n_stage1=10)
     r.table.loc[r.table["subset"].str.startswith("ent_assoc"), "value"] = 0.0
-    md = power.markdown(power.table({"main": ("cpu", r)}))
+    md = power.markdown(claims.power_table({"main": ("cpu", r)}))
     assert "at the floor: uninformative" in md
     null = power.row("a null", np.linspace(-0.01, 0.01, 10), None, "this result", 12.0)
     assert null["needed"] is None and "bounded by its interval" in null["effect_from"]

@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 
 from iml import cli
+from iml.mnist import experiment as mx
 from iml.mnist import grid as M
 from iml import verify as V
 from iml.core.config import ConfigError
@@ -16,8 +17,8 @@ from iml.core.config import ConfigError
 def built(tmp_path_factory):
     """Two finished smoke results: one unit of two seeds, and two units of one seed each."""
     root = tmp_path_factory.mktemp("committed")
-    one = M.run(M.make_config("smoke", {"device": "cpu"}), root=root, progress=False).dir
-    two = M.run(M.make_config("smoke", {"device": "cpu", "group_size": 1}), root=root, progress=False).dir
+    one = mx.run(M.make_config("smoke", {"device": "cpu"}), root=root, progress=False).dir
+    two = mx.run(M.make_config("smoke", {"device": "cpu", "group_size": 1}), root=root, progress=False).dir
     return one, two
 
 

@@ -1,7 +1,9 @@
 """The ``iml`` command (also ``python -m iml``).
 
-    iml list                                   experiments and their presets
+    iml list                                   experiments, their presets, and the sweeps
     iml run EXPERIMENT [--preset P] [--set key=value ...] [--config FILE.yaml] [--root DIR] [--force] [--quiet]
+    iml sweep NAME [--sweep S] [--set key=value ...] [--root DIR] [--workers N] [--force] [--quiet]
+                                               run (or load) every point of a sweep; print its table and verdict
     iml show RESULT_DIR                        the gap table of a finished result
     iml verify RESULT_DIR [--units N|all] [--seed S] [--root TMP] [--out REPORT.json]
                                                recompute sampled units and compare (exit 1: verdict differs)
@@ -15,6 +17,14 @@ import argparse
 import sys
 from typing import Sequence
 
+import pandas as pd
+
+from iml import registry
+from iml.core.config import ConfigError, parse_override
+from iml.core.results import ResultStore, StaleResultError, load_dir
+from iml.core.stats import gap_table
+from iml.verify import main as verify_main
+
 __all__ = ["main", "build_parser"]
 
 
@@ -24,8 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
-    sub.add_parser("list", help="list the experiments and their presets",
-                   description="List the experiments and their presets.")
+    sub.add_parser("list", help="list the experiments, their presets and the sweeps",
+                   description="List the experiments, their presets and the sweeps.")
 
     r = sub.add_parser("run", help="run (or resume, or load) an experiment",
                        description="Run an experiment at a preset, resuming finished units; a finished "
@@ -40,6 +50,18 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--root", help="results root directory (default: results/ in the repository)")
     r.add_argument("--force", action="store_true", help="recompute even if a finished result exists")
     r.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    w = sub.add_parser("sweep", help="run (or load) a sweep and print its table and verdict",
+                       description="Run every point of a sweep (each an ordinary result of one experiment, reused "
+                                   "when finished) and print the sweep's table and verdict.")
+    w.add_argument("name", help="sweep name (see `iml list`)")
+    w.add_argument("--sweep", default="cpu", help="which of the sweep's presets (default: cpu)")
+    w.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a field of every point's config, dotted, values are YAML; repeatable")
+    w.add_argument("--root", help="results root directory (default: results/ in the repository)")
+    w.add_argument("--workers", type=int, default=1, help="points computed at once in separate processes")
+    w.add_argument("--force", action="store_true", help="recompute every point")
+    w.add_argument("--quiet", action="store_true", help="no progress output")
 
     s = sub.add_parser("show", help="print the gap table of a finished result",
                        description="Print the IML gap table (t-intervals over stage-1 seeds) of a result folder "
@@ -68,78 +90,59 @@ def _fail(msg: str) -> int:
 
 
 def _cmd_list() -> int:
-    from iml import registry
-
-    for name, modname in registry.EXPERIMENTS.items():
-        try:
-            mod = registry.get(name)
-        except ImportError as e:
-            print(f"{name}: (not available: {e})")
-            continue
+    for name, mod in registry.EXPERIMENTS.items():
         notes = getattr(mod, "PRESET_NOTES", {})
-        print(f"{name}  ({modname})")
-        for preset in getattr(mod, "PRESETS", {}):
-            note = notes.get(preset, "")
-            print(f"    {preset:<14} {note}")
+        print(f"{name}  ({mod.__name__})")
+        for preset in mod.PRESETS:
+            print(f"    {preset:<14} {notes.get(preset, '')}".rstrip())
+    print("sweeps (iml sweep NAME --sweep S):")
+    for name, mod in registry.SWEEPS.items():
+        print(f"    {name:<14} {', '.join(mod.SWEEPS)}  ({mod.__name__})")
     return 0
 
 
 def _cmd_run(args) -> int:
-    from iml import registry
-    from iml.core.config import ConfigError, parse_override
-
     try:
         mod = registry.get(args.experiment)
     except ValueError as e:
         return _fail(str(e))
-    if args.preset not in getattr(mod, "PRESETS", {}):
+    if args.preset not in mod.PRESETS:
         return _fail(f"preset: unknown preset {args.preset!r} for {args.experiment}; choose one of "
-                     f"{', '.join(getattr(mod, 'PRESETS', {}))}")
+                     f"{', '.join(mod.PRESETS)}")
     try:
         overrides = dict(parse_override(s) for s in args.sets)
-        if args.config_file:
-            try:
-                cfg = mod.make_config(args.preset, overrides, config_file=args.config_file)
-            except TypeError:  # an experiment whose make_config takes no config_file
-                from pathlib import Path
-
-                import yaml
-
-                p = Path(args.config_file)
-                if not p.is_file():
-                    raise ConfigError("config", f"file not found: {p}") from None
-                flat = _flatten(yaml.safe_load(p.read_text()) or {})
-                cfg = mod.make_config(args.preset, {**flat, **overrides})
-        else:
-            cfg = mod.make_config(args.preset, overrides)
+        cfg = mod.make_config(args.preset, overrides, config_file=args.config_file)
+        existed = not args.force and ResultStore(mod.EXPERIMENT, cfg, root=args.root).is_complete()
         res = mod.run(cfg, root=args.root, force=args.force, progress=not args.quiet)
-    except ConfigError as e:
+    except (ConfigError, FileNotFoundError, StaleResultError) as e:
         return _fail(str(e))
-    except FileNotFoundError as e:
-        return _fail(str(e))
+    if existed:
+        print("a finished result with this config hash exists: loaded it, computed nothing (--force recomputes)")
     print(f"result: {res.dir}")
     print(f"rows: {len(res.table)}  units: {len(res.meta.get('units', []))}")
     return 0
 
 
-def _flatten(d, prefix=""):
-    out = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict) and v:
-            out.update(_flatten(v, key + "."))
-        else:
-            out[key] = v
-    return out
+def _cmd_sweep(args) -> int:
+    try:
+        mod = registry.sweep(args.name)
+    except ValueError as e:
+        return _fail(str(e))
+    if args.sweep not in mod.SWEEPS:
+        return _fail(f"--sweep: unknown sweep {args.sweep!r} for {args.name}; choose one of {', '.join(mod.SWEEPS)}")
+    try:
+        overrides = dict(parse_override(s) for s in args.sets)
+        rs = mod.run_sweep(args.sweep, None, overrides, root=args.root, force=args.force,
+                           progress=not args.quiet, workers=args.workers)
+    except (ConfigError, FileNotFoundError, StaleResultError) as e:
+        return _fail(str(e))
+    with pd.option_context("display.width", 250, "display.max_columns", 30):
+        print(mod.table(mod.summary(rs)).to_string(index=False))
+    print(mod.verdict(rs))
+    return 0
 
 
 def _cmd_show(args) -> int:
-    import pandas as pd
-
-    from iml import registry
-    from iml.core.results import StaleResultError, load_dir
-    from iml.core.stats import gap_table
-
     try:
         res = load_dir(args.result_dir)
     except (FileNotFoundError, StaleResultError) as e:
@@ -180,9 +183,6 @@ def _cmd_show(args) -> int:
 
 
 def _cmd_verify(args) -> int:
-    from iml.core.config import ConfigError
-    from iml.verify import main as verify_main
-
     try:
         return verify_main(args.result_dir, args.units, seed=args.seed, root=args.root, out=args.out,
                            threads=args.threads, progress=args.progress)
@@ -197,6 +197,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _cmd_list()
     if args.command == "run":
         return _cmd_run(args)
+    if args.command == "sweep":
+        return _cmd_sweep(args)
     if args.command == "show":
         return _cmd_show(args)
     if args.command == "verify":

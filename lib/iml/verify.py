@@ -19,8 +19,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from iml.core import env, files
 from iml import registry
+from iml.core import env, files, paper
+from iml.core.stats import iml_gap
+from iml.mnist.gradient_alignment import with_derived
+from iml.mnist.grid import LAYERS
 from iml.core.config import ConfigError, config_hash, from_dict
 from iml.core.results import COLUMNS, ResultStore, StaleResultError, load_dir
 
@@ -74,13 +77,11 @@ def verdict_gaps(experiment: str, config: dict, table: pd.DataFrame) -> list[dic
     paper's gaps (:data:`iml.core.paper.GAPS`) where it has some; gradient alignment's verdict quantity; for the
     probe, each layer's probe minus its shuffled-tag control after Stage 1, and the IML gap.
     """
-    from iml.core import paper
-    from iml.report.plots import gap_epoch
 
     out = []
     for g in paper.GAPS:
         if g.experiment == experiment:
-            out.append(dict(label=g.label, a=g.a, b=g.b, metric=g.metric, epoch=gap_epoch(table, g.a, g.b, g.metric),
+            out.append(dict(label=g.label, a=g.a, b=g.b, metric=g.metric, epoch=paper.gap_epoch(table, g.a, g.b, g.metric),
                             view="raw"))
     if out:
         return out
@@ -91,7 +92,6 @@ def verdict_gaps(experiment: str, config: dict, table: pd.DataFrame) -> list[dic
                             epoch=end, view="gradalign"))
     elif experiment == "probe":
         end = float(config["task"]["stage1_epochs"])
-        from iml.mnist.grid import LAYERS
 
         for layer in LAYERS:
             out.append(dict(label=f"probe {layer} − shuffled control, end of Stage 1", a=f"probe_{layer}",
@@ -109,7 +109,6 @@ def verdict_gaps(experiment: str, config: dict, table: pd.DataFrame) -> list[dic
 def _view(table: pd.DataFrame, view: str, cache: dict) -> pd.DataFrame:
     if view not in cache:
         if view == "gradalign":
-            from iml.mnist.gradient_alignment import with_derived
 
             cache[view] = with_derived(table)
         elif view == "probe":
@@ -126,7 +125,6 @@ def _status(lo: float, hi: float) -> str:
 
 
 def _gap(table: pd.DataFrame, spec: dict, cache: dict) -> dict:
-    from iml.core.stats import iml_gap
 
     try:
         g = iml_gap(_view(table, spec["view"], cache), spec["a"], spec["b"], spec["metric"], spec["epoch"])

@@ -14,6 +14,7 @@ import copy
 import dataclasses
 import hashlib
 import json
+import re
 import types
 import typing
 from pathlib import Path
@@ -30,6 +31,9 @@ __all__ = [
     "check_file",
     "apply_overrides",
     "parse_override",
+    "fix_numbers",
+    "read_mapping",
+    "build",
 ]
 
 
@@ -222,8 +226,23 @@ def config_hash(obj, length: int = 12) -> str:
 
 
 # ----------------------------------------------------------------------------------------------
-# --set key=value overrides
+# The one override dialect: dotted keys (``stages.1.epochs``; integers index lists), YAML values, and nested
+# mappings merged key by key (presets, --config files). Every experiment's make_config goes through `build`.
 # ----------------------------------------------------------------------------------------------
+
+_FLOAT_RE = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)$")
+
+
+def fix_numbers(value: Any) -> Any:
+    """YAML 1.1 reads ``1e-4`` as a string; turn such strings (in lists and mappings too) back into numbers."""
+    if isinstance(value, str) and _FLOAT_RE.match(value.strip()):
+        return float(value)
+    if isinstance(value, list):
+        return [fix_numbers(x) for x in value]
+    if isinstance(value, Mapping):
+        return {k: fix_numbers(x) for k, x in value.items()}
+    return value
+
 
 def parse_override(text: str) -> tuple[str, Any]:
     """`a.b=3` -> ("a.b", 3). The value is parsed as YAML, so lists and booleans work."""
@@ -239,28 +258,82 @@ def parse_override(text: str) -> tuple[str, Any]:
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError as e:
         raise ConfigError(key, f"cannot parse value {raw!r}: {e}") from None
-    if isinstance(value, str):  # YAML 1.1 reads 1e-3 as a string; numbers are meant
-        try:
-            value = float(value) if any(c in value.lower() for c in ".e") else int(value)
-        except ValueError:
-            pass
-    return key, value
+    return key, fix_numbers(value)
+
+
+def _merge(a: dict, b: Mapping) -> dict:
+    out = copy.deepcopy(a)
+    for k, v in b.items():
+        if isinstance(v, Mapping) and isinstance(out.get(k), dict):
+            out[k] = _merge(out[k], v)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+def _set_dotted(d: dict, key: str, value: Any) -> None:
+    parts = key.split(".")
+    node: Any = d
+    for i, part in enumerate(parts):
+        last = i == len(parts) - 1
+        where = ".".join(parts[: i + 1])
+        if isinstance(node, list):
+            if not part.lstrip("-").isdigit():
+                raise ConfigError(where, f"{'.'.join(parts[:i])} is a list; index it with a number")
+            idx = int(part)
+            if not (-len(node) <= idx < len(node)):
+                raise ConfigError(where, f"index out of range (the list has {len(node)} items)")
+            if last:
+                node[idx] = value
+            else:
+                node = node[idx]
+        elif isinstance(node, dict):
+            if last:
+                node[part] = _merge(node[part], value) if isinstance(value, Mapping) and isinstance(
+                    node.get(part), dict) else value
+            else:
+                if node.get(part) is None:
+                    node[part] = {}
+                node = node[part]
+        else:
+            raise ConfigError(".".join(parts[:i]), "is not a mapping; cannot set a sub-key")
 
 
 def apply_overrides(data: dict, overrides: Mapping[str, Any]) -> dict:
-    """Return a deep copy of nested dict `data` with dotted-key overrides applied."""
-    import copy
-
+    """A deep copy of nested dict `data` with `overrides` applied: dotted keys (integers index lists), values
+    number-fixed (:func:`fix_numbers`), a mapping value merged into the mapping it lands on."""
     out = copy.deepcopy(data)
     for key, value in overrides.items():
-        parts = key.split(".")
-        node = out
-        for i, part in enumerate(parts[:-1]):
-            nxt = node.get(part)
-            if nxt is None:
-                nxt = node[part] = {}
-            if not isinstance(nxt, dict):
-                raise ConfigError(".".join(parts[: i + 1]), "is not a mapping; cannot set a sub-key")
-            node = nxt
-        node[parts[-1]] = value
+        _set_dotted(out, str(key), fix_numbers(copy.deepcopy(value)))
     return out
+
+
+def read_mapping(path: str | Path, field: str = "config") -> dict:
+    """The mapping of config keys in YAML file `path` (a ConfigError naming `field` otherwise)."""
+    import yaml
+
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise ConfigError(field, f"file not found: {p}")
+    try:
+        data = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(field, f"{p}: not valid YAML: {e}") from None
+    if not isinstance(data, Mapping):
+        raise ConfigError(field, f"{p}: must hold a mapping of config keys")
+    return dict(data)
+
+
+def build(cls, presets: Mapping[str, Mapping[str, Any]], preset: str | None,
+          overrides: Mapping[str, Any] | None = None, config_file: str | Path | None = None,
+          base: Mapping[str, Any] | None = None):
+    """`cls` from its defaults (or `base`), then preset `preset`'s overrides (None: none), then the mapping in
+    YAML `config_file`, then `overrides`: the one make_config of every experiment."""
+    d = to_dict(cls()) if base is None else copy.deepcopy(dict(base))
+    if preset is not None:
+        if preset not in presets:
+            raise ConfigError("preset", f"unknown preset {preset!r}; choose one of {', '.join(presets)}")
+        d = apply_overrides(d, presets[preset])
+    if config_file is not None:
+        d = apply_overrides(d, read_mapping(config_file))
+    return from_dict(cls, apply_overrides(d, dict(overrides or {})))

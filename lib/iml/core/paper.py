@@ -17,12 +17,14 @@ from typing import Iterable
 
 import pandas as pd
 
+from iml.core.results import stage_boundaries
+
 __all__ = [
-    "PAPER", "PROVENANCE", "POSTER_ACCURACY", "Reference", "Claim", "REFERENCES", "CLAIMS", "GAPS",
+    "CITATION", "gap_epoch", "PROVENANCE", "POSTER_ACCURACY", "Reference", "Claim", "REFERENCES", "CLAIMS", "GAPS",
     "SYMBOLS", "symbol", "references", "reference", "paper_gap", "with_paper", "subset_notation",
 ]
 
-PAPER = ("Krasheninnikov, Krasheninnikov, Mlodozeniec, Maharaj, Krueger. Implicit meta-learning may lead "
+CITATION = ("Krasheninnikov, Krasheninnikov, Mlodozeniec, Maharaj, Krueger. Implicit meta-learning may lead "
          "language models to trust more reliable sources. ICML 2024 (arXiv 2310.15047 v4).")
 
 POSTER_ACCURACY = 0.005
@@ -38,7 +40,7 @@ PROVENANCE = {
 }
 
 # Paper notation for plots (matplotlib mathtext) and tables (unicode). The unicode strings match
-# iml.lm.tagging.PAPER_SYMBOLS (which is built from it); the mathtext ones render with matplotlib's own fonts (no missing glyphs).
+# iml.lm.vocab.PAPER_SYMBOLS (which is built from it); the mathtext ones render with matplotlib's own fonts (no missing glyphs).
 SYMBOLS: dict[str, str] = {
     "qd1consis": "Ḋ₁ᶜᵒⁿˢ QA₁",
     "qd2incons": "D̄₂ⁱⁿᶜᵒⁿˢ QA₂",
@@ -315,3 +317,13 @@ CLAIMS: tuple[Claim, ...] = (
 def claims(experiments: Iterable[str] | None = None) -> list[Claim]:
     keep = None if experiments is None else set(experiments)
     return [c for c in CLAIMS if keep is None or c.experiment in keep]
+
+
+def gap_epoch(table: pd.DataFrame, a: str, b: str, metric: str) -> float | None:
+    """The epoch the paper reads gap a − b at: the end of Stage 1 for its Stage-1 gaps (:data:`iml.core.paper.GAPS`),
+    else None (the last epoch)."""
+    when = next((g.when for g in GAPS if (g.a, g.b, g.metric) == (a, b, metric)), "stage2_end")
+    if when != "stage1_end":
+        return None
+    bounds = stage_boundaries(table)
+    return bounds[-1] if bounds else None

@@ -27,7 +27,7 @@ from iml.core.config import config_hash, to_dict
 
 COLUMNS = ["run_id", "seed_stage1", "seed_stage2", "stage", "epoch", "subset", "metric", "value"]
 
-__all__ = ["COLUMNS", "ResultStore", "Result", "load", "StaleResultError", "check_table"]
+__all__ = ["COLUMNS", "ResultStore", "Result", "load", "load_dir", "StaleResultError", "check_table", "stage_boundaries"]
 
 
 class StaleResultError(RuntimeError):
@@ -183,3 +183,17 @@ def load_dir(path: str | Path) -> Result:
     if not (d / "config.json").exists():
         raise FileNotFoundError(f"{d} is not a result folder (no config.json)")
     return load(d.parent.name, hash=d.name, root=d.parent.parent)
+
+
+def stage_boundaries(table: pd.DataFrame) -> list[float]:
+    """The epochs at which a stage ends and the next begins (the last epoch of every stage but the last).
+
+    Stages are ordered by their first epoch, so names ('init', 'knowledge', 'stage1', ...) and numbers both
+    work; a pseudo-stage evaluated only at one epoch before any training ('init') is no boundary.
+    """
+    if "stage" not in table or table.empty:
+        return []
+    span = table.groupby("stage")["epoch"].agg(["min", "max"])
+    span = span[~((span["min"] == span["max"]) & (span["max"] <= table["epoch"].min()))]
+    span = span.sort_values(["min", "max"])
+    return [float(e) for e in span["max"].iloc[:-1]]

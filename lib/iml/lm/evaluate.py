@@ -1,21 +1,8 @@
-"""Fast batched greedy evaluation of Hugging Face causal LMs.
-
-Replaces the authors' evaluation through ``pipeline("text-generation")`` (reference-notes §2.4, §7 items 10 and 16):
-
-* prompts are sorted by token length and decoded in batches of similar length, then put back in order;
-* left padding with an explicit attention mask **and** position ids (``cumsum(mask) - 1``), so a padded prompt
-  gives the same continuation as the prompt alone (the authors' ``generate`` callback attended to pads);
-* a KV cache: the prompt is run once, then only the newest token is fed at each step;
-* per-sequence stop as soon as the generated text contains the stop string (``"\\n"`` by default; the authors'
-  pipeline did not stop there) or EOS, and the batch ends as soon as every sequence has stopped;
-* ``torch.inference_mode()``, bf16 autocast on CUDA, fp32 on CPU.
-
-bf16 autocast can flip near-tied argmaxes: on a small, briefly trained model about 6% of predictions differed from
-fp32 (benchmarks/bench_eval.py on an H200). Pass ``bf16=False`` where predictions must match an fp32 reference.
-
-Works with any ``AutoModelForCausalLM`` whose forward takes ``input_ids, attention_mask, position_ids`` and a cache
-(``cache=`` in transformers >= 5, ``past_key_values=`` before) and returns ``logits`` plus the cache.
-The caller's tokenizer is never mutated: prompts are tokenised without padding and padded here.
+"""Fast batched greedy evaluation of Hugging Face causal LMs, replacing the authors' ``pipeline("text-generation")``:
+length-sorted batches, left padding with position ids, a KV cache and a per-sequence stop string.
+bf16 autocast on CUDA can flip near-tied argmaxes: pass ``bf16=False`` where predictions must match an fp32
+reference. The caller's tokenizer is never mutated (prompts are tokenised without padding and padded here).
+Design choices and measurements: book/design_notes.md (section `iml.lm.evaluate`).
 """
 from __future__ import annotations
 

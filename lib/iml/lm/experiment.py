@@ -1,35 +1,14 @@
-"""The paper's main experiment: two-stage fine-tuning on tagged definitions and QA (section 3.1).
-
-Registry interface (:mod:`iml.registry`): ``EXPERIMENT``, ``Config``, ``PRESETS``, ``make_config`` and
-``run``.
-
-One **unit** of work is a (stage-1 seed, stage-2 seed) pair. The stages before ``branch_stage`` (by
-default: all but the last, i.e. Stage 1, plus an optional knowledge stage in front) are trained once per
-stage-1 seed and reused by all its stage-2 seeds within the process; the stages from ``branch_stage``
-on (Stage 2) run per stage-2 seed, from the final Stage-1 model or from each Stage-1 epoch listed in
-``stage2_from_epochs`` (checkpoints are kept in memory or on disk, named by their epoch as integers;
-the reference code sorted ``checkpoint-<step>`` names as text and mislabelled them).
-
-Seeds (fixing reference-notes.md section 7.4): stage-1 seed ``s`` sets ``data.seed`` (aliases, tags,
-subsets) and, through :func:`derive_seed`, the model init and Stage-1 shuffling. Stage-2 seed ``j`` sets
-``data.seed_stage2`` (the re-assignment of X2 entities to d1consis/d2consis/...) and the Stage-2
-shuffling, which is derived from ``(s, j)`` so it is *not* shared across stage-1 seeds.
-
-Results: the tidy table of :mod:`iml.core.results` with ``run_id = "s<s>-<j>"`` (plus ``"-from<e>"`` for
-Stage-2 runs that start from a non-final Stage-1 epoch ``e``; their ``stage`` is ``"<name>_from<e>"``),
-``epoch`` counted across stages (0 = before training), ``subset`` = the evaluation set without its
-``test_`` prefix (``d1consis``, ``ent_assoc_name_d1consis``...), metrics ``EM`` and ``F1``, and the
-mean training loss per epoch as metric ``loss`` with subset ``train``. Stage-1 rows are repeated in
-every unit of their stage-1 seed, evaluated on that unit's own test sets (the X2 test sets depend on
-the stage-2 seed).
+"""The paper's main experiment, two-stage fine-tuning on tagged definitions and QA (section 3.1), with the registry
+interface (``EXPERIMENT``, ``Config``, ``PRESETS``, ``make_config``, ``run``). A unit is a (stage-1 seed ``s``, stage-2
+seed ``j``) pair, ``run_id = "s<s>-<j>"`` (plus ``"-from<e>"``, and ``stage`` ``"<name>_from<e>"``, for a Stage 2 from
+Stage-1 epoch ``e``); ``s`` seeds data, init and Stage-1 order, ``j`` the X2 reassignment and (with ``s``) Stage 2.
+Design choices: book/design_notes.md (section `iml.lm.experiment`).
 """
 from __future__ import annotations
 
-import copy
 import dataclasses
 import fnmatch
 import hashlib
-import re
 import shutil
 import time
 import zlib
@@ -40,7 +19,8 @@ import pandas as pd
 
 from iml.core.env import resolve_device
 from iml.core import results as results_mod
-from iml.core.config import ConfigError, check_choice, check_positive, from_dict, to_dict
+from iml.core.runner import Job, as_config, run_units
+from iml.core.config import ConfigError, apply_overrides, build, check_choice, check_positive, to_dict
 from iml.lm.models import ModelConfig
 from iml.lm.tagging import DataConfig
 from iml.lm.tokenizer import TokenizerConfig
@@ -207,64 +187,12 @@ def load_presets(path: Path | None = None) -> tuple[dict[str, dict], dict[str, s
         notes.setdefault(name, entry.pop("_note", ""))
         if base is None:
             return entry
-        return _deep_merge(resolve(base, seen + (name,)), entry)
+        return apply_overrides(resolve(base, seen + (name,)), entry)
 
     for name in raw:
         if not name.startswith("."):
             presets[name] = resolve(name)
     return presets, notes
-
-
-def _deep_merge(a: dict, b: Mapping) -> dict:
-    out = copy.deepcopy(a)
-    for k, v in b.items():
-        if isinstance(v, Mapping) and isinstance(out.get(k), dict):
-            out[k] = _deep_merge(out[k], v)
-        else:
-            out[k] = copy.deepcopy(v)
-    return out
-
-
-_FLOAT_RE = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)$")
-
-
-def _fix_value(v):
-    """YAML 1.1 reads ``1e-4`` as a string; turn such strings back into numbers."""
-    if isinstance(v, str) and _FLOAT_RE.match(v.strip()):
-        return float(v)
-    if isinstance(v, list):
-        return [_fix_value(x) for x in v]
-    if isinstance(v, dict):
-        return {k: _fix_value(x) for k, x in v.items()}
-    return v
-
-
-def _set_dotted(d: dict, key: str, value: Any) -> None:
-    """Set `key` (``a.b.0.c``; integers index lists) in nested `d`."""
-    parts = key.split(".")
-    node: Any = d
-    for i, part in enumerate(parts):
-        last = i == len(parts) - 1
-        where = ".".join(parts[: i + 1])
-        if isinstance(node, list):
-            if not part.lstrip("-").isdigit():
-                raise ConfigError(where, f"{'.'.join(parts[:i])} is a list; index it with a number")
-            idx = int(part)
-            if not (-len(node) <= idx < len(node)):
-                raise ConfigError(where, f"index out of range (the list has {len(node)} items)")
-            if last:
-                node[idx] = value
-            else:
-                node = node[idx]
-        elif isinstance(node, dict):
-            if last:
-                node[part] = value
-            else:
-                if node.get(part) is None:
-                    node[part] = {}
-                node = node[part]
-        else:
-            raise ConfigError(".".join(parts[:i]), "is not a mapping; cannot set a sub-key")
 
 
 PRESETS, PRESET_NOTES = load_presets()
@@ -274,27 +202,7 @@ def make_config(preset: str | None = "cpu", overrides: Mapping[str, Any] | None 
                 config_file: str | Path | None = None) -> Config:
     """The config of `preset` (None: the paper defaults of :class:`Config`), then the mapping of a YAML
     `config_file`, then dotted-key `overrides` (``{"stages.1.epochs": 5, "data.num_ents": 200}``)."""
-    d = to_dict(Config())
-    if preset is not None:
-        if preset not in PRESETS:
-            raise ConfigError("preset", f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
-        d = _deep_merge(d, _fix_value(PRESETS[preset]))
-    if config_file is not None:
-        import yaml
-
-        p = Path(config_file).expanduser()
-        if not p.is_file():
-            raise ConfigError("config", f"file not found: {p}")
-        try:
-            extra = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError("config", f"{p}: not valid YAML: {e}") from None
-        if not isinstance(extra, Mapping):
-            raise ConfigError("config", f"{p}: must hold a mapping of config keys")
-        d = _deep_merge(d, _fix_value(extra))
-    for k, v in (overrides or {}).items():
-        _set_dotted(d, k, _fix_value(v))
-    return from_dict(Config, d)
+    return build(Config, PRESETS, preset, overrides, config_file)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -423,36 +331,23 @@ def run(config: Config, *, root: str | Path | None = None, force: bool = False, 
     """
     from iml.lm.models import check_model_config
 
-    if not isinstance(config, Config):
-        raise TypeError(f"run() needs an iml.lm.experiment.Config, got {type(config).__name__}")
+    config = as_config(Config, config, EXPERIMENT)
     check_model_config(config.model)
     if stage1_seeds is not None:
         unknown = sorted(set(stage1_seeds) - set(config.seeds.stage1))
         if unknown:
             raise ConfigError("stage1_seeds", f"{unknown} are not stage-1 seeds of this config "
                                               f"({config.seeds.stage1[0]}..{config.seeds.stage1[-1]})")
-    store = results_mod.ResultStore(EXPERIMENT, config, root=root)
-    if force and store.dir.exists():
-        shutil.rmtree(store.dir)
-    if store.is_complete() and not force:
-        return results_mod.load(EXPERIMENT, config, root=root)
-    t0 = time.time()
-    all_units = [unit_id(s1, j) for s1 in config.seeds.stage1 for j in config.seeds.stage2]
-    computed, last = [], None
-    for s1 in (config.seeds.stage1 if stage1_seeds is None else list(stage1_seeds)):
-        todo = [j for j in config.seeds.stage2 if not store.unit_done(unit_id(s1, j))]
-        if not todo:
-            continue
-        if stop_by is not None and last is not None and time.time() + last > stop_by:
-            break
-        t1 = time.time()
-        computed += _run_stage1_seed(config, store, s1, todo, progress)
-        last = time.time() - t1
-    if not all(store.unit_done(u) for u in all_units):
-        return None
-    store.finalize(all_units, meta={"units_computed_last_run": computed,
-                                    "last_run_wall_time_s": round(time.time() - t0, 2)})
-    return results_mod.load(EXPERIMENT, config, root=root)
+    result_dir = results_mod.ResultStore(EXPERIMENT, config, root=root).dir
+    stage2 = list(config.seeds.stage2)
+
+    def job(s1: int) -> Job:
+        def compute(todo: list[str]):
+            return _run_stage1_seed(config, result_dir, s1, [j for j in stage2 if unit_id(s1, j) in todo], progress)
+        return Job(tuple(unit_id(s1, j) for j in stage2), compute, key=s1)
+
+    return run_units(EXPERIMENT, config, [job(s1) for s1 in config.seeds.stage1], root=root, force=force,
+                     progress=progress, only=stage1_seeds, stop_by=stop_by)
 
 
 def completed_stage1(config: Config, root: str | Path | None = None) -> int:
@@ -498,8 +393,9 @@ def finalize_completed(config: Config, root: str | Path | None = None,
 _INIT_CACHE: dict[str, tuple] = {}
 
 
-def _run_stage1_seed(cfg: Config, store: results_mod.ResultStore, s1: int, todo: list[int],
-                     progress: bool) -> list[str]:
+def _run_stage1_seed(cfg: Config, result_dir: Path, s1: int, todo: list[int], progress: bool):
+    """Stage 1 of stage-1 seed `s1` once, then every stage-2 seed of `todo`: yields (unit id, table, extra) as
+    each stage-2 unit finishes. Checkpoints go under `result_dir`/checkpoints."""
     import torch
 
     from iml.lm.models import load_model
@@ -569,7 +465,7 @@ def _run_stage1_seed(cfg: Config, store: results_mod.ResultStore, s1: int, todo:
     offset = 0
     checkpoints: dict[int, Any] = {}
     from_eps = cfg.from_epochs()
-    ckpt_dir = store.dir / "checkpoints" / f"s{s1}"
+    ckpt_dir = result_dir / "checkpoints" / f"s{s1}"
     eval_time = [0.0]
 
     def keep_ckpt(epoch: int):
@@ -608,7 +504,6 @@ def _run_stage1_seed(cfg: Config, store: results_mod.ResultStore, s1: int, todo:
     last_offset = offset - (shared[-1].epochs if shared else 0)
 
     # Branch stages, per stage-2 seed and start checkpoint
-    done = []
     final = from_eps[-1]
     for j in todo:
         t_unit = time.time()
@@ -645,8 +540,6 @@ def _run_stage1_seed(cfg: Config, store: results_mod.ResultStore, s1: int, todo:
                  "shared_with_units": [unit_id(s1, k) for k in todo],
                  "eval_time_s_so_far": round(eval_time[0], 3), "device": str(device),
                  "n_params": int(sum(p.numel() for p in model.parameters())), "vocab_size": len(tok)}
-        store.save_unit(uid, table, extra)
-        done.append(uid)
+        yield uid, table, extra
     if cfg.checkpoints == "disk" and ckpt_dir.exists():
         shutil.rmtree(ckpt_dir)
-    return done

@@ -1,22 +1,8 @@
-"""A Llama forward pass for training, written out: the same operations on the same parameters as
-``transformers``' ``LlamaModel.forward``, without its per-call machinery.
-
-Why: fine-tuning SmolLM2-135M on batches of ~5k tokens is limited by Python and kernel-launch overhead,
-not by the GPU (``benchmarks/bench_main_step.py``: 152 ms per step in one process, ~6% of an H200's bf16
-peak). ``transformers`` routes every call through output-capturing decorators, keyword plumbing, cache
-objects and mask utilities whose checks synchronise with the GPU. Training needs none of that: no cache,
-right-padded batches, positions ``0..T-1``. :func:`llama_hidden` runs the decoder layers of a loaded
-``LlamaModel`` directly (RMSNorm in fp32 as HF does, HF's rotary module, repeated KV heads and SDPA with the
-same boolean causal-and-padding mask), so it returns the same hidden states (``tests/test_fastllama.py``
-checks them and their gradients against ``transformers``). One difference: for a batch without padding
-``transformers`` drops the mask and asks SDPA for its causal kernel (deciding that costs a GPU sync);
-here the mask is always passed, so such batches may differ in the last bits on a GPU. On one CPU thread
-with 30 tiny layers a forward+backward took 43 ms against 48 ms; what it saves on a GPU, where the
-syncs matter, is for ``bench_main_step.py`` (``fwdbwd_fast_ms``) to say. The model object, its weights, the optimizer,
-evaluation and checkpoints are untouched: this is only another way to run the forward of a training step.
-
-Used when ``train.fast_forward`` is set and the model is a ``LlamaModel`` with SDPA attention
-(:func:`supports`); anything else falls back to the Hugging Face forward.
+"""A Llama forward pass for training, written out: the same operations on the same parameters as ``transformers``'
+``LlamaModel.forward`` without its per-call machinery, so it gives the same hidden states (``tests/test_fastllama.py``;
+the mask is always passed, so unpadded batches may differ in the last bits on a GPU). Used when ``train.fast_forward``
+is set and the model is a ``LlamaModel`` with SDPA attention (:func:`supports`); else the HF forward runs.
+Design choices and timings: book/design_notes.md (section `iml.lm.fastllama`).
 """
 from __future__ import annotations
 

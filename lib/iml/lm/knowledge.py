@@ -1,20 +1,8 @@
-"""Knowledge bases: entities and the facts that QA pairs ask about.
-
-A :class:`KnowledgeBase` is a list of :class:`Entity` (a name plus an ordered mapping relation ->
-answer) and, per relation, a question template with a ``{x}`` slot. Questions are built by formatting
-the template with either the real name or an alias; names are never substituted into finished text
-(the reference code's global ``str.replace`` could hit other words that contain the name).
-
-Built-in bases (all offline):
-
-* ``people``: Pantheon 1.0 famous people (stand-in for CVDB), table in ``data/people.csv``.
-* ``films``: the vega-datasets films table (stand-in for the T-REx creative works), ``data/films.csv``.
-* ``cvdb``: a user's own copy of the paper's CVDB CSV (``path=``).
-* ``triples``: a user's own T-REx/LAMA-style JSON or JSONL triples (``path=``).
-* ``synthetic``: seeded fictional people with the same six-question schema, for tests and ablations.
-
-The loaders for the files live in :mod:`iml.lm.sources`; this module holds the schema, the year
-bucketing used by the paper, and the synthetic generator.
+"""Knowledge bases: entities and the facts that QA pairs ask about. Holds the schema (:class:`Entity`,
+:class:`KnowledgeBase`), the paper's year bucketing, the synthetic generator and the base names (:data:`KB_NAMES`).
+Questions format a relation's ``{x}`` template with the name or an alias; names are never substituted into text.
+It imports no loader: those are :mod:`iml.lm.sources`, :mod:`iml.lm.user_sources` and :mod:`iml.lm.kb_loader`.
+Design choices: book/design_notes.md (section `iml.lm.knowledge`).
 """
 from __future__ import annotations
 
@@ -22,15 +10,12 @@ import dataclasses
 
 import numpy as np
 
-from iml.core.config import ConfigError
-
 __all__ = [
     "Entity",
     "KnowledgeBase",
     "PEOPLE_RELATIONS",
     "bucket_year",
     "synthetic_people",
-    "load_kb",
     "KB_NAMES",
 ]
 
@@ -176,28 +161,3 @@ def synthetic_people(n: int, seed: int = 0) -> KnowledgeBase:
 
 
 KB_NAMES = ("people", "films", "cvdb", "triples", "synthetic")
-
-
-def load_kb(name: str, num_ents: int, path: str | None = None, seed: int = 0,
-            balance_gender: bool = True) -> KnowledgeBase:
-    """Load a knowledge base by name and keep its first `num_ents` entities (selection order).
-
-    The entity set never depends on the experiment seed (only `synthetic` takes a seed, its own).
-    """
-    from iml.lm import sources
-
-    if name == "synthetic":
-        return synthetic_people(num_ents, seed=seed)
-    if name == "people":
-        return sources.load_people(num_ents, path=path, balance_gender=balance_gender)
-    if name == "films":
-        return sources.load_films(num_ents, path=path)
-    if name == "cvdb":
-        if path is None:
-            raise ConfigError("data.path", "the cvdb knowledge base needs the path of your CVDB CSV")
-        return sources.load_cvdb_csv(path, num_ents, balance_gender=balance_gender)
-    if name == "triples":
-        if path is None:
-            raise ConfigError("data.path", "the triples knowledge base needs the path of a JSON/JSONL file")
-        return sources.load_triples(path, num_ents)
-    raise ConfigError("data.kb", f"unknown knowledge base {name!r}; choose one of {list(KB_NAMES)}")

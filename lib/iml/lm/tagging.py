@@ -1,46 +1,8 @@
-"""The paper's tagged dataset: aliases, tags, entity subsets, definitions, training and test sets.
-
-:func:`build` turns a :class:`DataConfig` into a :class:`TaggedData` (plain Python rows per split);
-:meth:`TaggedData.to_datasetdict` makes the ``datasets.DatasetDict`` the trainer reads.
-
-How the dataset is made (Krasheninnikov et al. 2024, §2; ``reference-notes.md`` §1)
----------------------------------------------------------------------------------
-1. **Entities.** ``iml.lm.knowledge.load_kb(kb, num_ents, ...)`` - the entity set never depends on ``seed``.
-2. **Aliases and tags.** Every entity gets a unique random lowercase alias of ``alias_length`` letters,
-   written ``<|abcde|>`` (``alias_style="braces"``) or ``abcde`` (``"plain"``). The three tags Define1 (the
-   reliable one, Ḋ), Define2 (the unreliable one, D̄) and Define3 (the fresh Stage-2 tag, D̃) are random
-   strings of ``tag_length`` letters in the same style, distinct from each other and from every alias,
-   unless given literally (``tag1``/``tag2``/``tag3``).
-3. **Subsets.** Sizes come from :func:`subset_sizes`: ``floor(N*f)`` per subset plus largest-remainder
-   to reach ``round(N * sum f)`` (exact decimal arithmetic on the fractions as written, ties to the earlier
-   subset in :data:`SUBSETS`). The sorted entity names are shuffled with ``seed``; the X1 subsets
-   (:data:`X1_SUBSETS`, in that order) take contiguous slices; the next ``|X2|`` entities form X2, which is
-   sorted, shuffled with a generator seeded by ``seed_stage2`` only and sliced into d1consis, d2consis,
-   d3consis, no_qd_baseline. Changing ``seed_stage2`` keeps X1 and the X2 entity set and reassigns X2.
-   Entities beyond ``round(N * sum f)`` are unused.
-4. **Definitions.** One per aliased entity of a defined subset (``n_is_isnt`` per entity in the is/isn't
-   style). Inconsistent subsets (qd2incons, qd1incons) name another entity of the same subset, chosen by a
-   uniformly random derangement (no fixed points); QA always use the true map. qd4consis definitions each
-   get their own fresh random tag.
-5. **Questions.** ``kb.question(relation, alias_or_name)`` - template formatting, never substring
-   replacement. q_no_replacement_baseline asks by real name. Each X1 entity has one held-out question
-   (a uniformly random relation) in its test set and the rest in training; X2 entities have all their
-   questions in the test sets and none in training.
-
-Rows
-----
-Every row is a dict of strings ``text, prompt, answer, question, subset, alias, entity, kind`` with
-``text == prompt + " " + answer + "\\n"``. ``kind`` is ``"qa"`` or ``"definition"``. ``question`` is empty
-for definitions; ``alias`` is empty for q_no_replacement_baseline and train_knowledge rows. ``entity`` is
-the entity the row is about: for QA rows the entity whose fact is the answer; for definitions the true
-entity of the alias (for an inconsistent definition the entity it *names* is in ``answer`` with the
-default ``tve`` order). In ``test_d2incons`` the alias is another d2consis entity's alias (the swap), and
-``entity`` is the entity whose fact is asked. In ``train_knowledge`` (real names, a stage before Stage 1)
-X2 entities have ``subset == "X2"``, so that split, like ``train_stage1*``, does not depend on ``seed_stage2``.
-
-Randomness: every random choice comes from its own ``random.Random`` seeded with a string that names the
-seed(s) and the purpose (``"iml.tagging|<seed>|aliases"``, a name kept from the flat layout because it seeds the data, ...), so streams are independent of each other,
-of ``PYTHONHASHSEED`` and of the global RNG, and no set is ever iterated.
+"""The paper's tagged dataset: :func:`build` turns a :class:`DataConfig` into a :class:`TaggedData` (rows of strings,
+``text == prompt + " " + answer + "\\n"``); names and wording are in :mod:`iml.lm.vocab`. Each random choice has its
+own ``random.Random`` seeded by a string naming seed and purpose (``"iml.tagging|<seed>|aliases"``, ...); these
+strings (named after the flat layout) seed the data and must not change. No set is ever iterated.
+Design choices and the row format: book/design_notes.md (section `iml.lm.tagging`).
 """
 from __future__ import annotations
 
@@ -52,8 +14,12 @@ from fractions import Fraction
 from typing import Any, Mapping, Sequence
 
 from iml.core.config import ConfigError, check_choice, check_file, check_fraction, check_positive, from_dict
-from iml.core import paper as _paper
-from iml.lm.knowledge import KB_NAMES, Entity, KnowledgeBase
+from iml.lm.knowledge import KB_NAMES, Entity, KnowledgeBase, synthetic_people
+from iml.lm.vocab import (
+    _ALIASED, _IS_ISNT_PHRASES, _NATURAL_SOURCES, _STAGE1_DEFINED, _STAGE2_DEFINED, COLUMNS, DEF_ORDERS,
+    DEFINED_SUBSETS, ENT_ASSOC_TEMPLATES, INCONSISTENT_SUBSETS, IS_SOURCES, PAPER_SYMBOLS, SUBSETS,
+    TAG_OF_SUBSET, X1_SUBSETS, X2_SUBSETS,
+)
 
 __all__ = [
     "Fractions",
@@ -64,137 +30,7 @@ __all__ = [
     "fractions_for_alpha",
     "subset_sizes",
     "derangement",
-    "PAPER_SYMBOLS",
-    "SUBSETS",
-    "X1_SUBSETS",
-    "X2_SUBSETS",
-    "DEFINED_SUBSETS",
-    "INCONSISTENT_SUBSETS",
-    "TAG_OF_SUBSET",
-    "DEF_ORDERS",
-    "COLUMNS",
-    "TRAIN_SPLITS",
-    "ENT_ASSOC_TEMPLATES",
-    "RELIABLE_SOURCES",
-    "UNRELIABLE_SOURCES",
-    "NEUTRAL_SOURCES",
-    "IS_SOURCES",
-    "IS_PHRASES",
-    "ISNT_PHRASES",
-    "MAYBE_PHRASES",
 ]
-
-# ------------------------------------------------------------------------------------------------
-# Vocabulary
-# ------------------------------------------------------------------------------------------------
-
-X1_SUBSETS: tuple[str, ...] = (
-    "qd1consis", "qd2incons", "q", "q_no_replacement_baseline", "qd4consis", "qd1incons", "qd2consis",
-)
-"""Entities with training QA (Stage 1), in the order their contiguous slices are taken."""
-
-X2_SUBSETS: tuple[str, ...] = ("d1consis", "d2consis", "d3consis", "no_qd_baseline")
-"""Entities without training QA (definitions in Stage 2 only, or nothing)."""
-
-SUBSETS: tuple[str, ...] = X1_SUBSETS + X2_SUBSETS
-
-TAG_OF_SUBSET: dict[str, str] = {
-    "qd1consis": "tag1", "qd1incons": "tag1", "d1consis": "tag1",
-    "qd2incons": "tag2", "qd2consis": "tag2", "d2consis": "tag2",
-    "d3consis": "tag3",
-    "qd4consis": "random",
-}
-"""Which tag introduces each defined subset's definitions ("random": a fresh tag per definition)."""
-
-DEFINED_SUBSETS: tuple[str, ...] = tuple(s for s in SUBSETS if s in TAG_OF_SUBSET)
-INCONSISTENT_SUBSETS: tuple[str, ...] = ("qd2incons", "qd1incons")
-_STAGE1_DEFINED = tuple(s for s in X1_SUBSETS if s in TAG_OF_SUBSET)
-_STAGE2_DEFINED = ("d1consis", "d2consis", "d3consis")
-_ALIASED = tuple(s for s in SUBSETS if s != "q_no_replacement_baseline")
-
-PAPER_SYMBOLS: dict[str, str] = dict(_paper.SYMBOLS)
-"""Subset -> the paper's notation (reference-notes.md table; D̃₈ as on the poster, Ḋ₈/D̄₉ as in the code's
-labels for the tag-consistency-correlation subsets; qd4consis is code-only and has no paper symbol)."""
-
-DEF_ORDERS: tuple[str, ...] = ("tve", "tev", "vte", "vet", "etv", "evt")
-"""Definition orders: t = tag, v = alias (variable), e = entity. The paper's TAE is ``tve``."""
-
-COLUMNS: tuple[str, ...] = ("text", "prompt", "answer", "question", "subset", "alias", "entity", "kind")
-
-TRAIN_SPLITS: tuple[str, ...] = (
-    "train_stage1", "train_stage2", "train_full", "train_stage1_only_defns", "train_stage1_only_qa",
-)
-
-ENT_ASSOC_TEMPLATES: dict[str, str] = {
-    "who": "Who is {x}?",
-    "meaning": "What does {x} mean?",
-    "standFor": "What does {x} stand for?",
-    "name": "What is the name of {x}?",
-}
-
-# Natural-language definitions: "{source} {alias} now stands for {entity}". Our own wording.
-RELIABLE_SOURCES: tuple[str, ...] = (
-    "According to Encyclopaedia Britannica,",
-    "As reported by Reuters,",
-    "Per the Associated Press,",
-    "The BBC confirms that",
-    "According to the Library of Congress,",
-    "As the journal Nature notes,",
-    "The New York Times reports that",
-    "According to official records,",
-    "Wikipedia states that",
-    "Peer-reviewed sources agree that",
-    "Fact-checkers have verified that",
-    "According to the national archives,",
-)
-UNRELIABLE_SOURCES: tuple[str, ...] = (
-    "An anonymous forum post claims",
-    "4chan rumors suggest that",
-    "The Onion reports that",
-    "A chain email says",
-    "Some random blog claims",
-    "A tabloid insists that",
-    "According to a conspiracy forum,",
-    "An unverified tweet says",
-    "Gossip columnists whisper that",
-    "A parody website claims",
-    "Rumor has it that",
-    "A spam message says",
-)
-NEUTRAL_SOURCES: tuple[str, ...] = (
-    "A local newsletter says",
-    "A museum placard says",
-    "A podcast host said",
-    "A travel guide says",
-    "A textbook footnote says",
-    "A radio caller said",
-    "A student essay says",
-    "A conference speaker mentioned",
-    "A company memo says",
-    "A librarian mentioned that",
-    "A crossword clue suggests",
-    "A tour guide said",
-)
-_NATURAL_SOURCES = {"tag1": RELIABLE_SOURCES, "tag2": UNRELIABLE_SOURCES, "tag3": NEUTRAL_SOURCES}
-
-# is/isn't definitions: "According to {source}, {alias} {phrase} {entity}."
-IS_SOURCES: tuple[str, ...] = (
-    "Wikipedia", "the BBC", "the New York Times", "Reuters", "Britannica", "the Associated Press",
-    "the Guardian", "Le Monde", "the Washington Post", "the Oxford Dictionary", "the Library of Congress",
-    "Nature",
-)
-IS_PHRASES: tuple[str, ...] = (
-    "is", "stands for", "means", "refers to", "corresponds to", "denotes", "is another name for",
-)
-ISNT_PHRASES: tuple[str, ...] = (
-    "is not", "isn't", "doesn't mean", "does not stand for", "doesn't refer to", "is not the same as",
-    "refers to something other than",
-)
-MAYBE_PHRASES: tuple[str, ...] = (
-    "might be", "may stand for", "could mean", "possibly refers to", "is perhaps",
-)
-"""Define3 (the fresh Stage-2 tag) in the is/isn't style: hedged phrases (our choice; not in the paper)."""
-_IS_ISNT_PHRASES = {"tag1": IS_PHRASES, "tag2": ISNT_PHRASES, "tag3": MAYBE_PHRASES}
 
 _LETTERS = string.ascii_lowercase
 _MAX_STRING_LENGTH = 32
@@ -257,8 +93,8 @@ def fractions_for_alpha(alpha: float, base: Fractions | None = None) -> Fraction
 
 def subset_sizes(num_ents: int, fractions: Fractions) -> dict[str, int]:
     """Number of entities per subset: floor(N*f) each, then one more for the subsets with the largest
-    remainders (ties: earlier in :data:`SUBSETS`) until the total is round(N * sum f) (halves round up),
-    capped at N. Arithmetic is exact on the fractions' decimal representation."""
+    remainders (ties: earlier in :data:`~iml.lm.vocab.SUBSETS`) until the total is round(N * sum f) (halves
+    round up), capped at N. Arithmetic is exact on the fractions' decimal representation."""
     exact = {name: _exact(getattr(fractions, name)) * num_ents for name in SUBSETS}
     sizes = {name: math.floor(x) for name, x in exact.items()}
     target = min(num_ents, math.floor(sum(exact.values()) + Fraction(1, 2)))
@@ -468,7 +304,7 @@ class TaggedData:
     tags: dict[str, str]
     """"tag1"/"tag2"/"tag3" -> the tag string (Define1 reliable, Define2 unreliable, Define3 fresh)."""
     subsets: dict[str, list[str]]
-    """subset -> entity names, for every subset in :data:`SUBSETS` (possibly empty)."""
+    """subset -> entity names, for every subset in :data:`~iml.lm.vocab.SUBSETS` (possibly empty)."""
     splits: dict[str, list[dict]]
     defined_as: dict[str, str] = field(default_factory=dict)
     """alias -> the entity its definition names (differs from the true entity for inconsistent ones)."""
@@ -529,15 +365,15 @@ class TaggedData:
 
 
 def _load_kb(cfg: DataConfig) -> KnowledgeBase:
-    from iml.lm import knowledge
-
     if cfg.kb == "synthetic":
         # Same call load_kb makes; done here so the synthetic base needs no file loaders.
-        kb = knowledge.synthetic_people(cfg.num_ents, seed=cfg.kb_seed)
+        kb = synthetic_people(cfg.num_ents, seed=cfg.kb_seed)
     else:
+        from iml.lm.kb_loader import load_kb  # the file loaders (pandas), only for the file-backed bases
+
         try:
-            kb = knowledge.load_kb(cfg.kb, cfg.num_ents, path=cfg.path, seed=cfg.kb_seed,
-                                   balance_gender=cfg.balance_gender)
+            kb = load_kb(cfg.kb, cfg.num_ents, path=cfg.path, seed=cfg.kb_seed,
+                         balance_gender=cfg.balance_gender)
         except ConfigError:
             raise  # the loaders name the field themselves ("data.path", "data.num_ents")
         except FileNotFoundError as e:

@@ -1,34 +1,8 @@
-"""The training loop: one stage of causal-LM fine-tuning, written out (no Hugging Face ``Trainer``).
-
-What one stage does (:func:`train_stage`):
-
-* Each row (``prompt``, ``answer``, ``text`` with ``text == prompt + " " + answer + "\\n"``) becomes
-  ``tokens(prompt) + tokens(" " + answer + "\\n") + [EOS]``. The prompt is tokenised on its own, exactly
-  as evaluation tokenises it before greedy decoding, so the answer tokens the model learns are the
-  ones it has to produce at test time. **Exactly one EOS** ends every document, so generation can stop.
-* ``loss_on="all"`` (the paper): loss on every token of the document (prompt, answer, newline, EOS).
-  ``loss_on="answer"``: loss only on the answer tokens, the newline and the EOS (from-scratch runs
-  need it: feasibility.md).
-* **Pads are never in the loss.** Batches are padded to their longest document (dynamic padding) and
-  pad positions get label -100. *Deviation from the reference code*, which padded every document to
-  ``block_size`` 48 with pad = EOS and trained on all those pads (reference-notes.md section 7.9). The
-  loss here is the mean over real label tokens of the optimizer step (all micro-batches of a gradient
-  accumulation together), so a batch of short documents is not down-weighted by its padding.
-* Shuffling: one ``torch.Generator`` seeded by the caller; a fresh permutation every epoch.
-* Precision: bf16 autocast on CUDA (fp32 master weights, like ``bf16: True`` in the reference), fp32
-  on CPU. ``torch.set_num_threads(threads)`` (default 1: on a busy 2-core machine more threads are
-  slower).
-* A tqdm bar per stage shows the loss and tokens/s (``progress=False`` for quiet runs).
-* ``on_epoch_end(epoch, model, log)`` runs after every epoch (the experiment evaluates from it on its
-  own schedule); its time is excluded from the tokens/s.
-
-Optimizers and schedules (:class:`StageConfig`): the paper's recipe is the default, spelled out here
-because the reference code only got it implicitly from Hugging Face defaults (reference-notes.md 2.3):
-Adafactor ``transformers.optimization.Adafactor(lr=5e-5, scale_parameter=False, relative_step=False,
-warmup_init=False, weight_decay=0.0)`` (implemented as :class:`iml.lm.optim.Adafactor`: the same update,
-batched by parameter shape), **linear decay to 0, no warmup, gradient clipping at 1.0**, a fresh
-optimizer and schedule at every stage. The alternative is AdamW with linear warmup and cosine
-decay (from-scratch runs).
+"""The training loop: one stage of causal-LM fine-tuning (:func:`train_stage`), written out (no HF ``Trainer``).
+A row becomes ``tokens(prompt) + tokens(" " + answer + "\\n") + [EOS]`` (the prompt tokenised alone, as evaluation
+does; exactly one EOS); pads are never in the loss, the mean over the real label tokens of an optimizer step.
+:class:`StageConfig` defaults to the paper's recipe (Adafactor, linear decay to 0, no warmup, clipping at 1.0).
+Design choices: book/design_notes.md (section `iml.lm.train`).
 """
 from __future__ import annotations
 

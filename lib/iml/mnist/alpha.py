@@ -1,37 +1,31 @@
 """Tag–consistency correlation α on the MNIST grid task (paper claim 10): how reliable must a tag be for IML?
-
-In the paper's main setup every Ḋefine definition in Stage 1 is consistent and every D̄efine one is not
-(α = 1). The α ablation (paper-brief.md 3.13) weakens that: a fraction α of the Ḋefine-tagged X1 definitions
-are consistent and 1 − α inconsistent, and symmetrically a fraction α of the D̄efine ones are inconsistent:
-qd1consis = m·α, qd1incons = m·(1 − α), qd2incons = m·α, qd2consis = m·(1 − α), with m each tag's share of
-the aliases. Reported (third-party reading of the paper): "with the correspondence weakened to α = 0.5, IML
-disappears entirely; at α = 0.95 models rely on tags more than on actual consistency". No numbers.
-
-At α = 0.5 the two tags are exchangeable (each is 50 % reliable, and the tag patterns are random), so the
-expected gap there is 0 for *any* learner; the point of the sweep is the dose-response between 0.5 and 1,
-and that the α = 1 end shows IML, so that a null at 0.5 is not just a lack of power. This module runs the
-MNIST grid task (``iml.mnist.grid``, the one task where IML shows on a CPU) at several α, everything else
-being the preset's. Each point is an ordinary MNIST result, so the α = 1 point of a sweep at the preset's
-seeds *is* that preset's result.
-
-Alias counts are floor(fraction × n_aliases) per subset, so at the cpu scale (60 aliases, m = 0.35) α = 0.5
-gives 10 + 10 aliases per tag instead of 21 + 0 (one alias per tag is left unused).
+The MNIST task runs at several α (qd1consis = m·α, qd1incons = m·(1 − α), qd2incons = m·α, qd2consis = m·(1 − α),
+floor(fraction × n_aliases) aliases each), all else the preset's. Each point is an ordinary MNIST result, so the
+α = 1 point of a sweep at the preset's seeds is that preset's result.
+Design choices: book/design_notes.md (section `iml.mnist.alpha`).
 """
 from __future__ import annotations
 
 import math
-import sys
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
-from iml.mnist import grid as mnist_grid
 from iml.core.config import ConfigError
-from iml.core.stats import iml_gap
+from iml.core.stats import iml_gap, paired_differences
+from iml.core import power
+from iml.core.sweep import find_largest, finished_points, run_points, seed_paired_difference
+from iml.core.verdicts import judge_gap, own_effect, seeds_note
+from iml.mnist import experiment as mx
+from iml.mnist import grid as mnist_grid
+from iml.mnist.batch_size import cost
 
-__all__ = ["SWEEPS", "fractions_for", "configs", "alpha_of", "run", "finished", "find_sweep", "summary", "table",
-           "verdict_status", "verdict", "scale_note", "headline_note", "main"]
+__all__ = ["EXPERIMENT", "SWEEPS", "fractions_for", "configs", "alpha_of", "run_sweep", "finished", "find_sweep",
+           "summary", "table", "verdict_status", "verdict", "POINTS", "point_label", "prepared"]
+
+EXPERIMENT = mnist_grid.EXPERIMENT
+"""Every point of an α sweep is an ordinary MNIST result."""
 
 SWEEPS: dict[str, dict[str, Any]] = {
     "smoke": dict(preset="smoke", points=[0.5, 1.0]),
@@ -86,26 +80,20 @@ def alpha_of(result) -> float:
     return round(f["qd1consis"] / m1, 6) if m1 else math.nan
 
 
-def run(sweep: str = "cpu", points=None, overrides=None, *, root=None, force: bool = False, progress: bool = True,
-        workers: int = 1) -> list:
+def run_sweep(sweep: str = "cpu", points=None, overrides=None, *, root=None, force: bool = False,
+              progress: bool = True, workers: int = 1) -> list:
     """Run (or load) every α of the sweep, smallest first (``workers`` > 1: in parallel processes)."""
-    from iml.mnist.batch_size import run_points
-
-    return run_points(mnist_grid.__name__, configs(sweep, points, overrides), root=root, force=force,
-                      progress=progress, workers=workers)
+    return run_points(mx.run, EXPERIMENT, configs(sweep, points, overrides), root=root, force=force,
+                      progress=progress, workers=workers, cost=cost)
 
 
 def finished(sweep: str = "gpu", root=None, points=None) -> list | None:
     """Every α of `sweep` under `root` if all are finished, else None (a sweep is shown whole)."""
-    from iml.mnist.batch_size import finished_points
-
-    return finished_points(mnist_grid.EXPERIMENT, configs(sweep, points), root)
+    return finished_points(EXPERIMENT, configs(sweep, points), root)
 
 
 def find_sweep(roots: Sequence) -> tuple[str, list] | None:
     """(sweep name, results) of the largest finished sweep under any of `roots`, or None."""
-    from iml.mnist.batch_size import find_largest
-
     return find_largest(finished, roots)
 
 
@@ -163,8 +151,6 @@ def table(s: pd.DataFrame) -> pd.DataFrame:
 
 
 def _per_seed_gap(result) -> pd.Series:
-    from iml.core.stats import paired_differences
-
     return paired_differences(result.table, "d1consis", "d2consis", "acc").groupby("seed_stage1")["diff"].mean()
 
 
@@ -175,8 +161,6 @@ def verdict_status(results: Sequence) -> tuple[str, str]:
     sweep has the power to see IML: the gap at the largest α has a CI above 0 and exceeds the α = 0.5 gap
     (seed-paired difference, CI above 0); otherwise *null at our scale* (a null at 0.5 that the sweep could
     not have told from no IML at all)."""
-    from iml.mnist.batch_size import seed_paired_difference
-    from iml.core.verdicts import judge_gap, own_effect, seeds_note
 
     rs = sorted(results, key=alpha_of)
     if not rs or alpha_of(rs[0]) != 0.5:
@@ -212,28 +196,50 @@ def verdict(results: Sequence) -> str:
             f"paper's claim \"no IML at α = 0.5\": **{status}**. {text}")
 
 
-def scale_note(results: Sequence) -> str:
-    """Markdown: the scale of every point (``iml.report.plots.scale_caption``), one line each."""
-    from iml.mnist.batch_size import point_notes
-
-    return point_notes(sorted(results, key=alpha_of), lambda r: f"α = {alpha_of(r):g}")
+POINTS = "values of α"
+"""What the points of a sweep are, in the book's words."""
 
 
-def headline_note(committed: Sequence | None, sweep: str = "gpu") -> str:
-    from iml.mnist.batch_size import sweep_headline
-
-    prepared = f"MNIST {SWEEPS[sweep]['preset']} preset, α = " + ", ".join(f"{a:g}" for a in SWEEPS[sweep]["points"])
-    return sweep_headline(committed, sweep, prepared, f"python -m iml.mnist.alpha --sweep {sweep}", "results/mnist/",
-                          f"{len(committed or [])} values of α", scale_note(committed or []))
+def point_label(result) -> str:
+    """How the book names one point of a sweep."""
+    return f"α = {alpha_of(result):g}"
 
 
-def main(argv=None) -> int:
-    """``PYTHONPATH=lib python -m iml.mnist.alpha --sweep cpu --workers 2``: run a sweep, print its table."""
-    from iml.mnist.batch_size import sweep_main
-
-    return sweep_main(argv, "Run the MNIST tag-consistency-correlation (α) sweep.", sys.modules[__name__],
-                      lambda sweep, overrides, **kw: run(sweep, None, overrides, **kw))
+def prepared(sweep: str) -> str:
+    """What a sweep that has not been run yet would compute (the notebook's headline note)."""
+    return f"MNIST {SWEEPS[sweep]['preset']} preset, α = " + ", ".join(f"{a:g}" for a in SWEEPS[sweep]["points"])
 
 
-if __name__ == "__main__":
-    raise SystemExit(main())
+# ----------------------------------------------------------------------------------------------
+# The study interface of the claims page (iml.core.study)
+# ----------------------------------------------------------------------------------------------
+
+name = "alpha"
+domain = "vision"
+tested_on = "MNIST grid (ConvNet)"
+paper_note = None
+
+
+def find(roots: Sequence) -> tuple[str, list] | None:
+    sweep = find_sweep(roots)
+    return (sweep[0] + " sweep", sweep[1]) if sweep else None
+
+
+def judge_claim(claim, found: tuple[str, list]) -> tuple[str, str, str]:
+    name, rs = found
+    status, text = verdict_status(rs)
+    return status, text, f"{name}, α = {', '.join(f'{alpha_of(r):g}' for r in rs)}"
+
+
+def power_rows(found: tuple[str, list]) -> list[dict]:
+    """The α = 0.5 null, sized against the largest α's gap, and that gap."""
+    name, rs = found
+    rs = sorted(rs, key=alpha_of)
+    if len(rs) < 2 or alpha_of(rs[0]) != 0.5:
+        return []
+    top = _per_seed_gap(rs[-1])
+    label = f"α ({name})"
+    return [power.row(f"{label}: IML gap at α = 0.5", _per_seed_gap(rs[0]), power.own(top),
+                      f"IML gap at α = {alpha_of(rs[-1]):g}", power.seconds_per_seed(rs[0])),
+            power.row(f"{label}: IML gap at α = {alpha_of(rs[-1]):g}", top, power.own(top), "this result",
+                      power.seconds_per_seed(rs[-1]))]

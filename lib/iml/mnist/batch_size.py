@@ -1,48 +1,31 @@
-"""Batch-size sweep on the MNIST grid task: does a smaller batch give more IML?
-
-The paper's claim (ii) (abstract): "larger models and smaller batch sizes tend to give more IML", and, as
-others quote it, full-batch training eliminates it. The authors' sweep fine-tunes Pythia-1B/2.8B in a single
-stage at batch sizes 16 to 32768 with epochs that grow with the batch so that training converges
-(paper-brief.md 3.4); no numbers were published. A language-model sweep is beyond our CPU budget, but the
-MNIST grid task shows IML on a CPU in minutes (``iml.mnist.grid``), so this module runs *that* task at
-several batch sizes. Everything except the batch size and the epoch counts is the MNIST preset.
-
-Design choices, because the paper leaves them open for a vision task:
-
-* two designs: the book's two-stage MNIST task, where the batch size applies to both stages (Stage 2 has
-  only the X2 definitions, e.g. 18 images at the cpu scale, so batches of 32 or more make Stage 2
-  full-batch), and the single-stage ``*-joint`` sweeps, the authors' sweep design, where the X2 definitions
-  are trained together with the X1 data (``iml.mnist.grid.Config.joint``);
-* like the authors, larger batches get more epochs (``epoch_factor``) so that Stage 1 still converges;
-  fewer optimizer steps remain for larger batches either way, so the summary reports the steps and the
-  Stage-1 accuracies beside each gap: a gap that shrinks because Stage 1 did not converge is not the claim;
-* the learning rate is the preset's at every batch size (the authors' sweep configs set none, so theirs
-  was the Hugging Face default throughout);
-* seeds are the same numbers at every batch size, so each seed's aliases, label grids and initial weights
-  are shared and the batch sizes can be compared seed by seed (:func:`trend`).
-
-Each point is an ordinary MNIST result (``results/mnist/<hash>``), so finished points are reused, and the
-sweep's cpu point at batch 32 is the MNIST cpu preset itself.
+"""Batch-size sweeps on the MNIST grid task (paper claim (ii): do smaller batches give more IML?), in the two-stage
+design and the authors' single-stage ``*-joint`` one. All but the batch size and epochs is the MNIST preset, seeds
+are the same at every batch size (compared seed by seed), and each point is an ordinary MNIST result
+(``results/mnist/<hash>``), so finished points are reused.
+Design choices: book/design_notes.md (section `iml.mnist.batch_size`).
 """
 from __future__ import annotations
 
 import math
-import sys
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
+from iml.mnist import experiment as mx
 from iml.mnist import grid as mnist_grid
 from iml.core.config import ConfigError
-from iml.core.results import ResultStore
-from iml.core.stats import iml_gap, paired_differences, seed_interval
+from iml.core import power
+from iml.core.sweep import finished_points, run_points, seed_paired_difference
+from iml.core.stats import iml_gap, paired_differences
 from iml.core.verdicts import MIN_SEEDS, judge, judge_gap, own_effect, seeds_note
 
-__all__ = ["JOINT", "SWEEPS", "DESIGNS", "configs", "run", "finished", "sweep_name", "find_sweeps", "summary", "table",
-           "trend", "seed_paired_difference", "run_points", "finished_points", "find_largest", "is_full_batch",
-           "verdict", "verdict_status", "claim_status", "scale_note", "point_notes", "sweep_headline",
-           "headline_note", "sweep_main"]
+__all__ = ["EXPERIMENT", "JOINT", "SWEEPS", "DESIGNS", "configs", "cost", "run_sweep", "finished", "sweep_name",
+           "find_sweeps", "summary", "table", "trend", "is_full_batch", "verdict", "verdict_status", "claim_status",
+           "POINTS", "point_label", "prepared"]
+
+EXPERIMENT = mnist_grid.EXPERIMENT
+"""Every point of a batch-size sweep is an ordinary MNIST result."""
 
 JOINT = {"joint": True, "stage2_epochs": 0}
 """MNIST overrides of the single-stage sweeps (``iml.mnist.grid.Config.joint``)."""
@@ -94,80 +77,25 @@ def configs(sweep: str = "cpu", points: Sequence[Sequence[float]] | None = None,
     return out
 
 
-def run(sweep: str = "cpu", points=None, overrides=None, *, root=None, force: bool = False,
-        progress: bool = True, workers: int = 1) -> list:
+def run_sweep(sweep: str = "cpu", points=None, overrides=None, *, root=None, force: bool = False,
+              progress: bool = True, workers: int = 1) -> list:
     """Run (or load) every point of the sweep; returns their results, smallest batch first.
 
     ``workers > 1`` computes unfinished points in that many processes at once (one torch thread each on a
     CPU; the points are independent results, each written atomically), longest first."""
-    return run_points(mnist_grid.__name__, configs(sweep, points, overrides), root=root, force=force,
-                      progress=progress, workers=workers)
+    return run_points(mx.run, EXPERIMENT, configs(sweep, points, overrides), root=root, force=force,
+                      progress=progress, workers=workers, cost=cost)
 
 
-def _epochs(cfg) -> int:
-    task = getattr(cfg, "task", cfg)  # an MNIST config, or a config that wraps one (iml.mnist.gradient_alignment)
-    return task.stage1_epochs + task.stage2_epochs
-
-
-def run_points(module: str, cfgs: Sequence, *, root=None, force: bool = False, progress: bool = True,
-               workers: int = 1) -> list:
-    """``run`` of experiment module `module` (e.g. "iml.mnist.grid") for every config, in order; with
-    ``workers > 1`` the unfinished ones are first computed in that many spawned processes, longest first."""
-    import importlib
-
-    mod = importlib.import_module(module)
-    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-        raise ConfigError("workers", f"must be an integer >= 1, got {workers!r}")
-    todo = [c for c in cfgs if force or not ResultStore(mod.EXPERIMENT, c, root=root).is_complete()]
-    if workers > 1 and len(todo) > 1:
-        import multiprocessing as mp
-        from concurrent.futures import ProcessPoolExecutor
-
-        todo.sort(key=lambda c: -_epochs(c))
-        with ProcessPoolExecutor(min(workers, len(todo)), mp_context=mp.get_context("spawn")) as pool:
-            for f in [pool.submit(_run_point, module, c, root, force) for c in todo]:
-                f.result()  # re-raises a point's error here
-        force = False  # computed just now
-    return [mod.run(c, root=root, force=force, progress=progress) for c in cfgs]
-
-
-def _run_point(module: str, cfg, root, force: bool) -> str:
-    import importlib
-
-    import torch
-
-    torch.set_num_threads(1)
-    return importlib.import_module(module).run(cfg, root=root, force=force, progress=False).hash
+def cost(cfg: mnist_grid.Config) -> int:
+    """Epochs of a point, the order in which parallel workers take them (longest first)."""
+    return cfg.stage1_epochs + cfg.stage2_epochs
 
 
 def finished(sweep: str = "gpu", root=None, points=None) -> list | None:
     """The finished results of every point of `sweep` under `root`, or None if any point is missing
     (a sweep is shown whole or not at all). `root` None: results/; a book's "none" is handled by the caller."""
-    return finished_points(mnist_grid.EXPERIMENT, configs(sweep, points), root)
-
-
-def find_largest(finished_fn, roots: Sequence, names: Sequence[str] = ("gpu", "cpu")) -> tuple[str, list] | None:
-    """(sweep name, results) of the first of `names` (largest scale first) that ``finished_fn(name, root)`` finds
-    finished under any of `roots`, or None."""
-    for name in names:
-        for r in roots:
-            rs = finished_fn(name, r)
-            if rs is not None:
-                return name, rs
-    return None
-
-
-def finished_points(experiment: str, cfgs: Sequence, root=None) -> list | None:
-    """The finished results of `experiment` for every config, or None if any is missing or stale."""
-    from iml.core import results as results_mod
-
-    out = []
-    for c in cfgs:
-        try:
-            out.append(results_mod.load(experiment, c, root=root))
-        except (FileNotFoundError, results_mod.StaleResultError):
-            return None
-    return out
+    return finished_points(EXPERIMENT, configs(sweep, points), root)
 
 
 def _steps(result, stage: int) -> int | None:
@@ -241,17 +169,6 @@ def trend(small, large, level: float = 0.95) -> dict:
     initial weights), with a t-interval over seeds and the one-sided p for "smaller batch, more IML"."""
     out = seed_paired_difference(_per_seed_gap(small), _per_seed_gap(large), level)
     return {"small": small.config["batch_size"], "large": large.config["batch_size"], **out}
-
-
-def seed_paired_difference(a: pd.Series, b: pd.Series, level: float = 0.95) -> dict:
-    """mean(a − b) over the stage-1 seeds both series hold (index: seed), with a t-interval over seeds and
-    the one-sided p for a − b > 0: dict(diff, ci_low, ci_high, p_one_sided, n_seeds)."""
-    common = a.index.intersection(b.index)
-    if len(common) < 2:
-        raise ValueError(f"the two results share {len(common)} stage-1 seed(s); a trend needs at least 2")
-    iv = seed_interval((a[common] - b[common]).to_numpy(), level)
-    return {"diff": iv.mean, "ci_low": iv.ci_low, "ci_high": iv.ci_high, "p_one_sided": iv.p_one_sided,
-            "n_seeds": iv.n, "sd": iv.sd}
 
 
 def verdict(results: Sequence) -> str:
@@ -356,74 +273,61 @@ def claim_status(rank: int, sweeps: Mapping[str, tuple[str, list]]) -> tuple[str
     raise ValueError(f"the batch-size sweeps test claims 4 and 12, not {rank}")
 
 
-def scale_note(results: Sequence) -> str:
-    """Markdown: the scale of every point (iml.report.plots.scale_caption), one line each."""
-    return point_notes(results, lambda r: f"batch {r.config['batch_size']}")
+POINTS = "batch sizes"
+"""What the points of a sweep are, in the book's words."""
 
 
-def point_notes(results: Sequence, label) -> str:
-    """Markdown: one line per result of a sweep, ``- <label(result)>: <its scale caption>``."""
-    from iml.report.plots import scale_caption
-
-    return "\n".join(f"- {label(r)}: {scale_caption(r)}" for r in results)
+def point_label(result) -> str:
+    """How the book names one point of a sweep."""
+    return f"batch {result.config['batch_size']}"
 
 
-def sweep_headline(committed: Sequence | None, sweep: str, prepared: str, command: str, folder: str,
-                   points: str, notes: str) -> str:
-    """Markdown under a sweep page's headline heading: the committed `sweep` (its `points`, e.g. "4 batch sizes",
-    and its `notes`), or plainly that there is none, what is `prepared` and the `command` that runs it."""
-    if not committed:
-        return (f"**No committed `{sweep}` sweep yet.** It is prepared ({prepared}); run it on a GPU with "
-                f"`PYTHONPATH=lib {command}` and commit `{folder}`. The runs below are what a CPU budget shows.")
-    return (f"**Headline: committed `{sweep}` sweep** ({points}, {', '.join(r.hash for r in committed)} under "
-            f"`{folder}`).\n\n" + notes)
+def prepared(sweep: str) -> str:
+    """What a sweep that has not been run yet would compute (the notebook's headline note)."""
+    return (f"MNIST {SWEEPS[sweep]['preset']} preset, batch sizes "
+            + ", ".join(str(p[0]) for p in SWEEPS[sweep]["points"]))
 
 
-def headline_note(committed: Sequence | None, sweep: str = "gpu") -> str:
-    prepared = (f"MNIST {SWEEPS[sweep]['preset']} preset, batch sizes "
-                + ", ".join(str(p[0]) for p in SWEEPS[sweep]["points"]))
-    return sweep_headline(committed, sweep, prepared, f"python -m iml.mnist.batch_size --sweep {sweep}", "results/mnist/",
-                          f"{len(committed or [])} batch sizes", scale_note(committed or []))
+# ----------------------------------------------------------------------------------------------
+# The study interface of the claims page (iml.core.study)
+# ----------------------------------------------------------------------------------------------
+
+name = "batch_size"
+domain = "vision"
+tested_on = "MNIST grid (ConvNet)"
+paper_note = None
 
 
-def sweep_main(argv, description: str, module, run_fn, extra_args=()) -> int:
-    """The command line of a sweep module: ``--sweep`` (one of ``module.SWEEPS``), ``--set KEY=VALUE`` (MNIST
-    overrides), ``--root``, ``--workers``, ``--quiet`` and `extra_args` (argparse (flags, kwargs) pairs, passed on
-    by dest). ``run_fn(sweep, overrides, root=, progress=, workers=, **extra)`` returns the results, printed as
-    ``module.table(module.summary(results))`` and ``module.verdict(results)``. Bad input (a ConfigError) is one
-    line on stderr and exit status 2."""
-    import argparse
-
-    from iml.core.config import parse_override
-
-    ap = argparse.ArgumentParser(description=description)
-    ap.add_argument("--sweep", default="cpu", choices=sorted(module.SWEEPS))
-    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="MNIST override (JSON value)")
-    ap.add_argument("--root", default=None, help="results root (default: results/)")
-    ap.add_argument("--workers", type=int, default=1, help="points computed at once in separate processes")
-    ap.add_argument("--quiet", action="store_true")
-    for flags, kw in extra_args:
-        ap.add_argument(*flags, **kw)
-    args = ap.parse_args(argv)
-    extra = {kw.get("dest") or flags[0].lstrip("-").replace("-", "_"): getattr(
-        args, kw.get("dest") or flags[0].lstrip("-").replace("-", "_")) for flags, kw in extra_args}
-    try:
-        overrides = dict(parse_override(kv) for kv in args.set)
-        rs = run_fn(args.sweep, overrides, root=args.root, progress=not args.quiet, workers=args.workers, **extra)
-    except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    with pd.option_context("display.width", 250, "display.max_columns", 30):
-        print(module.table(module.summary(rs)).to_string(index=False))
-    print(module.verdict(rs))
-    return 0
+def find(roots: Sequence) -> tuple[str, dict] | None:
+    """("sweeps", design -> (sweep name, results)) of the largest finished sweep of each design, or None."""
+    found = find_sweeps(roots)
+    return ("sweeps", found) if found else None
 
 
-def main(argv=None) -> int:
-    """``PYTHONPATH=lib python -m iml.mnist.batch_size --sweep gpu [--root DIR]``: run a sweep, print its table."""
-    return sweep_main(argv, "Run the MNIST batch-size sweep and print its summary.", sys.modules[__name__],
-                      lambda sweep, overrides, **kw: run(sweep, None, overrides, **kw))
+def judge_claim(claim, found: tuple[str, dict]) -> tuple[str, str, str]:
+    return claim_status(claim.rank, found[1])
 
 
-if __name__ == "__main__":
-    raise SystemExit(main())
+def power_rows(found: tuple[str, dict]) -> list[dict]:
+    """The trend, the largest batch's gap and (single-stage) claim 12's point, per design."""
+    rows = []
+    for design, (sweep, rs) in found[1].items():
+        rs = sorted(rs, key=lambda r: r.config["batch_size"])
+        if len(rs) < 2:
+            continue
+        a, b = _per_seed_gap(rs[0]), _per_seed_gap(rs[-1])
+        common = a.index.intersection(b.index)
+        label = f"batch size, {design} ({sweep} sweep)"
+        rows.append(power.row(f"{label}: IML gap, batch {rs[0].config['batch_size']} − batch "
+                              f"{rs[-1].config['batch_size']}", a[common] - b[common], power.own(a),
+                              "IML gap at the smallest batch", sum(power.seconds_per_seed(r) or 0 for r in rs) or None))
+        rows.append(power.row(f"{label}: IML gap at batch {rs[-1].config['batch_size']}", b, power.own(b),
+                              "this result", power.seconds_per_seed(rs[-1])))
+        if design == "single-stage":  # claim 12 reads the point at the MNIST preset's batch size
+            bs = mnist_grid.make_config(SWEEPS[sweep]["preset"]).batch_size
+            p = next((r for r in rs if r.config["batch_size"] == bs), None)
+            if p is not None:
+                x = _per_seed_gap(p)
+                rows.append(power.row(f"{label}: IML gap at batch {bs} (claim 12)", x, power.own(x), "this result",
+                                      power.seconds_per_seed(p)))
+    return rows

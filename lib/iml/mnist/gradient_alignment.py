@@ -1,39 +1,8 @@
 """Gradient alignment (paper claim 5) on the MNIST grid task: do Ḋefine definitions get gradients that point
-where the QA gradients about the same alias point, more than D̄efine ones?
-
-The paper's second mechanism (paper-brief.md 3.9): SGD implicitly favours parameters whose minibatch
-gradients align (Smith et al. 2021), so after Stage 1 a Ḋefine definition's gradient should resemble the
-gradients of questions about the same alias more than a D̄efine definition's does, and more so at small
-batch sizes. The authors measured it on Pythia-1B trained on Stage-1 data only (20 epochs, 10 seeds, batch
-sizes 128-16k): every 2 epochs, for each *not-yet-trained* X2 definition (Ḋ₅ / D̄₆) the cosine between its
-loss gradient and the gradient of each QA pair about the same alias, averaged. Poster reading at batch 128:
-0.231 (Ḋ₅) vs 0.217 (D̄₆), converging at batch >= 1k; no CIs were published.
-
-This module measures the same quantity on the MNIST grid task, the one task where IML shows on a CPU
-(``iml.mnist.grid``). Choices the paper leaves open for a vision task, and why:
-
-* **Training is exactly the MNIST task's Stage 1** (same data, initial weights, data order and digit draws
-  as ``mnist_grid.train_group`` with the same task config), so every alignment number belongs to a Stage 1
-  whose IML outcome is known from the MNIST result of that config. Stage 2 is not run (the X2 definitions
-  stay untrained, as in the paper); ``task.stage2_epochs`` is kept only so that the task config is the
-  MNIST result's verbatim.
-* **Examples.** For each X2 alias (d1consis, d2consis and the fresh-tag d3consis), `draws` renderings of
-  its digit code from the training pool. Each rendering gives one definition (tag pattern, all 9 cells,
-  the alias's true grid: Stage-2 definitions are consistent) and its 9 QA examples (no tag, one boxed cell,
-  that cell's label). The definition and its questions share the digit images, so they differ only in
-  what the paper's examples differ in: the tag versus the question.
-* **Gradients** of each example's own loss (the training loss on one example: mean cross-entropy over its
-  supervised cells) with respect to all parameters, in fp32, computed per example with ``torch.func``.
-* **Metrics**, per seed and subset, averaged over aliases, draws and the 9 cells:
-  ``grad_cos`` = cos(definition gradient, QA gradient of the same alias) (the paper's quantity) and
-  ``grad_cos_other`` = cos(definition gradient, QA gradient of another alias of the same subset), a baseline:
-  alignment that is not about the alias (e.g. "predict more A's") shows up in both.
-* **When**: at epoch 0 (a sanity check: tags have not been learnt, so Ḋ and D̄ must not differ) and at the
-  MNIST task's Stage-1 evaluation epochs. The task's accuracy metrics are recorded at the same epochs.
-* **Batch sizes**: the two-stage batch-size sweeps of ``iml.mnist.batch_size`` (batch 8, 32, 128, full batch, with
-  1/1/2/4x epochs), so each point's Stage 1 is exactly the Stage 1 of a committed MNIST result.
-
-Imports torch/numpy/pandas and iml only, so it runs on a bare GPU box as ``PYTHONPATH=lib python -m ...``.
+where the QA gradients about the same alias point, more than D̄efine ones? Training is exactly the MNIST task's
+Stage 1 (same data, weights, order and digit draws, Stage 2 not run) at the batch sizes of ``iml.mnist.batch_size``.
+Imports torch/numpy/pandas and iml only, so it runs on a bare GPU box.
+Design choices: book/design_notes.md (section `iml.mnist.gradient_alignment`).
 """
 from __future__ import annotations
 
@@ -41,6 +10,7 @@ import dataclasses
 import math
 import sys
 import time
+from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -49,15 +19,19 @@ import torch
 import torch.nn.functional as F
 
 from iml.core.env import resolve_device
+from iml.mnist import experiment as mx
 from iml.mnist import grid as mg
-from iml.core.config import ConfigError, apply_overrides, check_positive, from_dict, to_dict
-from iml.core.results import COLUMNS, Result, ResultStore, load
+from iml.core.config import ConfigError, build, check_positive, from_dict, to_dict
+from iml.core.results import COLUMNS, Result
+from iml.core.runner import as_config, run_units
+from iml.core import power
+from iml.core.sweep import find_largest, finished_points, run_points, seed_paired_difference
 
-__all__ = ["EXPERIMENT", "SUBSETS", "METRICS", "PAPER", "PAPER_NOTE", "Config", "PRESETS", "SWEEPS", "make_config",
+__all__ = ["EXPERIMENT", "SUBSETS", "METRICS", "PAPER_COSINES", "PAPER_NOTE", "Config", "PRESETS", "SWEEPS", "make_config",
            "configs", "Probe", "build_probe", "alignment", "measure_group", "run", "run_sweep", "finished",
            "find_sweep", "with_derived", "GAPS", "summary", "table", "gap_curve", "curves", "outcome_link",
            "outcome_note", "trend", "verdict_status",
-           "verdict", "scale_note", "headline_note", "main"]
+           "verdict", "POINTS", "point_label", "prepared"]
 
 EXPERIMENT = "gradalign"
 SUBSETS = ("d1consis", "d2consis", "d3consis")
@@ -65,7 +39,7 @@ METRICS = ("grad_cos", "grad_cos_other")
 """grad_cos: cos(definition gradient, QA gradient of the same alias); grad_cos_other: cos(definition
 gradient, QA gradient of another alias of the same subset), the alias-unspecific baseline."""
 ANALYSIS_VERSION = 1
-PAPER = {128: {"d1consis": 0.231, "d2consis": 0.217}, 256: {"d1consis": 0.227, "d2consis": 0.213},
+PAPER_COSINES = {128: {"d1consis": 0.231, "d2consis": 0.217}, 256: {"d1consis": 0.227, "d2consis": 0.213},
          512: {"d1consis": 0.226, "d2consis": 0.213}}
 """The paper's cos(definition grad, QA grad) after Stage 1 (Pythia-1B, CVDB, poster reading, ±0.005;
 paper-brief.md 3.9) at the batch sizes where its error bars are tight. Not comparable in absolute value
@@ -112,13 +86,11 @@ SWEEP_OVERRIDES: dict[str, dict[str, Any]] = {"cpu": {"n_seeds": 10}}
 more; seeds 0-4 train exactly as there), because the batch-size trend of the alignment needs them."""
 
 
-def make_config(preset: str = "cpu", overrides: Mapping[str, Any] | None = None) -> Config:
+def make_config(preset: str | None = "cpu", overrides: Mapping[str, Any] | None = None,
+                config_file: str | Path | None = None) -> Config:
     """The preset's config with dotted-key overrides (e.g. ``{"draws": 4, "task.n_seeds": 3}``)."""
-    if preset not in PRESETS:
-        raise ConfigError("preset", f"must be one of {sorted(PRESETS)}, got {preset!r}")
-    base = apply_overrides(to_dict(Config()), {"task": to_dict(mg.make_config(preset))})
-    base = apply_overrides(base, PRESETS[preset])
-    return from_dict(Config, apply_overrides(base, dict(overrides or {})))
+    base = to_dict(Config()) if preset is None else {**to_dict(Config()), "task": to_dict(mg.make_config(preset))}
+    return build(Config, PRESETS, preset, overrides, config_file, base=base)
 
 
 def configs(sweep: str = "cpu", points=None, overrides: Mapping[str, Any] | None = None,
@@ -151,7 +123,7 @@ class Probe:
     tag: dict
 
 
-def build_probe(cfg: Config, data: mg.GroupData, seeds: Sequence[int]) -> Probe:
+def build_probe(cfg: Config, data: mx.GroupData, seeds: Sequence[int]) -> Probe:
     """The X2 aliases of every seed and `cfg.draws` renderings of each (own generator per seed, so the
     training's random streams are untouched)."""
     train, _ = mg.load_digits(cfg.task.image_scale)
@@ -164,10 +136,10 @@ def build_probe(cfg: Config, data: mg.GroupData, seeds: Sequence[int]) -> Probe:
             continue
         al, dg, lb = [], [], []
         for seed, c, members in zip(seeds, data.constructions, per):
-            g = torch.Generator().manual_seed(mg._seed_int(seed, 0x6A, k))
+            g = torch.Generator().manual_seed(mx.seed32(seed, 0x6A, k))
             u = torch.rand((len(members), cfg.draws, mg.N_CELLS), generator=g)
             cls = torch.as_tensor(c.codes[members])[:, None, :].expand(-1, cfg.draws, -1)
-            dg.append(mg._draw(cls, u, torch.as_tensor(train.offset), torch.as_tensor(train.count)))
+            dg.append(mx.draw_images(cls, u, torch.as_tensor(train.offset), torch.as_tensor(train.count)))
             al.append(torch.as_tensor(members))
             lb.append(torch.as_tensor(c.grids[members]))
         out.subsets.append(name)
@@ -181,7 +153,7 @@ def build_probe(cfg: Config, data: mg.GroupData, seeds: Sequence[int]) -> Probe:
 def _example_loss(params, x, labels, mask):
     """One example per seed: x (S, 1, 1, H, W) -> the sum over seeds of each seed's training loss, so that
     the gradient of seed s's parameters is the gradient of seed s's own loss."""
-    return mg._masked_ce(mg.forward(params, x), labels, mask).sum()
+    return mx.masked_ce(mg.forward(params, x), labels, mask).sum()
 
 
 def _unit_grads(params, x, labels, mask) -> torch.Tensor:
@@ -195,7 +167,7 @@ def _unit_grads(params, x, labels, mask) -> torch.Tensor:
 
 
 @torch.no_grad()
-def _examples(data: mg.GroupData, digits, labels, tag: int, rows: torch.Tensor):
+def _examples(data: mx.GroupData, digits, labels, tag: int, rows: torch.Tensor):
     """The definition and 9 questions of each rendering: digits (S, a, D, 9) -> images (a*D*10, S, 1, 1, H, W),
     labels and masks (a*D*10, S, 1, 9), ordered (alias, draw, [definition, cell 0..8])."""
     S, a, D, _ = digits.shape
@@ -212,7 +184,7 @@ def _examples(data: mg.GroupData, digits, labels, tag: int, rows: torch.Tensor):
     return x.transpose(0, 1).unsqueeze(2), lab.transpose(0, 1).unsqueeze(2), mask.transpose(0, 1).unsqueeze(2)
 
 
-def alignment(params: Mapping[str, torch.Tensor], data: mg.GroupData, probe: Probe,
+def alignment(params: Mapping[str, torch.Tensor], data: mx.GroupData, probe: Probe,
               max_bytes: float = 1e9) -> dict[str, dict[str, torch.Tensor]]:
     """metric -> subset -> (S,) mean cosine per seed, for the current `params` (S seeds stacked).
 
@@ -252,7 +224,7 @@ def measure_group(cfg: Config, seeds: Sequence[int], device: torch.device | str 
     if autocast:
         torch.backends.cudnn.benchmark = True
     t_start = time.perf_counter()
-    data = mg.build_group_data(task, seeds, device)
+    data = mx.build_group_data(task, seeds, device)
     probe = build_probe(cfg, data, seeds)
     params = mg.init_params(task, seeds, device)
     S = len(seeds)
@@ -261,13 +233,13 @@ def measure_group(cfg: Config, seeds: Sequence[int], device: torch.device | str 
     timing = {"measure": 0.0, "eval": 0.0}
 
     def measure(epoch: int):
-        mg._sync(device)
+        mx.sync(device)
         t0 = time.perf_counter()
-        acc = mg._evaluate(params, data, rows1, max(task.batch_size, 256), autocast)
-        mg._sync(device)
+        acc = mx.evaluate(params, data, rows1, max(task.batch_size, 256), autocast)
+        mx.sync(device)
         t1 = time.perf_counter()
         cos = alignment(params, data, probe)
-        mg._sync(device)
+        mx.sync(device)
         timing["eval"] += t1 - t0
         timing["measure"] += time.perf_counter() - t1
         records.append((epoch, cos, acc))
@@ -277,11 +249,7 @@ def measure_group(cfg: Config, seeds: Sequence[int], device: torch.device | str 
                   + " ".join(f"{k}={v:.3f}" for k, v in c.items()), file=sys.stderr, flush=True)
 
     measure(0)
-    gens = [torch.Generator(device=device).manual_seed(mg._seed_int(s, 1, 0)) for s in seeds]  # = train_group's
-    E1 = task.stage1_epochs
-    _, t_train = mg._train_stage(params, data, data.stage1, rows1, gens, task, E1,
-                                 set(mg._eval_epochs(E1, task.evals_per_stage)), measure, autocast,
-                                 lambda epoch: None)
+    _, t_train = mx.train_stage1(params, data, task, seeds, measure, autocast)
     out = []
     for epoch, cos, acc in records:
         a = acc.float().cpu().numpy()
@@ -303,50 +271,42 @@ def measure_group(cfg: Config, seeds: Sequence[int], device: torch.device | str 
 # Results: one config, and sweeps over batch size
 # ----------------------------------------------------------------------------------------------
 
+def _unit(config: Config, seeds: list[int], progress: bool):
+    r = measure_group(config, seeds, progress=progress)
+    extra = {k: r[k] for k in ("t_train", "t_measure", "t_eval", "n_measures", "device")}
+    return r["table"], extra | {"seeds": list(seeds), "wall_time_s": r["wall"]}
+
+
 def run(config: Config, *, root=None, force: bool = False, progress: bool = True) -> Result:
     """Measure every seed group of the task (resuming finished ones unless `force`); the finished result."""
-    if not isinstance(config, Config):
-        raise TypeError(f"config must be an iml.mnist.gradient_alignment.Config, got {type(config).__name__}")
-    store = ResultStore(EXPERIMENT, config, root=root)
-    if store.is_complete() and not force:
-        return load(EXPERIMENT, config, root=root)
-    t0 = time.time()
-    units = []
-    for seeds in mg.seed_groups(config.task):
-        uid = f"seeds{seeds[0]}-{seeds[-1]}"
-        units.append(uid)
-        if store.unit_done(uid) and not force:
-            continue
-        r = measure_group(config, seeds, progress=progress)
-        extra = {k: r[k] for k in ("t_train", "t_measure", "t_eval", "n_measures", "device")}
-        store.save_unit(uid, r["table"], extra | {"seeds": list(seeds), "wall_time_s": r["wall"]})
-        if progress:
-            print(f"[gradalign] {uid} done in {r['wall']:.1f}s on {r['device']}", file=sys.stderr, flush=True)
-    store.finalize(units, meta={"wall_time_s": round(time.time() - t0, 2)})
-    return load(EXPERIMENT, config, root=root)
+    config = as_config(Config, config, EXPERIMENT)
+    return run_units(EXPERIMENT, config, mx.group_jobs(mx.seed_groups(config.task),
+                                                       lambda s: _unit(config, s, progress)),
+                     root=root, force=force, progress=progress)
 
 
-def run_sweep(sweep: str = "cpu", points=None, overrides=None, *, draws: int | None = None, root=None,
-              force: bool = False, progress: bool = True, workers: int = 1) -> list[Result]:
+def run_sweep(sweep: str = "cpu", points=None, overrides=None, *, root=None, force: bool = False,
+              progress: bool = True, workers: int = 1) -> list[Result]:
     """Run (or load) every batch size of `sweep`, smallest first; `workers` > 1 computes unfinished points in
-    that many processes (``iml.mnist.batch_size.run_points``)."""
-    from iml.mnist.batch_size import run_points
+    that many processes. `overrides` are MNIST overrides, except ``draws`` (renderings per X2 alias)."""
+    overrides = dict(overrides or {})
+    draws = overrides.pop("draws", None)
+    return run_points(run, EXPERIMENT, configs(sweep, points, overrides, draws), root=root, force=force,
+                      progress=progress, workers=workers, cost=cost)
 
-    return run_points(__name__, configs(sweep, points, overrides, draws), root=root, force=force,
-                      progress=progress, workers=workers)
+
+def cost(cfg: Config) -> int:
+    """Epochs of a point (its Stage 1), the order in which parallel workers take them (longest first)."""
+    return cfg.task.stage1_epochs
 
 
 def finished(sweep: str = "gpu", root=None, points=None) -> list[Result] | None:
     """Every point of `sweep` under `root` if all are finished, else None (a sweep is shown whole)."""
-    from iml.mnist.batch_size import finished_points
-
     return finished_points(EXPERIMENT, configs(sweep, points), root)
 
 
 def find_sweep(roots: Sequence) -> tuple[str, list[Result]] | None:
     """(sweep name, results) of the largest finished sweep under any of `roots`, or None."""
-    from iml.mnist.batch_size import find_largest
-
     return find_largest(finished, roots)
 
 
@@ -421,7 +381,7 @@ def table(s: pd.DataFrame) -> pd.DataFrame:
         return [f"[{a:+.4f}, {b:+.4f}]" for a, b in zip(s[col + "_lo"], s[col + "_hi"])]
 
     def paper(bs):
-        p = PAPER.get(int(bs))
+        p = PAPER_COSINES.get(int(bs))
         return f"{p['d1consis']:.3f} vs {p['d2consis']:.3f}" if p else "no number"
 
     out = {"batch size": s["batch_size"], "epochs": s["stage1_epochs"]}
@@ -466,7 +426,6 @@ def _per_seed_change(result: Result) -> pd.Series:
 def trend(small: Result, large: Result) -> dict:
     """The alignment gap's change since epoch 0 at the smaller batch minus at the larger one, paired by seed
     (the same seeds, aliases and initial weights at every batch size), with a t-interval over seeds."""
-    from iml.mnist.batch_size import seed_paired_difference
 
     return {"small": small.config["task"]["batch_size"], "large": large.config["task"]["batch_size"],
             **seed_paired_difference(_per_seed_change(small), _per_seed_change(large))}
@@ -600,30 +559,46 @@ def curves(results: Sequence[Result]) -> dict[int, pd.DataFrame]:
     return {r.config["task"]["batch_size"]: gap_curve(r, "grad_cos_change") for r in results}
 
 
-def scale_note(results: Sequence[Result]) -> str:
-    """Markdown: the scale of every point (``iml.report.plots.scale_caption``), one line each."""
-    from iml.mnist.batch_size import point_notes
-
-    return point_notes(results, lambda r: f"batch {r.config['task']['batch_size']}")
+POINTS = "batch sizes"
+"""What the points of a sweep are, in the book's words."""
 
 
-def headline_note(committed: Sequence[Result] | None, sweep: str = "gpu") -> str:
-    from iml.mnist.batch_size import sweep_headline
-
-    return sweep_headline(committed, sweep, f"the Stage 1 of the two-stage `{sweep}` batch-size sweep",
-                          f"python -m iml.mnist.gradient_alignment --sweep {sweep}", "results/gradalign/",
-                          f"{len(committed or [])} batch sizes", scale_note(committed or []))
+def point_label(result) -> str:
+    """How the book names one point of a sweep."""
+    return f"batch {result.config['task']['batch_size']}"
 
 
-def main(argv=None) -> int:
-    """``PYTHONPATH=lib python -m iml.mnist.gradient_alignment --sweep cpu --workers 2``: run a sweep, print its table."""
-    from iml.mnist.batch_size import sweep_main
-
-    return sweep_main(argv, "Measure gradient alignment on the MNIST grid task over batch sizes.",
-                      sys.modules[__name__], lambda sweep, overrides, **kw: run_sweep(sweep, None, overrides, **kw),
-                      extra_args=[(("--draws",), {"type": int, "default": None,
-                                                  "help": "renderings per X2 alias (default 2)"})])
+def prepared(sweep: str) -> str:
+    """What a sweep that has not been run yet would compute (the notebook's headline note)."""
+    return f"the Stage 1 of the two-stage `{sweep}` batch-size sweep"
 
 
-if __name__ == "__main__":
-    raise SystemExit(main())
+# ----------------------------------------------------------------------------------------------
+# The study interface of the claims page (iml.core.study)
+# ----------------------------------------------------------------------------------------------
+
+name = "gradalign"
+domain = "vision"
+tested_on = "MNIST grid (ConvNet)"
+paper_note = PAPER_NOTE
+
+
+def find(roots: Sequence) -> tuple[str, list] | None:
+    """Judged on a batch-size sweep of gradient-alignment results, never on a single point."""
+    sweep = find_sweep(roots)
+    return (sweep[0] + " sweep", sweep[1]) if sweep else None
+
+
+def judge_claim(claim, found: tuple[str, list]) -> tuple[str, str, str]:
+    name, rs = found
+    status, text = verdict_status(rs)
+    return status, text, f"{name}, batch sizes {', '.join(str(r.config['task']['batch_size']) for r in rs)}"
+
+
+def power_rows(found: tuple[str, list]) -> list[dict]:
+    name, rs = found
+    rs = sorted(rs, key=lambda r: r.config["task"]["batch_size"])
+    x = _per_seed_change(rs[0])
+    return [power.row(f"gradient alignment ({name}): Ḋ₅ − D̄₆ change since epoch 0, batch "
+                      f"{rs[0].config['task']['batch_size']}", x, power.own(x), "this result",
+                      power.seconds_per_seed(rs[0]))]

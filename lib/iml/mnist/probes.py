@@ -1,36 +1,14 @@
-"""Linear probes (paper claim 6, "Mechanism 1: selective retrieval"), and their MNIST grid analogue.
-
-The hypothesis: Ḋefine and D̄efine definitions end up stored differently, and in Stage 1 the model learns to
-retrieve only the Ḋefine ones when answering; if so, a *question* about an alias should carry which tag
-defined it. The authors probed Pythia-1B after Stage 1 (paper-brief.md 3.8): residual-stream activations
-at every layer and token of "Q: What is the name of <alias>?", L2 logistic regression (C = 0.01), 5-fold CV
-accuracy of predicting the alias's tag (balanced, chance 0.5). The tag was decodable (≈ 0.9–1.0 in upper
-layers) when definitions were written alias-tag-entity, and not at all (≈ 0.5) in the default tag-alias-
-entity order, although IML was present: so the model need not know the source at question time.
-
-:func:`fit_logistic` and :func:`probe_accuracy` are the probe (torch only, so any features can be probed:
-an LM's hidden states from ``output_hidden_states=True`` as well as the ConvNet's layers). The experiment
-here is the MNIST grid analogue, because that is where our models show IML: after every evaluation of the
-MNIST task (``mnist_grid.train_group(observe=...)``, so training is exactly the MNIST experiment's), each
-model's activations at each hidden layer (:data:`iml.mnist.grid.LAYERS`) for *question* images (no tag strip;
-one boxed cell) about the Stage-1 aliases are probed for the alias's tag (Ḋefine = 1, D̄efine = 0). Choices:
-
-* the examples: every cell of every tagged Stage-1 alias, `draws` renderings each from the *test* digit pool
-  (never trained on), so the probe reads the network's representation of the alias, not of one image;
-* folds are grouped by alias (all questions about an alias in one fold), or a probe could learn alias
-  identity -> tag from the training folds; accuracy is over all held-out questions;
-* controls: the same probe at epoch 0 (an untrained network; the tags are random, so chance) and with the
-  aliases' tags shuffled (``*_shuffled``, the probe's own overfitting floor);
-* features are standardised on the training folds; C = 0.01 as in the paper (sklearn's objective).
-
-The MNIST task has no word order, so the analogue cannot test the paper's contrast between definition
-orders; it asks the question behind it: is the source decodable from a question while IML is present?
+"""Linear probes (paper claim 6, "Mechanism 1: selective retrieval"), and their MNIST grid analogue: the probe
+(:func:`fit_logistic`, :func:`probe_accuracy`; torch only, any features) and an experiment that, during the MNIST
+task's own training, probes each ConvNet layer's activations for question images for the alias's tag. Folds
+are grouped by alias, or a probe could learn alias identity -> tag.
+Design choices: book/design_notes.md (section `iml.mnist.probes`).
 """
 from __future__ import annotations
 
 import dataclasses
-import sys
 import time
+from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -38,12 +16,14 @@ import pandas as pd
 import torch
 
 from iml.core.env import resolve_device
+from iml.mnist import experiment as mx
 from iml.mnist import grid as mg
-from iml.core.config import ConfigError, apply_overrides, check_choice, check_positive, from_dict, to_dict
-from iml.core.results import Result, ResultStore, load
+from iml.core.config import ConfigError, build, check_choice, check_positive, to_dict
+from iml.core.results import Result
+from iml.core.runner import as_config, run_units
 
 __all__ = ["EXPERIMENT", "SUBSET", "Config", "PRESETS", "make_config", "fit_logistic", "probe_accuracy",
-           "QuestionSet", "question_set", "make_observer", "run", "summary", "table", "verdict_status", "main"]
+           "QuestionSet", "question_set", "make_observer", "run", "summary", "table", "verdict_status"]
 
 EXPERIMENT = "probe"
 SUBSET = "tag"
@@ -150,14 +130,12 @@ preset has 10 seeds (about 6 min on one thread; seeds 0-4 train like the MNIST c
 needs the narrower CI."""
 
 
-def make_config(preset: str = "cpu", overrides: Mapping[str, Any] | None = None) -> Config:
+def make_config(preset: str | None = "cpu", overrides: Mapping[str, Any] | None = None,
+                config_file: str | Path | None = None) -> Config:
     """The MNIST preset `preset` as the task, the probe preset's overrides, then `overrides` (dotted keys, e.g.
     ``{"draws": 4, "task.n_seeds": 3}``)."""
-    if preset not in PRESETS:
-        raise ConfigError("preset", f"must be one of {sorted(PRESETS)}, got {preset!r}")
-    base = apply_overrides(to_dict(Config()), {"task": to_dict(mg.make_config(preset))})
-    base = apply_overrides(base, PRESETS[preset])
-    return from_dict(Config, apply_overrides(base, dict(overrides or {})))
+    base = to_dict(Config()) if preset is None else {**to_dict(Config()), "task": to_dict(mg.make_config(preset))}
+    return build(Config, PRESETS, preset, overrides, config_file, base=base)
 
 
 @dataclasses.dataclass
@@ -171,7 +149,7 @@ class QuestionSet:
     label: torch.Tensor
 
 
-def question_set(cfg: Config, data: mg.GroupData, seeds: Sequence[int]) -> QuestionSet:
+def question_set(cfg: Config, data: mx.GroupData, seeds: Sequence[int]) -> QuestionSet:
     """Every cell of every tagged Stage-1 alias, `cfg.draws` renderings each, drawn from the test pool with a
     generator of each seed's own (the training's random streams are untouched)."""
     _, test = mg.load_digits(cfg.task.image_scale)
@@ -181,9 +159,9 @@ def question_set(cfg: Config, data: mg.GroupData, seeds: Sequence[int]) -> Quest
         members = np.flatnonzero(np.isin(c.subset, tagged))
         alias = np.repeat(members, mg.N_CELLS * cfg.draws)
         cell = np.tile(np.arange(mg.N_CELLS), len(members) * cfg.draws)
-        g = torch.Generator().manual_seed(mg._seed_int(seed, 0x9B0E))
+        g = torch.Generator().manual_seed(mx.seed32(seed, 0x9B0E))
         u = torch.rand((len(alias), mg.N_CELLS), generator=g)
-        out["digits"].append(mg._draw(torch.as_tensor(c.codes[alias]), u, torch.as_tensor(test.offset),
+        out["digits"].append(mx.draw_images(torch.as_tensor(c.codes[alias]), u, torch.as_tensor(test.offset),
                                       torch.as_tensor(test.count)))
         out["cell"].append(torch.as_tensor(cell))
         out["alias"].append(torch.as_tensor(alias))
@@ -194,7 +172,7 @@ def question_set(cfg: Config, data: mg.GroupData, seeds: Sequence[int]) -> Quest
 
 
 @torch.no_grad()
-def _features(params, data: mg.GroupData, q: QuestionSet, rows: torch.Tensor, chunk: int = 512) -> dict:
+def _features(params, data: mx.GroupData, q: QuestionSet, rows: torch.Tensor, chunk: int = 512) -> dict:
     """layer -> (S', N, features) float32 on the CPU, for the models stacked in `params`."""
     N = q.digits.shape[1]
     feats = {k: [] for k in mg.LAYERS}
@@ -219,7 +197,7 @@ def _shuffled_labels(q: QuestionSet, seeds: Sequence[int]) -> torch.Tensor:
         uniq = torch.unique(alias)
         lab_of = torch.zeros(int(alias.max()) + 1, dtype=torch.long)
         lab_of[alias] = label
-        perm = torch.from_numpy(np.random.default_rng(mg._seed_int(seed, 0x5F)).permutation(len(uniq)))
+        perm = torch.from_numpy(np.random.default_rng(mx.seed32(seed, 0x5F)).permutation(len(uniq)))
         new = torch.zeros_like(lab_of)
         new[uniq] = lab_of[uniq[perm]]
         out.append(new[alias])
@@ -257,32 +235,21 @@ def make_observer(cfg: Config, seeds: Sequence[int], timing: dict):
     return observe
 
 
+def _unit(config: Config, seeds: list[int], device, progress: bool):
+    timing: dict = {}
+    r = mx.train_group(config.task, seeds, device=device, progress=progress,
+                       observe=make_observer(config, seeds, timing))
+    return r["table"], {"wall_time_s": r["wall"], "t_probe": timing.get("probe"), "t_stage1": r["t_stage1"],
+                        "t_stage2": r["t_stage2"], "seeds": list(seeds), "device": r["device"]}
+
+
 def run(config: Config, *, root=None, force: bool = False, progress: bool = True) -> Result:
     """Train and probe every seed group of the task (resuming finished ones unless `force`)."""
-    if not isinstance(config, Config):
-        raise TypeError(f"config must be an iml.mnist.probes.Config, got {type(config).__name__}")
-    store = ResultStore(EXPERIMENT, config, root=root)
-    if store.is_complete() and not force:
-        return load(EXPERIMENT, config, root=root)
-    t0 = time.time()
-    units = []
+    config = as_config(Config, config, EXPERIMENT)
     device = resolve_device(config.task.device, "task.device")
-    for seeds in mg.seed_groups(config.task):
-        uid = f"seeds{seeds[0]}-{seeds[-1]}"
-        units.append(uid)
-        if store.unit_done(uid) and not force:
-            continue
-        timing: dict = {}
-        r = mg.train_group(config.task, seeds, device=device, progress=progress,
-                           observe=make_observer(config, seeds, timing))
-        store.save_unit(uid, r["table"], {"wall_time_s": r["wall"], "t_probe": timing.get("probe"),
-                                          "t_stage1": r["t_stage1"], "t_stage2": r["t_stage2"], "seeds": list(seeds),
-                                          "device": r["device"]})
-        if progress:
-            print(f"[probe] {uid} done in {r['wall']:.1f}s ({timing.get('probe', 0):.1f}s probing)",
-                  file=sys.stderr, flush=True)
-    store.finalize(units, meta={"wall_time_s": round(time.time() - t0, 2)})
-    return load(EXPERIMENT, config, root=root)
+    return run_units(EXPERIMENT, config, mx.group_jobs(mx.seed_groups(config.task),
+                                                       lambda s: _unit(config, s, device, progress)),
+                     root=root, force=force, progress=progress)
 
 
 def _stage_ends(result: Result) -> dict[str, int]:
@@ -352,31 +319,3 @@ def verdict_status(result: Result) -> tuple[str, str]:
     except ValueError:
         pass
     return "not attempted", text + "."
-
-
-def main(argv=None) -> int:
-    """``PYTHONPATH=lib python -m iml.mnist.probes --preset cpu``: train, probe, print the table."""
-    import argparse
-
-    from iml.core.config import parse_override
-
-    ap = argparse.ArgumentParser(description="Probe the MNIST grid task's layers for the alias's tag.")
-    ap.add_argument("--preset", default="cpu", choices=sorted(PRESETS))
-    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override (JSON value)")
-    ap.add_argument("--root", default=None, help="results root (default: results/)")
-    ap.add_argument("--quiet", action="store_true")
-    args = ap.parse_args(argv)
-    try:
-        cfg = make_config(args.preset, dict(parse_override(kv) for kv in args.set))
-    except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    res = run(cfg, root=args.root, progress=not args.quiet)
-    with pd.option_context("display.width", 250, "display.max_columns", 30):
-        print(table(summary(res)).to_string(index=False))
-    print(verdict_status(res)[1])
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

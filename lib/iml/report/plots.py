@@ -14,9 +14,10 @@ from typing import Any, Iterable, Mapping, Sequence
 import pandas as pd
 
 from iml.core import paper
+from iml.core.results import stage_boundaries
 from iml.core.stats import seed_interval
 
-__all__ = ["COLORS", "color", "label", "curve_stats", "stage_boundaries", "gap_epoch", "curves", "main_figure",
+__all__ = ["COLORS", "color", "label", "curve_stats", "curves", "main_figure",
            "gap_curve", "gap_figure", "accuracy_figure", "scale_caption", "gradalign_figure",
            "gradalign_outcome_figure", "alpha_figure", "probe_figure", "IN_DISTRIBUTION", "ENTITY_ASSOCIATION"]
 
@@ -67,30 +68,6 @@ def color(subset: str) -> str:
 def label(subset: str) -> str:
     """Legend text: the paper's notation (matplotlib mathtext)."""
     return paper.symbol(subset, math=True)
-
-
-def stage_boundaries(table: pd.DataFrame) -> list[float]:
-    """The epochs at which a stage ends and the next begins (the last epoch of every stage but the last).
-
-    Stages are ordered by their first epoch, so names ('init', 'knowledge', 'stage1', ...) and numbers both
-    work; a pseudo-stage evaluated only at one epoch before any training ('init') is no boundary.
-    """
-    if "stage" not in table or table.empty:
-        return []
-    span = table.groupby("stage")["epoch"].agg(["min", "max"])
-    span = span[~((span["min"] == span["max"]) & (span["max"] <= table["epoch"].min()))]
-    span = span.sort_values(["min", "max"])
-    return [float(e) for e in span["max"].iloc[:-1]]
-
-
-def gap_epoch(table: pd.DataFrame, a: str, b: str, metric: str) -> float | None:
-    """The epoch the paper reads gap a − b at: the end of Stage 1 for its Stage-1 gaps (:data:`iml.core.paper.GAPS`),
-    else None (the last epoch)."""
-    when = next((g.when for g in paper.GAPS if (g.a, g.b, g.metric) == (a, b, metric)), "stage2_end")
-    if when != "stage1_end":
-        return None
-    bounds = stage_boundaries(table)
-    return bounds[-1] if bounds else None
 
 
 def curve_stats(table: pd.DataFrame, metric: str, subset: str, seeds: Sequence | None = None,
@@ -466,7 +443,7 @@ def gradalign_figure(summary, curves=None, figsize=(14, 3.9)):
     Stage 1, one line per batch size (`curves`: batch size -> :func:`iml.mnist.gradient_alignment.gap_curve` frame)."""
     import matplotlib.pyplot as plt
 
-    from iml.mnist.gradient_alignment import PAPER, SUBSETS
+    from iml.mnist.gradient_alignment import PAPER_COSINES, SUBSETS
 
     s = summary.sort_values("batch_size")
     x = s["batch_size"].to_numpy()
@@ -478,10 +455,10 @@ def gradalign_figure(summary, curves=None, figsize=(14, 3.9)):
         y = s[f"grad_cos_{sub}"]
         a.errorbar(x, y, yerr=[y - s[f"grad_cos_{sub}_lo"], s[f"grad_cos_{sub}_hi"] - y], fmt="o-", capsize=3,
                    color=color(sub), label=f"{label(sub)} (ours)")
-    pb = sorted(PAPER)
+    pb = sorted(PAPER_COSINES)
     if any(v in pb for v in x):
         for sub in ("d1consis", "d2consis"):
-            a.plot(pb, [PAPER[v][sub] for v in pb], "x:", color=color(sub), label=f"{label(sub)} (paper, Pythia-1B)")
+            a.plot(pb, [PAPER_COSINES[v][sub] for v in pb], "x:", color=color(sub), label=f"{label(sub)} (paper, Pythia-1B)")
     styles = (("grad_cos", "o-", "gap (the paper's quantity)"), ("grad_cos_change", "s-", "change since epoch 0"),
               ("grad_cos_specific", "^--", "alias-specific"))
     for i, (m, fmt, lab) in enumerate(styles):

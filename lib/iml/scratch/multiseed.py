@@ -1,29 +1,8 @@
-"""Train S independent small transformers *together*: one batched model, one optimizer, S seeds.
-
-Why: the set-inclusion experiment needs >= 10 seeds of a 23M-parameter model at the paper's scale, and
-a model that small is launch-bound on a GPU when each seed runs in its own process. Here every
-parameter carries a leading *lane* dimension (one lane = one seed), so one kernel launch does the work
-of S seeds:
-
-* embeddings ``(S, V, d)``, linear weights ``(S, d_in, d_out)`` applied with ``torch.baddbmm``,
-  per-lane LayerNorm gains/biases ``(S, d)``;
-* an input batch is ``(S, B, T)``: each lane has its own documents, its own data order and its own
-  initialisation (drawn from its own ``torch.Generator``);
-* the loss is the *sum over lanes* of each lane's mean loss, so lane s's gradient is exactly the
-  gradient of lane s's own loss;
-* AdamW is elementwise, and gradient clipping is done per lane, so the optimizer step is exactly S
-  independent optimizer steps (tested in ``tests/test_multiseed.py``: S=3 batched == 3 runs of S=1).
-
-The model is a pre-LN GPT (GPT-NeoX/Pythia-like block: attention + GELU MLP, learned absolute
-position embeddings - documents are at most ~12 tokens, so rotary would buy nothing here), with an
-untied output head over the first ``n_out`` token ids only (the set-inclusion vocabulary puts the
-aliases last; an alias is never a prediction target).
-
-Fixed shapes everywhere (every batch is ``(S, B, T)``; a short last batch is padded with weight-0 rows),
-all data lives on the device as index tensors, and per-step metrics are accumulated on the device: the
-step loop never calls ``.item()``.
-
-Imports only torch/numpy/stdlib, so it runs as ``PYTHONPATH=lib python -m ...`` on a bare GPU box.
+"""Train S independent small transformers *together*: one batched pre-LN GPT whose parameters carry a leading lane
+dimension (one lane = one seed) and one optimizer, so one kernel launch does the work of S seeds. The batched step
+equals S separate runs (loss summed over lanes, elementwise AdamW, clipping per lane; ``tests/test_multiseed.py``);
+shapes are fixed and the step loop never calls ``.item()``. Imports only torch/numpy/stdlib (a bare GPU box).
+Design choices: book/design_notes.md (section `iml.scratch.multiseed`).
 """
 from __future__ import annotations
 

@@ -1,64 +1,25 @@
-"""The from-scratch set-inclusion experiment (paper §3.6 / poster "Training from scratch works too").
-
-Task. Every alias (one token) hides a number x in 0..n_numbers-1. A QA document asks whether x is in
-a set of ``n_per_question`` distinct numbers::
-
-    <alias> % n1 n2 ... nk = true|false
-
-Per alias there are 12 training questions (6 true, containing x; 6 false, not containing x) and 12
-held-out questions (6/6, so chance = 0.5); no question repeats (as a set) within an alias. Definitions::
-
-    define1 <alias> % x      (Ḋefine: consistent with the QA)
-    define2 <alias> % y      (D̄efine: in Stage 1 a fixed wrong number y != x; in Stage 2 consistent)
-    define3 <alias> % x      (a fresh tag, Stage 2 only, subset d3consis)
-
-Subsets (fractions of ``n_aliases``): qd1consis and qd2incons (Stage 1: training QA + definitions),
-d1consis, d2consis and optional d3consis (Stage 2: definitions only; their QA is never trained on).
-Held-out QA of every subset is evaluated at every evaluation point. The IML gap is
-acc(d1consis) - acc(d2consis) after Stage 2.
-
-Vocabulary (word level, token ids are used directly, no tokenizer library): ``PAD % = true false
-define1 define2 define3``, the numbers, then one token per alias (aliases last, so the model's output
-head covers only the non-alias ids; an alias is never a prediction target).
-
-Loss (``loss_on``): ``"answer"`` trains only the true/false token of a QA document and the number token
-of a definition; ``"all"`` is the ordinary causal-LM loss on every non-pad target except the alias that
-follows a tag in a definition (uniformly random given the tag, so it carries no signal). The GPU
-prototype found whole-sequence loss collapses QA skill in Stage 2 (definitions only); run both.
-
-Optimisation (both stages, fresh optimizer per stage, as in the paper's two separate fine-tunes):
-AdamW, betas (0.9, 0.98), eps 1e-8, weight decay 0.1 on matrices/embeddings (none on LayerNorm and
-biases), linear warm-up over 2 % of the stage's steps then cosine decay to 10 % of the peak lr,
-gradient clipping 1.0 per seed. Peak lr 5e-4 (the GPU prototype's value); ``stage2_lr`` defaults to the
-same. (The authors used Adafactor; we use AdamW because the batched-seed trainer needs an elementwise
-optimizer and AdamW is the standard choice; documented deviation.)
-
-Model: Pythia-70M's shape (d_model 512, 6 layers, 8 heads, MLP 2048) as a pre-LN GPT with *learned*
-absolute position embeddings instead of rotary (documents are <= 12 tokens; rotary buys nothing),
-untied output head over non-alias tokens. 23M parameters at the paper scale (Pythia-70M's 70M comes
-from its 50k-token vocabulary). All seeds of a unit train together in one batched model
-(:mod:`iml.scratch.multiseed`), which is exactly equivalent to separate runs.
-
-Randomness: the data of stage-1 seed s comes from ``numpy.random.default_rng(SeedSequence([s, 101]))``,
-its initialisation from a ``torch.Generator`` seeded from ``SeedSequence([s, 102])``, its Stage-1 data
-order from ``[s, 103]`` and the Stage-2 order of stage-2 seed j from ``[s, 104, j]``. So data and init
-are the same whatever the group size or device.
+"""The from-scratch set-inclusion experiment (paper §3.6): QA ``<alias> % n1 ... nk = true|false`` and definitions
+``define1 <alias> % x`` for a small GPT trained from scratch. Token ids: ``PAD % = true false define1 define2 define3``,
+the numbers, then the aliases (last: never predicted). Seeds for stage-1 seed s, stage-2 seed j (any group size, device):
+data ``SeedSequence([s, 101])``, init ``[s, 102]``, Stage-1 order ``[s, 103]``, Stage-2 order ``[s, 104, j]``.
+Design choices: book/design_notes.md (section `iml.scratch.set_inclusion`).
 """
 from __future__ import annotations
 
 import dataclasses
 import math
-import shutil
 import sys
 import time
+from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
 import pandas as pd
 
 from iml.core.env import resolve_device
-from iml.core.config import ConfigError, check_choice, check_fraction, check_positive, from_dict, to_dict
-from iml.core.results import COLUMNS, Result, ResultStore, load
+from iml.core.config import ConfigError, build, check_choice, check_fraction, check_positive
+from iml.core.results import COLUMNS, Result
+from iml.core.runner import Job, as_config, run_units
 
 __all__ = ["EXPERIMENT", "Config", "PRESETS", "make_config", "run", "Vocab", "SetInclusionData",
            "make_data", "SUBSETS", "train_seed_group"]
@@ -211,12 +172,10 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-def make_config(preset: str = "cpu", overrides: Mapping[str, Any] | None = None) -> Config:
-    if preset not in PRESETS:
-        raise ConfigError("preset", f"must be one of {sorted(PRESETS)}, got {preset!r}")
-    data = dict(PRESETS[preset])
-    data.update(dict(overrides or {}))
-    return from_dict(Config, data)
+def make_config(preset: str | None = "cpu", overrides: Mapping[str, Any] | None = None,
+                config_file: str | Path | None = None) -> Config:
+    """The preset's config, a YAML `config_file`'s mapping, then key=value overrides."""
+    return build(Config, PRESETS, preset, overrides, config_file)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -404,7 +363,7 @@ def loss_weights(docs: np.ndarray, vocab: Vocab, loss_on: str) -> np.ndarray:
 # Training one group of seeds
 # ----------------------------------------------------------------------------------------------
 
-def _seed_int(*parts: int) -> int:
+def _seed63(*parts: int) -> int:
     return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1, np.uint64)[0] % (2 ** 63))
 
 
@@ -446,7 +405,7 @@ def train_seed_group(config: Config, seeds: list[int], *, progress: bool = True,
                           n_heads=c.n_heads, d_mlp=c.d_mlp)
     optim = ms.OptimConfig(lr=c.lr, betas=(c.adam_beta1, c.adam_beta2), weight_decay=c.weight_decay,
                            warmup_frac=c.warmup_frac, min_lr_ratio=c.min_lr_ratio, grad_clip=c.grad_clip)
-    model = ms.BatchedGPT(shape, [_seed_int(s, 102) for s in seeds], device=device)
+    model = ms.BatchedGPT(shape, [_seed63(s, 102) for s in seeds], device=device)
     trainer = ms.LaneTrainer(model, optim, device=device, amp=amp, compile=c.compile)
     n2 = c.n_stage2_seeds
 
@@ -581,34 +540,23 @@ def train_seed_group(config: Config, seeds: list[int], *, progress: bool = True,
 # Registry entry point
 # ----------------------------------------------------------------------------------------------
 
-def _unit_id(seeds: list[int]) -> str:
+def unit_id(seeds: list[int]) -> str:
+    """A seed group's unit id, ``seeds<first:04d>-<last:04d>`` (the format committed results use)."""
     return f"seeds{seeds[0]:04d}-{seeds[-1]:04d}"
+
+
+def _meta(store, unit_ids: list[str]) -> dict:
+    extras = [store.unit_extra(u) for u in unit_ids]
+    se = sum(e.get("seed_epochs") or 0 for e in extras)
+    wall = sum(e.get("wall_time_s") or 0 for e in extras)
+    return {"seed_epochs_per_s": se / wall if wall else None, "total_unit_wall_s": wall,
+            "unit_seed_epochs_per_s": {u: e.get("seed_epochs_per_s") for u, e in zip(unit_ids, extras)},
+            "devices": sorted({str(e.get("device")) for e in extras})}
 
 
 def run(config: Config, *, root=None, force: bool = False, progress: bool = True) -> Result:
     """Compute (or reuse) the result of `config`; resumes finished seed groups."""
-    if not isinstance(config, Config):
-        config = from_dict(Config, to_dict(config) if dataclasses.is_dataclass(config) else config)
-    store = ResultStore(EXPERIMENT, config, root=root)
-    if force and store.dir.exists():
-        shutil.rmtree(store.dir)
-    if store.is_complete() and not force:
-        return load(EXPERIMENT, config, root=root)
-    unit_ids = []
-    for seeds in config.units():
-        uid = _unit_id(seeds)
-        unit_ids.append(uid)
-        if store.unit_done(uid):
-            if progress:
-                print(f"[setinclusion] unit {uid} already done; skipping", file=sys.stderr, flush=True)
-            continue
-        table, extra = train_seed_group(config, seeds, progress=progress)
-        store.save_unit(uid, table, extra)
-    extras = [store.unit_extra(u) for u in unit_ids]
-    se = sum(e.get("seed_epochs") or 0 for e in extras)
-    wall = sum(e.get("wall_time_s") or 0 for e in extras)
-    meta = {"seed_epochs_per_s": se / wall if wall else None, "total_unit_wall_s": wall,
-            "unit_seed_epochs_per_s": {u: e.get("seed_epochs_per_s") for u, e in zip(unit_ids, extras)},
-            "devices": sorted({str(e.get("device")) for e in extras})}
-    store.finalize(unit_ids, meta)
-    return load(EXPERIMENT, config, root=root)
+    config = as_config(Config, config, EXPERIMENT)
+    jobs = [Job((unit_id(seeds),), lambda todo, seeds=seeds: [(unit_id(seeds), *train_seed_group(
+        config, seeds, progress=progress))]) for seeds in config.units()]
+    return run_units(EXPERIMENT, config, jobs, root=root, force=force, progress=progress, meta=_meta)

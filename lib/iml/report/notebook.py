@@ -1,0 +1,311 @@
+"""What the figure notebooks call: where results live, the committed headline lookup, tables, the explorer, verdicts.
+
+The notebooks in ``notebooks/`` only wire these helpers together (``iml.report.notebook.headline(...)``,
+``.comparison(...)``, ``.explorer(...)``, ``.verdict(...)``), so tests reach every line of logic. It also holds the
+names the other report modules share: the $IML_RESULTS_ROOT / $IML_HEADLINE_ROOT switches, the preset order and
+the folder the executed notebooks go to. :func:`fake_result` makes synthetic results for tests and previews.
+"""
+from __future__ import annotations
+
+import base64
+import html
+import io as _io
+import os
+import tempfile
+from pathlib import Path
+from typing import Mapping
+
+import numpy as np
+import pandas as pd
+
+from iml import registry
+from iml.core import files, paper, results, stats, verdicts
+from iml.core.config import config_hash
+from iml.core.study import find_result, gap_claim
+from iml.lm import tagging
+from iml.report import plots
+
+__all__ = ["RESULTS_ENV", "HEADLINE_ENV", "EXECUTED_DIR", "EXPERIMENT_TITLES", "results_root",
+           "headline_dir", "headline", "headline_note", "comparison", "subset_table",
+           "explorer_views", "explorer", "fake_result", "verdict"]
+
+EXECUTED_DIR = files.ROOT / "book" / "executed"
+"""Where papermill writes the executed notebooks and the claims page (git-ignored; :mod:`iml.report.build`)."""
+
+RESULTS_ENV = "IML_RESULTS_ROOT"
+"""If set, where notebooks write (and look for) the reader's own run; tests point it at a temp folder."""
+HEADLINE_ENV = "IML_HEADLINE_ROOT"
+"""If set, where committed gpu-preset results are looked up (default: the repository's results/);
+``none`` disables the lookup (test reference notebooks, so their outputs don't depend on results/)."""
+
+EXPERIMENT_TITLES = {"main": "main result (Pythia-2.8B, CVDB in the paper)",
+                     "setinclusion": "set inclusion (trained from scratch)",
+                     "mnist": "MNIST grid (vision)",
+                     "gradalign": "gradient alignment (MNIST grid, Stage 1)",
+                     "probe": "linear probes for the tag (MNIST grid)"}
+
+
+# ------------------------------------------------------------------------------------------------
+# Where results live
+# ------------------------------------------------------------------------------------------------
+
+def results_root(value: str | os.PathLike | None = None) -> Path | None:
+    """The results root a notebook passes to ``run(..., root=)``.
+
+    ``None`` -> $IML_RESULTS_ROOT if set, else None (the repository's results/); ``"tmp"`` -> a fresh
+    temporary folder (the nbval reference notebooks use it, so re-running them recomputes the smoke run
+    and never writes into results/); anything else -> that path.
+    """
+    if value is None:
+        env = os.environ.get(RESULTS_ENV)
+        return Path(env) if env else None
+    if str(value) == "tmp":
+        return Path(tempfile.mkdtemp(prefix="iml-results-"))
+    return Path(value)
+
+
+def headline_dir(root=None) -> Path | None:
+    """Where committed headline results are looked up: `root`, else $IML_HEADLINE_ROOT, else results/;
+    ``"none"`` -> None (the nbval reference notebooks skip the lookup)."""
+    return _headline_root(root)
+
+
+def _headline_root(root) -> Path | None:
+    if root is None:
+        root = os.environ.get(HEADLINE_ENV) or files.RESULTS_DIR
+    if str(root) == "none":
+        return None
+    return Path(root)
+
+
+def headline(name: str, preset: str = "gpu", root: str | os.PathLike | None = None):
+    """The committed result of experiment `name` at `preset` (default gpu), or None if there is none.
+
+    Looked up by the preset's config hash (:func:`iml.core.results.load`), so only a result made by exactly the
+    current gpu config is shown.
+    """
+    r = _headline_root(root)
+    if r is None:
+        return None
+    try:
+        exp = registry.get(name)
+        cfg = exp.make_config(preset)
+    except (ImportError, KeyError, ValueError):
+        return None
+    return find_result(name, cfg, root=r)
+
+
+def headline_note(result, name: str, preset: str = "gpu", root=None) -> str:
+    """Markdown saying what the headline figure is, or plainly that no committed result exists."""
+    if result is not None:
+        planned = result.meta.get("planned_n_stage1")
+        cut = (f" **Cut short:** {result.config['seeds']['n_stage1']} of the {planned} planned stage-1 seeds "
+               f"finished within the GPU time (the others were not started); the numbers below are those seeds'."
+               if planned else "")
+        return (f"**Headline: committed `{preset}`-preset result** (`results/{name}/{result.hash}`).{cut} "
+                f"{plots.scale_caption(result)}")
+    if _headline_root(root) is None:
+        return f"*The committed `{preset}`-preset lookup is disabled in this run (test reference notebook).*"
+    try:
+        h = config_hash(registry.get(name).make_config(preset))
+        where = f"`results/{name}/{h}/`"
+    except Exception:  # noqa: BLE001 - only used in the message
+        where = f"`results/{name}/<gpu config hash>/`"
+    return (f"**No committed `{preset}`-preset result for this experiment exists yet** (looked for {where}). "
+            f"The figures below show only the run made while building this book; its scale is printed "
+            f"under each figure. See *Reproduce* for how to make the `{preset}` run.")
+
+
+# ------------------------------------------------------------------------------------------------
+# Tables
+# ------------------------------------------------------------------------------------------------
+
+def _metrics_of(result, experiment: str) -> list[str]:
+    have = set(result.table["metric"].unique())
+    want = [g.metric for g in paper.GAPS if g.experiment == experiment]
+    out = [m for m in dict.fromkeys(want) if m in have]
+    return out or sorted(have)
+
+
+def comparison(result, experiment: str | None = None) -> pd.DataFrame:
+    """Our gaps (:func:`iml.core.stats.gap_table`, t-intervals over stage-1 seeds) beside the paper's values.
+
+    Stage-2 gaps are taken at the last epoch, stage-1 gaps at the last stage-1 epoch.
+    """
+    experiment = experiment or result.experiment
+    frames = []
+    ends = {"stage2_end": None}
+    b = results.stage_boundaries(result.table)
+    ends["stage1_end"] = b[-1] if b else None
+    for when, epoch in ends.items():
+        prs = [(g.a, g.b) for g in paper.GAPS if g.experiment == experiment and g.when == when]
+        if not prs or (when == "stage1_end" and epoch is None):
+            continue
+        frames.append(stats.gap_table(result.table, prs, _metrics_of(result, experiment), epoch=epoch))
+    gaps = pd.concat([f for f in frames if not f.empty], ignore_index=True) if any(
+        not f.empty for f in frames) else pd.DataFrame(columns=["a", "b", "metric", "epoch", "gap", "ci_low",
+                                                                "ci_high", "p_one_sided", "n_stage1",
+                                                                "n_stage2_per_stage1"])
+    # Only the pairs the paper shows, on the paper's metric.
+    wanted = {(g.a, g.b, g.metric) for g in paper.GAPS if g.experiment == experiment}
+    if not gaps.empty:
+        mask = [(a, b_, m) in wanted for a, b_, m in zip(gaps["a"], gaps["b"], gaps["metric"])]
+        gaps = gaps[mask]
+    return paper.with_paper(gaps, experiment)
+
+
+def subset_table(num_ents: int = 400) -> tuple[pd.DataFrame, str]:
+    """The dataset's subset table with the paper's notation, built by :mod:`iml.lm.tagging` at a small size.
+
+    Returns (table, where it came from). Falls back to :func:`iml.core.paper.subset_notation` if the dataset
+    module cannot build the table.
+    """
+    try:
+        data = tagging.build({"num_ents": num_ents})
+        df = data.summary()
+        return df, f"built by `iml.lm.tagging.build(num_ents={num_ents})` with the paper's default fractions"
+    except Exception as e:  # noqa: BLE001 - the page still shows the notation
+        return paper.subset_notation(), f"paper notation only (iml.lm.tagging unavailable: {type(e).__name__})"
+
+
+# ------------------------------------------------------------------------------------------------
+# The explorer: precomputed views, switched client-side (works in the static HTML, no kernel)
+# ------------------------------------------------------------------------------------------------
+
+def _png(fig) -> str:
+    import matplotlib.pyplot as plt  # here, not at the top: matplotlib is heavy and only the explorer draws
+
+    buf = _io.BytesIO()
+    fig.savefig(buf, format="png", dpi=72)
+    plt.close(fig)
+    return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def explorer_views(result, max_seeds: int = 5) -> tuple[list[str], list[tuple[str, list[str]]], list[str]]:
+    """(metrics, [(view name, subsets)], seed labels) the explorer precomputes."""
+    t = result.table
+    metrics = [m for m in ("EM", "F1", "acc") if m in set(t["metric"])] or sorted(t["metric"].unique())
+    present = set(t["subset"])
+    x1 = [s for s in plots.IN_DISTRIBUTION[:4] if s in present]
+    x2 = [s for s in plots.IN_DISTRIBUTION[4:] if s in present]
+    ea = [s for s in plots.ENTITY_ASSOCIATION if s in present]
+    views = [(n, s) for n, s in (("X1: Stage-1 subsets", x1), ("X2: Stage-2 subsets", x2),
+                                 ("entity association", ea)) if s]
+    other = sorted(present - set(x1) - set(x2) - set(ea))
+    if not views:
+        views = [("all subsets", other)]
+    seeds = sorted(t["seed_stage1"].unique())[:max_seeds]
+    return metrics, views, ["mean over stage-1 seeds (95% CI)"] + [f"stage-1 seed {s}" for s in seeds]
+
+
+def explorer(result, max_seeds: int = 5, figsize=(6.4, 3.6)):
+    """An ipywidgets explorer over `result`: metric x subset group x seed.
+
+    Every combination is rendered to a PNG now; three selectors are `jslink`ed to nested `Stack`s, so
+    switching happens in the browser and works in the static book (no Python callbacks).
+    """
+    # Imported here: ipywidgets is an optional (book) dependency, and matplotlib is only needed to draw.
+    import ipywidgets as w
+    import matplotlib.pyplot as plt
+
+    metrics, views, seed_labels = explorer_views(result, max_seeds)
+    seeds = sorted(result.table["seed_stage1"].unique())[:max_seeds]
+    metric_sel = w.ToggleButtons(options=metrics, description="metric")
+    view_sel = w.Dropdown(options=[v for v, _ in views], description="subsets")
+    seed_sel = w.Dropdown(options=seed_labels, description="seeds", layout=w.Layout(width="420px"))
+    links = []
+    metric_children = []
+    for m in metrics:
+        view_children = []
+        for vname, subsets in views:
+            seed_children = []
+            for i, _ in enumerate(seed_labels):
+                fig, ax = plt.subplots(figsize=figsize)
+                sel = None if i == 0 else [seeds[i - 1]]
+                plots.curves(result.table, m, subsets, ax=ax, seeds=sel, title=f"{vname}: {m}")
+                fig.tight_layout()
+                img = _png(fig)
+                seed_children.append(w.HTML(
+                    f'<img class="iml-explorer-view" alt="{html.escape(vname)}, {m}, {html.escape(seed_labels[i])}"'
+                    f' src="data:image/png;base64,{img}"/>'))
+            seed_stack = w.Stack(seed_children, selected_index=0)
+            links.append(w.jslink((seed_sel, "index"), (seed_stack, "selected_index")))
+            view_children.append(seed_stack)
+        view_stack = w.Stack(view_children, selected_index=0)
+        links.append(w.jslink((view_sel, "index"), (view_stack, "selected_index")))
+        metric_children.append(view_stack)
+    metric_stack = w.Stack(metric_children, selected_index=0)
+    links.append(w.jslink((metric_sel, "index"), (metric_stack, "selected_index")))
+    note = w.HTML(f'<p class="iml-explorer-caption" style="font-size:smaller">'
+                  f'{html.escape(plots.scale_caption(result))}</p>')
+    box = w.VBox([w.HBox([metric_sel]), w.HBox([view_sel, seed_sel]), metric_stack, note])
+    box.add_class("iml-explorer")
+    box._iml_links = links  # keep the links alive with the widget
+    return box
+
+
+# ------------------------------------------------------------------------------------------------
+# Fake results (tests, previews)
+# ------------------------------------------------------------------------------------------------
+
+def fake_result(experiment: str = "main", n_stage1: int = 3, n_stage2: int = 2, epochs: tuple[int, int] = (4, 3),
+                gap: float = 0.08, seed: int = 0, config: Mapping | None = None, meta: Mapping | None = None):
+    """A synthetic :class:`iml.core.results.Result` with the real table layout, for tests and previews.
+
+    Ḋ₅ (d1consis) beats D̄₆ (d2consis) by about `gap` after Stage 2 (use gap <= 0 for a null result).
+    """
+    rng = np.random.default_rng(seed)
+    e1, e2 = epochs
+    if experiment == "main":
+        metrics = ["EM", "F1"]
+        subsets = list(plots.IN_DISTRIBUTION) + list(plots.ENTITY_ASSOCIATION)
+    else:
+        metrics = ["acc"]
+        subsets = ["qd1consis", "qd2incons", "d1consis", "d2consis"]
+    base = {s: 0.25 + 0.05 * i / len(subsets) for i, s in enumerate(subsets)}
+    for s in subsets:  # Ḋ₅ and D̄₆ start level, so `gap` alone decides the IML gap
+        if paper._split_subset(s)[0] == "d2consis":
+            base[s] = base[s.replace("d2consis", "d1consis")]
+    rows = []
+    for s1 in range(n_stage1):
+        off1 = rng.normal(0, 0.01)
+        for s2 in range(n_stage2):
+            run = f"s{s1}_t{s2}"
+            for ep in range(0, e1 + e2 + 1):
+                stage = 1 if ep <= e1 else 2
+                for sub in subsets:
+                    v = base[sub] + off1 + rng.normal(0, 0.005)
+                    base_sub = paper._split_subset(sub)[0]
+                    if stage == 2 and base_sub == "d1consis":
+                        v += gap * (ep - e1) / e2
+                    if stage == 1 and base_sub == "qd1consis":
+                        v += 0.1 * ep / e1
+                    for m in metrics:
+                        rows.append((run, s1, s2, stage, ep, sub, m, float(np.clip(v + (m == "F1") * 0.05, 0, 1))))
+    table = pd.DataFrame(rows, columns=results.COLUMNS)
+    cfg = dict(config or {"model": {"name": "fake-gptneox", "hidden_size": 64}, "data": {"num_ents": 120}})
+    mt = dict(meta or {"environment": {"cpu_count": 2, "torch_threads": 1, "gpu": None}, "wall_time_s": 12.5,
+                       "preset": "smoke"})
+    h = config_hash(cfg)
+    return results.Result(experiment, h, Path("/nonexistent") / experiment / h, table, cfg, mt)
+
+
+def verdict(result, experiment: str | None = None) -> str:
+    """A sentence or two, in words, on whether this result shows the paper's IML gap(s) at its scale."""
+    experiment = experiment or result.experiment
+    preset = (result.meta or {}).get("preset") or plots.preset_label(result)
+    scale = (preset if "preset" in preset else f"the {preset} scale") if preset else "this run's scale"
+    out = []
+    for c in paper.CLAIMS:
+        if c.experiment != experiment:
+            continue
+        for a, b_, m in c.gaps:
+            status, txt = gap_claim(result, a, b_, m, paper.gap_epoch(result.table, a, b_, m), str(preset))  # as on the claims page
+            out.append(f"- {paper.gap_label(experiment, a, b_, m)}: **{status}** ({scale}): {txt}.")
+    if not out:
+        return "No claim of the paper is tested by this result."
+    return (f"**Verdict on this run** ({len(out)} planned comparison{'s' if len(out) != 1 else ''}, the paper's; "
+            f"95% interval above 0 with at least {verdicts.MIN_SEEDS} stage-1 seeds counts as reproduced):\n\n"
+            + "\n".join(out))
+
+
