@@ -12,7 +12,7 @@ from iml import cli
 
 
 def test_each_tag_keeps_its_share_split_alpha_to_one_minus_alpha():
-    base = mnist_grid.Fractions()  # qd1consis = qd2incons = 0.35
+    base = mnist_grid.GridFractions()  # qd1consis = qd2incons = 0.35
     f = alpha.fractions_for(0.7, base)
     assert f == {"fractions.qd1consis": 0.245, "fractions.qd1incons": 0.105,
                  "fractions.qd2incons": 0.245, "fractions.qd2consis": 0.105}
@@ -53,7 +53,7 @@ def test_bad_sweeps_name_the_problem(kwargs, key):
 
 
 def _fake(a, gap, n_seeds=10, seed=0):
-    fr = {k.split(".")[1]: v for k, v in alpha.fractions_for(a, mnist_grid.Fractions()).items()}
+    fr = {k.split(".")[1]: v for k, v in alpha.fractions_for(a, mnist_grid.GridFractions()).items()}
     return notebook.fake_result("mnist", n_stage1=n_seeds, n_stage2=1, gap=gap, seed=seed,
                             config={"fractions": fr, "stage1_epochs": 4, "n_aliases": 60})
 

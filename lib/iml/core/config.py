@@ -192,12 +192,15 @@ HASH_NEUTRAL: dict[str, Any] = {
     "train.fast_forward": False,  # iml.lm.train.TrainConfig (main experiment), added 2026-11-26
     "train.compile": False,  # iml.lm.train.TrainConfig (main experiment), added 2026-11-26
     "joint": False,  # iml.mnist.grid.Config (single-stage MNIST), added 2026-11-26
-    # iml.mnist.grid.Fractions: the tag-consistency-correlation subsets (iml.mnist.alpha), added 2026-11-26, and the
+    # iml.mnist.grid.GridFractions: the tag-consistency-correlation subsets (iml.mnist.alpha), added 2026-11-26, and the
     # same fields inside iml.mnist.gradient_alignment's task
     "fractions.qd1incons": 0.0,
     "fractions.qd2consis": 0.0,
     "task.fractions.qd1incons": 0.0,
     "task.fractions.qd2consis": 0.0,
+    # iml.scratch.set_inclusion.Config: training questions used per alias, added 2026-12-01
+    "n_train_true": 6,
+    "n_train_false": 6,
 }
 """Dotted config paths of fields added after results were committed, each with the value that reproduces
 the behaviour from before the field existed. At that value the field is left out of :func:`config_hash`,

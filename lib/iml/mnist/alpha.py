@@ -41,7 +41,7 @@ SWEEPS: dict[str, dict[str, Any]] = {
 _TAGGED = ("qd1consis", "qd1incons", "qd2incons", "qd2consis")
 
 
-def fractions_for(alpha: float, base: mnist_grid.Fractions) -> dict[str, float]:
+def fractions_for(alpha: float, base: mnist_grid.GridFractions) -> dict[str, float]:
     """Fraction overrides for `alpha`: each tag keeps its share m of the aliases (m1 = qd1consis + qd1incons,
     m2 = qd2incons + qd2consis of `base`), split α : 1 − α between the subsets where the tag is right and
     wrong. Values are rounded to 12 digits, so that 0.35 × 0.5 is 0.175 and floor(0.175 × 60) is 10."""

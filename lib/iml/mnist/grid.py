@@ -19,7 +19,7 @@ from iml.core import files
 from iml.core.config import ConfigError, build, check_choice, check_fraction, check_positive
 
 __all__ = [
-    "EXPERIMENT", "SUBSETS", "X1_SUBSETS", "X2_SUBSETS", "METRICS", "Fractions", "Config", "PRESETS",
+    "EXPERIMENT", "SUBSETS", "X1_SUBSETS", "X2_SUBSETS", "METRICS", "GridFractions", "Config", "PRESETS",
     "make_config", "Digits", "load_digits", "Construction", "build_construction", "Layout", "render",
     "init_params", "LAYERS", "forward",
 ]
@@ -51,7 +51,7 @@ TASK_VERSION = 2  # 1: i.i.d. label grids; 2: balanced grids (4/5 B cells) and b
 # ----------------------------------------------------------------------------------------------
 
 @dataclasses.dataclass
-class Fractions:
+class GridFractions:
     """Share of the aliases in each subset (the rest are unused). X1 = qd1consis, qd2incons, q and the
     tag-consistency-correlation subsets qd1incons, qd2consis (0 by default; ``iml.mnist.alpha`` sets them)."""
 
@@ -75,7 +75,7 @@ class Fractions:
 @dataclasses.dataclass
 class Config:
     n_aliases: int = 400
-    fractions: Fractions = dataclasses.field(default_factory=Fractions)
+    fractions: GridFractions = dataclasses.field(default_factory=GridFractions)
     held_out_cells: int = 2          # per X1 alias: cells never asked in training (the held-out QA test)
     def_copies: int = 1              # each definition appears this many times per epoch (fresh digits each)
     image_scale: int = 14            # digit size in pixels: 7, 14 or 28 (MNIST is 28; smaller = faster)
@@ -148,7 +148,7 @@ class Config:
             raise ConfigError("fractions", "no stage-1 (X1) aliases")
 
 
-def subset_counts(n_aliases: int, fractions: Fractions) -> dict[str, int]:
+def subset_counts(n_aliases: int, fractions: GridFractions) -> dict[str, int]:
     """Aliases per subset: floor(fraction * n), in SUBSETS order (the leftover aliases are unused)."""
     return {name: int(math.floor(getattr(fractions, name) * n_aliases + 1e-9)) for name in SUBSETS}
 

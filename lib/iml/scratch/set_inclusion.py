@@ -47,6 +47,8 @@ class Config:
     frac_d1consis: float = 0.1
     frac_d2consis: float = 0.1
     frac_d3consis: float = 0.0
+    n_train_true: int = 6  # training questions per X1 alias that contain x (of the 6 drawn), and that do not
+    n_train_false: int = 6  # (fewer true questions leave x ambiguous from QA alone, so a definition matters)
     # model (Pythia-70M shape)
     d_model: int = 512
     n_layers: int = 6
@@ -91,6 +93,12 @@ class Config:
         # 6 true + 6 false train + the same held out, all distinct: need >= 12 distinct sets of each kind
         if math.comb(n - 1, k - 1) < 2 * N_Q // 2 or math.comb(n - 1, k) < 2 * N_Q // 2:
             raise ConfigError("n_per_question", f"too few distinct questions with n_numbers={n}, k={k}")
+        for f in ("n_train_true", "n_train_false"):
+            check_positive(f, getattr(self, f), allow_zero=True)
+            if getattr(self, f) > N_Q // 2:
+                raise ConfigError(f, f"must be <= {N_Q // 2} (the questions drawn per alias), got {getattr(self, f)}")
+        if self.n_train_true + self.n_train_false == 0:
+            raise ConfigError("n_train_true", "n_train_true + n_train_false must be >= 1 (no training QA)")
         fr = {}
         for s in SUBSETS:
             fr[s] = check_fraction(f"frac_{s}", getattr(self, f"frac_{s}"))
@@ -302,8 +310,8 @@ def make_data(config: Config, seed: int) -> SetInclusionData:
     T = k + 4
     alias_tok = v.alias0 + np.arange(A)
 
-    def qa_docs(aliases: np.ndarray, cols: slice) -> tuple[np.ndarray, np.ndarray]:
-        qs = questions[aliases][:, cols]  # (a, 12, k)
+    def qa_docs(aliases: np.ndarray, cols) -> tuple[np.ndarray, np.ndarray]:
+        qs = questions[aliases][:, cols]  # (a, m, k)
         lb = labels[aliases][:, cols]
         a, m = qs.shape[:2]
         d = np.empty((a, m, T), dtype=np.int64)
@@ -328,7 +336,10 @@ def make_data(config: Config, seed: int) -> SetInclusionData:
         al = members[s]
         defs[s] = def_docs(al, TAG_OF[s], y[al] if s == "qd2incons" else x[al])
     x1 = np.concatenate([members[s] for s in STAGE1_SUBSETS])
-    train_qa, _ = qa_docs(x1, slice(0, N_Q))
+    # the first n_train_true of the 6 true and n_train_false of the 6 false training questions (all are drawn,
+    # so the other questions and the held-out ones do not depend on how many are used)
+    train_cols = list(range(c.n_train_true)) + list(range(N_Q // 2, N_Q // 2 + c.n_train_false))
+    train_qa, _ = qa_docs(x1, train_cols)
     stage1 = np.concatenate([train_qa] + [defs[s] for s in STAGE1_SUBSETS])
     stage2 = np.concatenate([defs[s] for s in STAGE2_SUBSETS])
     test_parts, test_sub, test_lab = [], [], []

@@ -1,0 +1,99 @@
+"""The one unit runner (iml.core.runner) and the one override dialect (iml.core.config.build), as every experiment
+uses them: resume from finished units, recompute on force without deleting, shards, and one make_config signature."""
+import dataclasses
+
+import pandas as pd
+import pytest
+
+from iml import registry
+from iml.core.config import ConfigError, apply_overrides, build, config_hash, parse_override
+from iml.core.results import COLUMNS, ResultStore
+from iml.core.runner import Job, as_config, run_units
+
+
+@dataclasses.dataclass
+class Cfg:
+    n: int = 3
+    lr: float = 0.1
+
+
+def _table(seed: int, value: float) -> pd.DataFrame:
+    return pd.DataFrame([(f"s{seed}", seed, 0, 1, 1, "d1consis", "acc", value)], columns=COLUMNS)
+
+
+def _jobs(cfg, calls):
+    def compute(seed):
+        def run(todo):
+            calls.append((seed, tuple(todo)))
+            yield from ((u, _table(seed, 0.5), {"wall_time_s": 1.0}) for u in todo)
+        return run
+    return [Job((f"u{s}",), compute(s), key=s) for s in range(cfg.n)]
+
+
+def test_a_finished_result_is_loaded_and_a_killed_run_resumes(results_root):
+    cfg, calls = Cfg(), []
+    store = ResultStore("toy", cfg, root=results_root)
+    store.save_unit("u1", _table(1, 0.5), {})  # a unit a killed run had finished
+    res = run_units("toy", cfg, _jobs(cfg, calls), root=results_root, progress=False)
+    assert calls == [(0, ("u0",)), (2, ("u2",))]  # u1 is not recomputed
+    assert res.meta["units"] == ["u0", "u1", "u2"] and res.meta["units_computed_last_run"] == ["u0", "u2"]
+    calls.clear()
+    again = run_units("toy", cfg, _jobs(cfg, calls), root=results_root, progress=False)
+    assert calls == [] and again.hash == res.hash == config_hash(cfg)
+
+
+def test_force_recomputes_every_unit_without_deleting_the_folder(results_root):
+    cfg, calls = Cfg(), []
+    run_units("toy", cfg, _jobs(cfg, calls), root=results_root, progress=False)
+    stray = ResultStore("toy", cfg, root=results_root).dir / "units" / "other.csv"
+    stray.write_text("kept")  # e.g. a unit another run of the same config is writing
+    calls.clear()
+    run_units("toy", cfg, _jobs(cfg, calls), root=results_root, force=True, progress=False)
+    assert [c[0] for c in calls] == [0, 1, 2] and stray.read_text() == "kept"
+
+
+def test_a_shard_writes_its_units_and_returns_none_until_all_are_done(results_root):
+    cfg, calls = Cfg(), []
+    assert run_units("toy", cfg, _jobs(cfg, calls), root=results_root, only=[0, 2], progress=False) is None
+    assert [c[0] for c in calls] == [0, 2]
+    res = run_units("toy", cfg, _jobs(cfg, calls), root=results_root, only=[1], progress=False)
+    assert res is not None and [c[0] for c in calls] == [0, 2, 1]
+
+
+def test_a_wrong_config_type_is_one_type_error_everywhere():
+    assert as_config(Cfg, {"n": 2}, "toy") == Cfg(n=2)
+    for name in registry.EXPERIMENTS:
+        mod = registry.get(name)
+        with pytest.raises(TypeError, match=f"{name}: config must be"):
+            mod.run(Cfg(), progress=False)
+
+
+def test_every_experiment_takes_the_same_make_config(tmp_path):
+    """preset, dotted overrides and a YAML --config file, in that order, for every experiment."""
+    keys = {"main": "seeds.n_stage1", "setinclusion": "n_seeds", "mnist": "n_seeds", "gradalign": "task.n_seeds",
+            "probe": "task.n_seeds"}
+    for name, key in keys.items():
+        mod = registry.get(name)
+        f = tmp_path / f"{name}.yaml"
+        head, *rest = key.split(".")
+        f.write_text(f"{head}: 3\n" if not rest else f"{head}:\n  {rest[0]}: 3\n")
+        a = mod.make_config("smoke", config_file=f)
+        b = mod.make_config("smoke", {key: 3})
+        assert config_hash(a) == config_hash(b), name
+        assert config_hash(mod.make_config("smoke", {key: 4}, config_file=f)) != config_hash(a)  # --set wins
+        with pytest.raises(ConfigError, match="preset"):
+            mod.make_config("no-such-preset")
+
+
+def test_the_override_dialect():
+    d = {"stages": [{"epochs": 3}, {"epochs": 5}], "data": {"num": 1, "x": {"y": 2}}}
+    out = apply_overrides(d, {"stages.1.epochs": "1e-3", "data": {"x": {"z": 1}}})
+    assert out["stages"][1]["epochs"] == 0.001  # YAML 1.1's string "1e-3" is a number
+    assert out["data"] == {"num": 1, "x": {"y": 2, "z": 1}}  # a mapping is merged, not replaced
+    assert d["stages"][1]["epochs"] == 5  # the input is not modified
+    with pytest.raises(ConfigError, match="stages.x"):
+        apply_overrides(d, {"stages.x.epochs": 1})
+    with pytest.raises(ConfigError, match="stages.7"):
+        apply_overrides(d, {"stages.7.epochs": 1})
+    assert parse_override("a.b=1e-4") == ("a.b", 1e-4) and parse_override("a=[1, 2]") == ("a", [1, 2])
+    assert build(Cfg, {"p": {"n": 5}}, "p", {"lr": "2e-1"}) == Cfg(n=5, lr=0.2)
