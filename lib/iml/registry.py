@@ -18,7 +18,7 @@ from iml.core.study import ExperimentStudy, Study
 from iml.lm import experiment as main_experiment
 from iml.mnist import alpha, batch_size, gradient_alignment, probes
 from iml.mnist import experiment as mnist_experiment
-from iml.scratch import set_inclusion
+from iml.scratch import search, set_inclusion
 
 EXPERIMENTS: dict[str, ModuleType] = {
     "main": main_experiment,
@@ -32,6 +32,7 @@ SWEEPS: dict[str, ModuleType] = {
     "batch_size": batch_size,
     "alpha": alpha,
     "gradalign": gradient_alignment,
+    "search": search,
 }
 
 
