@@ -19,9 +19,10 @@ from iml import registry
 from iml.core import results
 
 NOTEBOOK_EXPERIMENT = {"main_result": "main", "set_inclusion": "setinclusion", "mnist_grid": "mnist",
-                       "batch_size": "mnist", "gradient_alignment": "gradalign", "alpha": "mnist",
-                       "probes": "probe"}
-SWEEP_NOTEBOOKS = {"batch_size": "iml.mnist.batch_size.run_sweep(", "gradient_alignment": "iml.mnist.gradient_alignment.run_sweep(",
+                       "batch_size": "mnist", "model_size": "mnist", "gradient_alignment": "gradalign",
+                       "alpha": "mnist", "probes": "probe"}
+SWEEP_NOTEBOOKS = {"batch_size": "iml.mnist.batch_size.run_sweep(", "model_size": "iml.mnist.model_size.run_sweep(",
+                   "gradient_alignment": "iml.mnist.gradient_alignment.run_sweep(",
                    "alpha": "iml.mnist.alpha.run_sweep("}
 """Notebooks of a sweep over one experiment: they call the sweep's module instead of the registry."""
 NOTEBOOKS = sorted(p.stem for p in build.NOTEBOOKS_DIR.glob("*.ipynb"))
@@ -99,6 +100,9 @@ def test_notebook_runs_at_smoke(executed, name):
     elif name == "batch_size":
         assert "No committed `gpu` sweep" in md and "No committed `gpu-joint` sweep" in md
         assert md.count("Verdict on this sweep") == 2  # the two-stage and the single-stage sweep
+    elif name == "model_size":
+        assert "No committed `gpu` sweep" in md and md.count("Verdict on this sweep") == 1
+        assert "- width 4, hidden 32 (3,850 parameters): Scale: mnist (smoke preset)" in md
     elif name == "alpha":
         assert "No committed `gpu` sweep" in md and md.count("**Verdict**") == 1
         assert "- α = 0.5: Scale: mnist" in md and "- α = 1: Scale: mnist (smoke preset)" in md

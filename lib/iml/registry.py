@@ -16,7 +16,7 @@ from types import ModuleType
 from iml.core.config import config_hash
 from iml.core.study import ExperimentStudy, Study
 from iml.lm import experiment as main_experiment
-from iml.mnist import alpha, batch_size, gradient_alignment, probes
+from iml.mnist import alpha, batch_size, gradient_alignment, model_size, probes
 from iml.mnist import experiment as mnist_experiment
 from iml.scratch import search, set_inclusion
 
@@ -32,6 +32,7 @@ SWEEPS: dict[str, ModuleType] = {
     "batch_size": batch_size,
     "alpha": alpha,
     "gradalign": gradient_alignment,
+    "model_size": model_size,
     "search": search,
 }
 
@@ -44,6 +45,7 @@ STUDIES: dict[str, Study] = {
     "batch_size": batch_size,
     "alpha": alpha,
     "gradalign": gradient_alignment,
+    "model_size": model_size,
 }
 """What the claims page judges each claim on (``iml.core.paper.Claim.experiment`` -> study, :mod:`iml.core.study`),
 in the order its power table lists them."""

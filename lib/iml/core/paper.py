@@ -287,7 +287,7 @@ CLAIMS: tuple[Claim, ...] = (
           "Consistent definitions help and inconsistent ones hurt: Ḋ₁QA₁ > QA₃ > D̄₂QA₂ at the end of Stage 1.",
           "main", (("qd1consis", "q", "EM"), ("q", "qd2incons", "EM"))),
     Claim(3, "Model-size sweep (Pythia 70M-6.9B, GPT-Neo)",
-          "The IML gap grows with model size; noticeable from about 1B parameters.", None, source="P-abs"),
+          "The IML gap grows with model size; noticeable from about 1B parameters.", "model_size", source="P-abs"),
     Claim(4, "Batch-size sweep (single stage)",
           "Smaller batches give more IML; full-batch training gives none.", "batch_size", source="P-abs"),
     Claim(5, "Gradient alignment vs batch size (Pythia-1B)",

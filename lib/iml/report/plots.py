@@ -19,7 +19,8 @@ from iml.core.stats import seed_interval
 
 __all__ = ["COLORS", "color", "label", "curve_stats", "curves", "main_figure",
            "gap_curve", "gap_figure", "accuracy_figure", "scale_caption", "gradalign_figure",
-           "gradalign_outcome_figure", "alpha_figure", "probe_figure", "IN_DISTRIBUTION", "ENTITY_ASSOCIATION"]
+           "gradalign_outcome_figure", "alpha_figure", "probe_figure", "model_size_figure", "IN_DISTRIBUTION",
+           "ENTITY_ASSOCIATION"]
 
 # The paper's colours (poster / code plotting): d1 blue, d2 red, d3 grey, qd1 purple, qd2 pink, q brown,
 # no_qd orange, not-replaced (real names) green.
@@ -422,6 +423,42 @@ def batch_size_figure(summary, figsize=(10.5, 3.8)):
         ax.set_xscale("log", base=2)
         ax.set_xticks(x, ticks)
         ax.set_xlabel("batch size")
+        ax.set_ylabel(ylabel)
+        ax.set_title(title)
+        ax.legend(frameon=False, fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def model_size_figure(summary, figsize=(10.5, 3.8)):
+    """The model-size sweep (:func:`iml.mnist.model_size.summary`): (a) the IML gap Ḋ₅ − D̄₆ with its 95% CI against
+    the parameters per seed (log axis), (b) the Stage-1 held-out accuracies per size, to see whether a size is
+    under-trained."""
+    import matplotlib.pyplot as plt
+
+    def short(n):
+        for div, unit in ((1e6, "M"), (1e3, "k")):
+            if n >= div:
+                return f"{n / div:.1f}{unit}" if n / div < 10 else f"{n / div:.0f}{unit}"
+        return str(int(n))
+
+    s = summary.sort_values("params")
+    x = s["params"].to_numpy()
+    ticks = [f"{short(p)}\n{w}/{h}" for p, w, h in zip(x, s["width"], s["hidden"])]
+    fig, (a, b) = plt.subplots(1, 2, figsize=figsize)
+    err = [s["gap"] - s["ci_low"], s["ci_high"] - s["gap"]]
+    a.errorbar(x, s["gap"], yerr=err, fmt="o-", color=color("d1consis"), capsize=4, label="ours (95% CI)")
+    a.axhline(0, color="#888888", lw=0.8, ls="--")
+    for col, sub in (("stage1_acc_qd1consis", "qd1consis"), ("stage1_acc_qd2incons", "qd2incons")):
+        b.plot(x, s[col], "o-", color=color(sub), label=label(sub))
+    b.axhline(0.5, color="#888888", lw=0.8, ls=":")
+    for ax, ylabel, title in (
+            (a, "Ḋ₅ − D̄₆ held-out accuracy", "(a) IML gap after Stage 2\npaper: larger models more (no numbers)"),
+            (b, "held-out accuracy at the end of Stage 1", "(b) Stage 1: did each size learn the task?")):
+        ax.set_xscale("log")
+        ax.minorticks_off()
+        ax.set_xticks(x, ticks)
+        ax.set_xlabel("parameters per seed (width / hidden)")
         ax.set_ylabel(ylabel)
         ax.set_title(title)
         ax.legend(frameon=False, fontsize=8)
