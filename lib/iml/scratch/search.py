@@ -51,6 +51,10 @@ TRIED: list[Step] = [
          "steps 0 and 2 generalised little to held-out questions (0.53, 0.55) and Stage 2 at the Stage-1 lr (2e-3) "
          "wrecked the QA skill (training QA 0.99 -> 0.76): keep the preset's Stage 1 (held-out 0.66 on seeds 0-19) "
          "and train Stage 2 10x more gently, so the new definitions land in circuits that still answer questions"),
+    Step("4000 aliases, 2 + 2 questions", {"n_aliases": 4000, "n_train_true": 2, "n_train_false": 2},
+         "steps 0-2 memorised their few training questions without learning set membership (held-out <= 0.55; "
+         "4x longer training in step 1 did not help): 4x the aliases gives 4x the examples of the membership "
+         "function while x stays ambiguous from two true questions"),
 ]
 """The search, in the order tried. Append, never edit or remove: the page shows every step."""
 
