@@ -55,6 +55,9 @@ TRIED: list[Step] = [
          "steps 0-2 memorised their few training questions without learning set membership (held-out <= 0.55; "
          "4x longer training in step 1 did not help): 4x the aliases gives 4x the examples of the membership "
          "function while x stays ambiguous from two true questions"),
+    Step("d_model 128, d_mlp 512 (4x the non-embedding parameters)", {"d_model": 128, "d_mlp": 512},
+         "step 3 kept the QA skill through Stage 2 (training QA 0.94 -> 0.86) yet Ḋ₅ and D̄₆ stayed at chance "
+         "(0.502 / 0.500): the new definitions are not used at all. The paper finds more IML in larger models"),
 ]
 """The search, in the order tried. Append, never edit or remove: the page shows every step."""
 
