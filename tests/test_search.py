@@ -50,3 +50,21 @@ def test_the_command_line_refuses_a_confirmation_before_preregistration(capsys, 
     monkeypatch.setattr(search, "PREREGISTERED", None)
     assert cli.main(["sweep", "search", "--sweep", "confirm"]) == 2
     assert "pre-registered" in capsys.readouterr().err
+
+
+def test_claim_7_is_judged_on_the_confirmation_once_it_has_run(monkeypatch, tmp_path):
+    from iml import registry
+    from iml.report import claims
+
+    res = si.run(si.make_config("smoke"), root=tmp_path, progress=False)
+    study = registry.STUDIES["setinclusion"]
+    monkeypatch.setattr(search, "PREREGISTERED", {"step": search.TRIED[0].label, "hypothesis": "gap > 0",
+                                                  "seeds": {"start_seed": 5000, "n_seeds": 20}})
+    monkeypatch.setattr(search, "finished", lambda sweep, root=None, points=None: [res] if sweep == "confirm" else None)
+    found = study.find([tmp_path])
+    assert found == ("pre-registered confirmation", res)
+    row = claims.claims_table({"setinclusion": found}).set_index("#").loc[7]
+    assert row["this book"].startswith("pre-registered confirmation") and "5000-5019" in row["this book"]
+    assert row["status"] == "too few seeds"  # the smoke result has 2 seeds
+    monkeypatch.setattr(search, "PREREGISTERED", None)
+    assert study.find([tmp_path]) is None or study.find([tmp_path])[0] != "pre-registered confirmation"

@@ -39,7 +39,7 @@ SWEEPS: dict[str, ModuleType] = {
 
 STUDIES: dict[str, Study] = {
     "main": ExperimentStudy(main_experiment, "language", "pretrained language model"),
-    "setinclusion": ExperimentStudy(set_inclusion, "language", "transformer trained from scratch"),
+    "setinclusion": search.SetInclusionStudy(set_inclusion, "language", "transformer trained from scratch"),
     "mnist": ExperimentStudy(mnist_experiment, "vision", "MNIST grid (ConvNet)"),
     "probe": ExperimentStudy(probes, "vision", "MNIST grid (ConvNet)", judge_result=probes.verdict_status),
     "batch_size": batch_size,

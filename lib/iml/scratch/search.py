@@ -16,12 +16,13 @@ import pandas as pd
 
 from iml.core.config import ConfigError
 from iml.core.stats import iml_gap
+from iml.core.study import ExperimentStudy
 from iml.core.sweep import finished_points, run_points
 from iml.core.verdicts import MIN_SEEDS, judge_gap
 from iml.scratch import set_inclusion as si
 
 __all__ = ["EXPERIMENT", "EXPLORATORY", "Step", "TRIED", "PREREGISTERED", "SWEEPS", "configs", "run_sweep",
-           "finished", "search_table", "confirmation_note", "summary", "table", "verdict", "POINTS", "point_label", "prepared"]
+           "finished", "search_table", "confirmation_note", "summary", "table", "verdict", "POINTS", "point_label", "prepared", "SetInclusionStudy"]
 
 EXPERIMENT = si.EXPERIMENT
 BASE = "cpu"
@@ -203,6 +204,29 @@ def confirmation_note(root=None) -> str:
     if rs is None:
         return head + " **Not run yet** (`iml sweep search --sweep confirm`)."
     return head + " " + verdict(rs)
+
+
+@dataclasses.dataclass(frozen=True)
+class SetInclusionStudy(ExperimentStudy):
+    """Claim 7 on the claims page: judged on the pre-registered confirmation once it has run (fresh seeds, a
+    configuration chosen by the logged search), else on the largest finished preset result."""
+
+    def find(self, roots):
+        if PREREGISTERED is not None:
+            for r in roots:
+                rs = finished("confirm", root=r)
+                if rs is not None:
+                    return "pre-registered confirmation", rs[0]
+        return super().find(roots)
+
+    def judge_claim(self, claim, found):
+        status, text, _ = super().judge_claim(claim, found)
+        if found[0] != "pre-registered confirmation":
+            return status, text, None
+        seeds = PREREGISTERED["seeds"]
+        return (status, f"pre-registered confirmation of the search's choice *{PREREGISTERED['step']}* on fresh "
+                        f"seeds {seeds['start_seed']}-{seeds['start_seed'] + seeds['n_seeds'] - 1}: {text}",
+                f"set-inclusion cpu preset + the chosen step's overrides, config {found[1].hash}")
 
 
 def point_label(result) -> str:
