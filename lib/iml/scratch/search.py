@@ -64,7 +64,9 @@ TRIED: list[Step] = [
 
 PREREGISTERED: dict[str, Any] | None = None
 """Set (and committed) before the confirmation runs: {"step": label of the chosen step, "hypothesis": ..., "seeds":
-{"start_seed", "n_seeds"}}; None while the search is going on."""
+{"start_seed", "n_seeds"}}; None while the search is going on. The choice rule, fixed before steps 4-5 finished:
+the step with the largest exploratory IML gap (point estimate); it is confirmed on 20 fresh seeds even when no
+step's interval is above 0, as a test of the most promising configuration the search found."""
 
 SWEEPS = ("search", "confirm")
 POINTS = "configurations"
