@@ -16,10 +16,17 @@ def test_every_step_uses_the_exploratory_seeds_and_the_cpu_preset():
         assert changed <= set(step.overrides) | set(search.EXPLORATORY), step.label
 
 
-def test_the_table_shows_every_step_tried_even_unfinished(tmp_path):
+def test_the_table_shows_every_step_tried_even_unfinished(tmp_path, monkeypatch):
     t = search.search_table(tmp_path)
     assert list(t["configuration"]) == [s.label for s in search.TRIED]
-    assert set(t["result"]) == {"not run yet"}
+    assert set(t["IML gap [95% CI]"]) == {"not run yet"}
+    monkeypatch.setattr(search, "BASE", "smoke")  # a two-step search at smoke scale, one step run
+    monkeypatch.setattr(search, "EXPLORATORY", {"start_seed": 1000, "n_seeds": 2, "seeds_per_unit": 2})
+    monkeypatch.setattr(search, "TRIED", [search.Step("a", {"n_train_true": 1}, "x"), search.Step("b", {}, "y")])
+    search.run_sweep("search", points=[0], root=tmp_path, progress=False)
+    t = search.search_table(tmp_path)
+    assert list(t["seeds"]) == [2, ""] and t["IML gap [95% CI]"].iloc[1] == "not run yet"
+    assert t["IML gap [95% CI]"].iloc[0].startswith(("+", "-"))
 
 
 def test_a_confirmation_needs_a_preregistration_on_fresh_seeds(monkeypatch):

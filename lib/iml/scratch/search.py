@@ -166,7 +166,7 @@ def search_table(root=None) -> pd.DataFrame:
                 "overrides": ", ".join(f"{k}={v}" for k, v in step.overrides.items()) or "(the cpu preset)",
                 "why": step.why}
         if res is None:
-            rows.append({**base, "result": "not run yet"})
+            rows.append({**base, "IML gap [95% CI]": "not run yet"})
             continue
         r = row(res)
         rows.append({**base, "Stage-1 effect [95% CI]": f"{r['stage1_gap']:+.3f} [{r['stage1_ci'][0]:+.3f}, "
@@ -175,7 +175,11 @@ def search_table(root=None) -> pd.DataFrame:
                      "IML gap [95% CI]": f"{r['gap']:+.3f} [{r['ci'][0]:+.3f}, {r['ci'][1]:+.3f}]",
                      "seeds": r["n_seeds"], "core-min": None if r["wall_min"] is None else round(r["wall_min"], 1),
                      "config": r["config"]})
-    return pd.DataFrame(rows)
+    t = pd.DataFrame(rows)
+    for c in ("seeds", "core-min"):
+        if c in t:
+            t[c] = ["" if pd.isna(v) else (int(v) if c == "seeds" else v) for v in t[c]]
+    return t.fillna("")
 
 
 def verdict(results: Sequence) -> str:
