@@ -75,3 +75,15 @@ def test_claim_7_is_judged_on_the_confirmation_once_it_has_run(monkeypatch, tmp_
     assert row["status"] == "too few seeds"  # the smoke result has 2 seeds
     monkeypatch.setattr(search, "PREREGISTERED", None)
     assert study.find([tmp_path]) is None or study.find([tmp_path])[0] != "pre-registered confirmation"
+
+
+def test_the_page_reports_the_confirmation_whatever_it_shows(monkeypatch, tmp_path):
+    res = si.run(si.make_config("smoke", {"start_seed": 5000}), root=tmp_path, progress=False)
+    monkeypatch.setattr(search, "PREREGISTERED", {"step": search.TRIED[0].label, "hypothesis": "gap > 0",
+                                                  "seeds": {"start_seed": 5000, "n_seeds": 2}})
+    monkeypatch.setattr(search, "finished", lambda sweep, root=None, points=None: None)
+    assert "Not run yet" in search.confirmation_note(tmp_path)
+    monkeypatch.setattr(search, "finished", lambda sweep, root=None, points=None: [res])
+    note = search.confirmation_note(tmp_path)
+    assert "Pre-registered confirmation" in note and "too few seeds" in note  # 2 seeds: no verdict
+    assert "IML gap" in note and "[" in note
