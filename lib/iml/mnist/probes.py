@@ -205,7 +205,7 @@ def _shuffled_labels(q: QuestionSet, seeds: Sequence[int]) -> torch.Tensor:
 
 
 def make_observer(cfg: Config, seeds: Sequence[int], timing: dict):
-    """The `observe` hook of ``mnist_grid.train_group``: probe accuracy per layer, and its shuffled-label
+    """The `observe` hook of ``iml.mnist.experiment.train_group``: probe accuracy per layer, and its shuffled-label
     control, for every model in the stack ({"probe_<layer>[_shuffled]": {"tag": (S',)}}), at the evaluations
     `cfg.at` names (each probe costs 5 logistic fits per model and layer, more than the evaluation itself)."""
     state = {}
