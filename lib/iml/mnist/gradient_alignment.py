@@ -215,7 +215,8 @@ def alignment(params: Mapping[str, torch.Tensor], data: mx.GroupData, probe: Pro
 def measure_group(cfg: Config, seeds: Sequence[int], device: torch.device | str | None = None,
                   progress: bool = False) -> dict:
     """Train Stage 1 of the MNIST task for `seeds` (batched, through ``iml.mnist.experiment.train_stage1``, as
-    ``train_group`` does) and measure the alignment and the task's accuracies at epoch 0 and at each Stage-1 evaluation epoch.
+    ``train_group`` does) and measure the alignment and the task's accuracies at epoch 0 and at each Stage-1
+    evaluation epoch.
 
     Returns dict(table=tidy DataFrame, t_train, t_measure, t_eval, wall, device)."""
     task = cfg.task
