@@ -11,7 +11,7 @@ import math
 import sys
 import time
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -565,9 +565,11 @@ def _meta(store, unit_ids: list[str]) -> dict:
             "devices": sorted({str(e.get("device")) for e in extras})}
 
 
-def run(config: Config, *, root=None, force: bool = False, progress: bool = True) -> Result:
-    """Compute (or reuse) the result of `config`; resumes finished seed groups."""
+def run(config: Config, *, root=None, force: bool = False, progress: bool = True,
+        units: Sequence[str] | None = None) -> Result | None:
+    """Compute (or reuse) the result of `config`; resumes finished seed groups. `units` (unit ids) restricts this
+    call to those seed groups, e.g. one per process: it returns None until every unit is done."""
     config = as_config(Config, config, EXPERIMENT)
     jobs = [Job((unit_id(seeds),), lambda todo, seeds=seeds: [(unit_id(seeds), *train_seed_group(
-        config, seeds, progress=progress))]) for seeds in config.units()]
-    return run_units(EXPERIMENT, config, jobs, root=root, force=force, progress=progress, meta=_meta)
+        config, seeds, progress=progress))], key=unit_id(seeds)) for seeds in config.units()]
+    return run_units(EXPERIMENT, config, jobs, root=root, force=force, progress=progress, meta=_meta, only=units)
