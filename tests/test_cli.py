@@ -53,3 +53,31 @@ def test_run_then_show(tmp_path, capsys):
     shown = capsys.readouterr().out
     assert "d1consis" in shown and "qd1consis" in shown
     assert main(["show", str(tmp_path)]) == 2
+
+
+@pytest.mark.parametrize("experiment", ["mnist", "setinclusion", "probe"])
+def test_every_experiment_reads_a_config_file_and_refuses_a_list(experiment, tmp_path, capsys):
+    """One make_config for all: a YAML --config works everywhere; a YAML list is one line naming the file."""
+    bad = tmp_path / "list.yaml"
+    bad.write_text("- 1\n- 2\n")
+    assert main(["run", experiment, "--preset", "smoke", "--config", str(bad), "--root", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "config:" in err and "mapping" in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="checks the no-CUDA message")
+@pytest.mark.parametrize("experiment,key", [("mnist", "device"), ("probe", "task.device"),
+                                            ("main", "train.device")])
+def test_a_missing_cuda_device_is_one_line_naming_the_field(experiment, key, tmp_path, capsys):
+    extra = TINY if experiment == "main" else []
+    assert main(["run", experiment, "--preset", "smoke", *extra, "--set", f"{key}=cuda", "--root", str(tmp_path),
+                 "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert f"{key}:" in err and "CUDA" in err and len(err.strip().splitlines()) == 1
+    assert not list(tmp_path.rglob("results.csv"))  # nothing finalized
+
+
+def test_an_infinite_learning_rate_is_refused(capsys):
+    assert main(["run", "main", "--preset", "smoke", "--set", "stages.0.lr=.inf"]) == 2
+    err = capsys.readouterr().err
+    assert "lr" in err and "finite" in err

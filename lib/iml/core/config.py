@@ -64,6 +64,8 @@ def check_positive(field: str, value: Any, *, allow_zero: bool = False, integer:
         raise ConfigError(field, f"must be {'an integer' if integer else 'a number'}, got {value!r}")
     if value < 0 or (value == 0 and not allow_zero) or value != value:
         raise ConfigError(field, f"must be {'>= 0' if allow_zero else '> 0'}, got {value!r}")
+    if value == float("inf"):
+        raise ConfigError(field, f"must be finite, got {value!r}")
     return value
 
 
