@@ -29,9 +29,11 @@ def test_points_share_seeds_and_differ_only_in_width_and_hidden():
         assert len({(c.width, c.hidden) for c in cfgs}) == n_points
     cpu = model_size.configs("cpu")
     assert [(c.width, c.hidden) for c in cpu] == [(4, 64), (8, 128), (16, 256), (32, 512)]
-    assert {(c.n_seeds, c.start_seed) for c in cpu} == {(20, 0)}  # the fewest seeds a verdict takes
-    # the cpu preset's own size at 10 seeds is a point (the batch-size sweep's batch-32 point: reused)
-    assert config_hash(cpu[1]) == config_hash(mnist_grid.make_config("cpu", {"n_seeds": 10}))
+    assert {(c.n_seeds, c.start_seed) for c in cpu} == {(20, 0)}  # the seeds the 10-seed sweep's spread asked for
+    assert config_hash(cpu[1]) == config_hash(mnist_grid.make_config("cpu"))  # the cpu preset itself: reused
+    ten = model_size.configs("cpu-10")  # the first pass, at the fewest seeds a verdict takes
+    assert {c.n_seeds for c in ten} == {10}
+    assert config_hash(ten[1]) == config_hash(mnist_grid.make_config("cpu", {"n_seeds": 10}))
     assert config_hash(model_size.configs("gpu")[1]) == config_hash(mnist_grid.make_config("gpu"))
 
 
