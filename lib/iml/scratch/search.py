@@ -195,7 +195,7 @@ def verdict(results: Sequence) -> str:
         r = s.iloc[0]
         return (f"**Pre-registered confirmation** ({r['n_seeds']} fresh stage-1 seeds, hypothesis: "
                 f"{PREREGISTERED['hypothesis']}): IML gap {r['gap']:+.3f} [{r['ci'][0]:+.3f}, {r['ci'][1]:+.3f}], "
-                f"one-sided p = {r["p"]:.2g}: **{r["status"]}** (a verdict needs at least {MIN_SEEDS} seeds).")
+                f"one-sided p = {r['p']:.2g}: **{r['status']}** (a verdict needs at least {MIN_SEEDS} seeds).")
     best = int(np.nanargmax(s["gap"].to_numpy())) if len(s) else None
     return ("**Exploratory search** (no verdict: the seeds were used to choose). "
             + (f"Largest gap so far: step {best}, {s['gap'].iloc[best]:+.3f}." if best is not None else ""))
