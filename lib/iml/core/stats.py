@@ -129,6 +129,13 @@ def per_seed_means(frame: pd.DataFrame, value: str = "diff") -> pd.Series:
     return frame.groupby("seed_stage1", sort=True)[value].mean()
 
 
+def per_seed_gap(table: pd.DataFrame, a: str = "d1consis", b: str = "d2consis", metric: str = "acc",
+                 epoch: float | None = None) -> pd.Series:
+    """The gap a − b of each stage-1 seed (stage-2 seeds averaged inside it; index: seed_stage1): what seed-paired
+    comparisons across the points of a sweep subtract."""
+    return per_seed_means(paired_differences(table, a, b, metric, epoch))
+
+
 def iml_gap(table: pd.DataFrame, a: str = "d1consis", b: str = "d2consis", metric: str = "EM",
             epoch: float | None = None, level: float = 0.95) -> GapResult:
     """The IML gap a - b: mean over stage-1 seeds, t-interval and one-sided t-test (see module doc)."""

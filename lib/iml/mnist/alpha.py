@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from iml.core.config import ConfigError
-from iml.core.stats import iml_gap, paired_differences
+from iml.core.stats import iml_gap, per_seed_gap
 from iml.core import power
 from iml.core.sweep import find_largest, finished_points, run_points, seed_paired_difference
 from iml.core.verdicts import judge_gap, own_effect, seeds_note
@@ -150,10 +150,6 @@ def table(s: pd.DataFrame) -> pd.DataFrame:
     })
 
 
-def _per_seed_gap(result) -> pd.Series:
-    return paired_differences(result.table, "d1consis", "d2consis", "acc").groupby("seed_stage1")["diff"].mean()
-
-
 def verdict_status(results: Sequence) -> tuple[str, str]:
     """(status, evidence) for paper claim 10, "no IML at α = 0.5", from a finished sweep.
 
@@ -178,7 +174,7 @@ def verdict_status(results: Sequence) -> tuple[str, str]:
         return "not reproduced", text + ": a gap without a reliable tag."
     if top is None:
         return "null at our scale", text + "; no larger α to show that the sweep can detect IML."
-    d = seed_paired_difference(_per_seed_gap(top), _per_seed_gap(rs[0]))
+    d = seed_paired_difference(per_seed_gap(top.table), per_seed_gap(rs[0].table))
     text += (f"; at α = {alpha_of(top):g}: {g1.gap:+.3f} [{g1.ci_low:+.3f}, {g1.ci_high:+.3f}]; α = {alpha_of(top):g} "
              f"minus α = 0.5, seed-paired: {d['diff']:+.3f} [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}]")
     s1, need1 = judge_gap(g1, ref)
@@ -237,9 +233,9 @@ def power_rows(found: tuple[str, list]) -> list[dict]:
     rs = sorted(rs, key=alpha_of)
     if len(rs) < 2 or alpha_of(rs[0]) != 0.5:
         return []
-    top = _per_seed_gap(rs[-1])
+    top = per_seed_gap(rs[-1].table)
     label = f"α ({name})"
-    return [power.row(f"{label}: IML gap at α = 0.5", _per_seed_gap(rs[0]), power.own(top),
+    return [power.row(f"{label}: IML gap at α = 0.5", per_seed_gap(rs[0].table), power.own(top),
                       f"IML gap at α = {alpha_of(rs[-1]):g}", power.seconds_per_seed(rs[0])),
             power.row(f"{label}: IML gap at α = {alpha_of(rs[-1]):g}", top, power.own(top), "this result",
                       power.seconds_per_seed(rs[-1]))]

@@ -17,7 +17,7 @@ from iml.mnist import grid as mnist_grid
 from iml.core.config import ConfigError
 from iml.core import power
 from iml.core.sweep import finished_points, run_points, seed_paired_difference
-from iml.core.stats import iml_gap, paired_differences
+from iml.core.stats import iml_gap, per_seed_gap
 from iml.core.verdicts import MIN_SEEDS, judge, judge_gap, own_effect, seeds_note
 
 __all__ = ["EXPERIMENT", "JOINT", "SWEEPS", "DESIGNS", "configs", "cost", "run_sweep", "finished", "sweep_name",
@@ -159,15 +159,10 @@ def table(summary_frame: pd.DataFrame) -> pd.DataFrame:
     })
 
 
-def _per_seed_gap(result) -> pd.Series:
-    d = paired_differences(result.table, "d1consis", "d2consis", "acc")
-    return d.groupby("seed_stage1")["diff"].mean()
-
-
 def trend(small, large, level: float = 0.95) -> dict:
     """Gap at the smaller batch minus gap at the larger one, paired by stage-1 seed (same aliases and
     initial weights), with a t-interval over seeds and the one-sided p for "smaller batch, more IML"."""
-    out = seed_paired_difference(_per_seed_gap(small), _per_seed_gap(large), level)
+    out = seed_paired_difference(per_seed_gap(small.table), per_seed_gap(large.table), level)
     return {"small": small.config["batch_size"], "large": large.config["batch_size"], **out}
 
 
@@ -315,7 +310,7 @@ def power_rows(found: tuple[str, dict]) -> list[dict]:
         rs = sorted(rs, key=lambda r: r.config["batch_size"])
         if len(rs) < 2:
             continue
-        a, b = _per_seed_gap(rs[0]), _per_seed_gap(rs[-1])
+        a, b = per_seed_gap(rs[0].table), per_seed_gap(rs[-1].table)
         common = a.index.intersection(b.index)
         label = f"batch size, {design} ({sweep} sweep)"
         rows.append(power.row(f"{label}: IML gap, batch {rs[0].config['batch_size']} − batch "
@@ -327,7 +322,7 @@ def power_rows(found: tuple[str, dict]) -> list[dict]:
             bs = mnist_grid.make_config(SWEEPS[sweep]["preset"]).batch_size
             p = next((r for r in rs if r.config["batch_size"] == bs), None)
             if p is not None:
-                x = _per_seed_gap(p)
+                x = per_seed_gap(p.table)
                 rows.append(power.row(f"{label}: IML gap at batch {bs} (claim 12)", x, power.own(x), "this result",
                                       power.seconds_per_seed(p)))
     return rows

@@ -15,7 +15,7 @@ import pandas as pd
 
 from iml.core import power
 from iml.core.config import ConfigError
-from iml.core.stats import iml_gap, paired_differences, seed_interval
+from iml.core.stats import iml_gap, per_seed_gap, seed_interval
 from iml.core.sweep import find_largest, finished_points, run_points, seed_paired_difference
 from iml.core.verdicts import MIN_SEEDS, interval_status, judge, own_effect, seeds_note
 from iml.mnist import experiment as mx
@@ -165,15 +165,10 @@ def table(summary_frame: pd.DataFrame) -> pd.DataFrame:
     })
 
 
-def _per_seed_gap(result) -> pd.Series:
-    d = paired_differences(result.table, "d1consis", "d2consis", "acc")
-    return d.groupby("seed_stage1")["diff"].mean()
-
-
 def trend(small, large, level: float = 0.95) -> dict:
     """Gap of the larger model minus gap of the smaller one, paired by stage-1 seed (same aliases, grids and
     data order), with a t-interval over seeds and the one-sided p for "larger model, more IML"."""
-    out = seed_paired_difference(_per_seed_gap(large), _per_seed_gap(small), level)
+    out = seed_paired_difference(per_seed_gap(large.table), per_seed_gap(small.table), level)
     return {"small": n_params(small.config), "large": n_params(large.config), **out}
 
 
@@ -184,7 +179,7 @@ def _per_seed_slopes(results: Sequence) -> tuple[pd.Series, float]:
     x = np.log10([n_params(r.config) for r in rs])
     if len(rs) < 2 or np.ptp(x) == 0:
         raise ValueError("a slope needs at least two model sizes with different parameter counts")
-    gaps = pd.concat([_per_seed_gap(r) for r in rs], axis=1, join="inner")
+    gaps = pd.concat([per_seed_gap(r.table) for r in rs], axis=1, join="inner")
     if len(gaps) < 2:
         raise ValueError(f"the sizes share {len(gaps)} stage-1 seed(s); a slope needs at least 2")
     xc = x - x.mean()
@@ -288,7 +283,7 @@ def power_rows(found: tuple[str, list]) -> list[dict]:
     rs = _sorted(rs)
     if len(rs) < 2:
         return []
-    a, b = _per_seed_gap(rs[0]), _per_seed_gap(rs[-1])
+    a, b = per_seed_gap(rs[0].table), per_seed_gap(rs[-1].table)
     common = a.index.intersection(b.index)
     secs = sum(power.seconds_per_seed(r) or 0 for r in rs) or None
     slopes, _ = _per_seed_slopes(rs)
