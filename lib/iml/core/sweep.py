@@ -17,7 +17,7 @@ from iml.core.config import ConfigError
 from iml.core.results import ResultStore, StaleResultError, load
 from iml.core.stats import seed_interval
 
-__all__ = ["run_points", "finished_points", "find_largest", "seed_paired_difference"]
+__all__ = ["run_points", "finished_points", "find_largest", "labelled", "seed_paired_difference"]
 
 
 def run_points(run: Callable, experiment: str, cfgs: Sequence, *, root=None, force: bool = False,
@@ -68,6 +68,11 @@ def find_largest(finished_fn: Callable, roots: Sequence, names: Sequence[str] = 
             if rs is not None:
                 return name, rs
     return None
+
+
+def labelled(found: tuple[str, list] | None) -> tuple[str, list] | None:
+    """:func:`find_largest`'s (sweep name, results) as the claims page names it: ("<name> sweep", results)."""
+    return (found[0] + " sweep", found[1]) if found else None
 
 
 def seed_paired_difference(a: pd.Series, b: pd.Series, level: float = 0.95) -> dict:

@@ -15,7 +15,7 @@ import pandas as pd
 from iml.core.config import ConfigError
 from iml.core.stats import iml_gap, per_seed_gap
 from iml.core import power
-from iml.core.sweep import find_largest, finished_points, run_points, seed_paired_difference
+from iml.core.sweep import find_largest, finished_points, labelled, run_points, seed_paired_difference
 from iml.core.verdicts import judge_gap, own_effect, seeds_note
 from iml.mnist import experiment as mx
 from iml.mnist import grid as mnist_grid
@@ -217,8 +217,7 @@ paper_note = None
 
 
 def find(roots: Sequence) -> tuple[str, list] | None:
-    sweep = find_sweep(roots)
-    return (sweep[0] + " sweep", sweep[1]) if sweep else None
+    return labelled(find_sweep(roots))
 
 
 def judge_claim(claim, found: tuple[str, list]) -> tuple[str, str, str]:

@@ -25,7 +25,7 @@ from iml.core.config import ConfigError, build, check_positive, from_dict, to_di
 from iml.core.results import COLUMNS, Result
 from iml.core.runner import as_config, run_units
 from iml.core import power
-from iml.core.sweep import find_largest, finished_points, run_points, seed_paired_difference
+from iml.core.sweep import find_largest, finished_points, labelled, run_points, seed_paired_difference
 
 __all__ = ["EXPERIMENT", "SUBSETS", "METRICS", "PAPER_COSINES", "PAPER_NOTE", "Config", "PRESETS", "SWEEPS", "make_config",
            "configs", "Probe", "build_probe", "alignment", "measure_group", "run", "run_sweep", "finished",
@@ -586,8 +586,7 @@ paper_note = PAPER_NOTE
 
 def find(roots: Sequence) -> tuple[str, list] | None:
     """Judged on a batch-size sweep of gradient-alignment results, never on a single point."""
-    sweep = find_sweep(roots)
-    return (sweep[0] + " sweep", sweep[1]) if sweep else None
+    return labelled(find_sweep(roots))
 
 
 def judge_claim(claim, found: tuple[str, list]) -> tuple[str, str, str]:
