@@ -27,7 +27,8 @@ from iml.core.config import config_hash, to_dict
 
 COLUMNS = ["run_id", "seed_stage1", "seed_stage2", "stage", "epoch", "subset", "metric", "value"]
 
-__all__ = ["COLUMNS", "ResultStore", "Result", "load", "load_dir", "StaleResultError", "check_table", "stage_boundaries"]
+__all__ = ["COLUMNS", "ResultStore", "Result", "load", "load_dir", "StaleResultError", "check_table", "stage_boundaries",
+           "pool_seeds"]
 
 
 class StaleResultError(RuntimeError):
@@ -183,6 +184,36 @@ def load_dir(path: str | Path) -> Result:
     if not (d / "config.json").exists():
         raise FileNotFoundError(f"{d} is not a result folder (no config.json)")
     return load(d.parent.name, hash=d.name, root=d.parent.parent)
+
+
+SEED_FIELDS = ("start_seed", "n_seeds")
+"""The config fields that say only which stage-1 seeds a result holds."""
+
+
+def pool_seeds(results: Iterable[Result]) -> Result:
+    """One result from results of the same config on disjoint stage-1 seeds (e.g. seeds 0-19, then 20-29 added
+    when a power analysis asked for more): the tables stacked, ``n_seeds`` summed, ``start_seed`` the lowest,
+    the parts' hashes in ``pooled_from``. Refuses parts that differ in anything but :data:`SEED_FIELDS` or share a
+    seed, so pooling never mixes two configs."""
+    rs = list(results)
+    if not rs:
+        raise ValueError("pool_seeds needs at least one result")
+    if len(rs) == 1:
+        return rs[0]
+    strip = lambda c: {k: v for k, v in c.items() if k not in SEED_FIELDS}  # noqa: E731
+    for r in rs[1:]:
+        if r.experiment != rs[0].experiment or strip(r.config) != strip(rs[0].config):
+            raise ValueError(f"cannot pool {r.hash} with {rs[0].hash}: their configs differ beyond the seeds")
+    seeds = [set(r.table["seed_stage1"].unique()) for r in rs]
+    if sum(map(len, seeds)) != len(set().union(*seeds)):
+        raise ValueError(f"cannot pool {[r.hash for r in rs]}: they share stage-1 seeds")
+    config = {**rs[0].config, "start_seed": min(r.config["start_seed"] for r in rs),
+              "n_seeds": sum(r.config["n_seeds"] for r in rs), "pooled_from": [r.hash for r in rs]}
+    walls = {f"{r.hash}/{u}": w for r in rs for u, w in (r.meta.get("unit_wall_time_s") or {}).items()}
+    meta = {"pooled_from": {r.hash: r.meta for r in rs}, "unit_wall_time_s": walls,
+            "environment": rs[-1].meta.get("environment"), "git_revision": rs[-1].meta.get("git_revision")}
+    table = pd.concat([r.table for r in rs], ignore_index=True)
+    return Result(rs[0].experiment, "+".join(r.hash for r in rs), rs[0].dir, table, config, meta)
 
 
 def stage_boundaries(table: pd.DataFrame) -> list[float]:

@@ -15,13 +15,14 @@ import pandas as pd
 
 from iml.core import power
 from iml.core.config import ConfigError
+from iml.core.results import pool_seeds
 from iml.core.stats import iml_gap, per_seed_gap, seed_interval
 from iml.core.sweep import find_largest, finished_points, labelled, run_points, seed_paired_difference
 from iml.core.verdicts import MIN_SEEDS, interval_status, judge, own_effect, seeds_note
 from iml.mnist import experiment as mx
 from iml.mnist import grid as mnist_grid
 
-__all__ = ["EXPERIMENT", "SWEEPS", "configs", "n_params", "cost", "run_sweep", "finished", "find_sweep", "summary",
+__all__ = ["EXPERIMENT", "SWEEPS", "point_configs", "configs", "n_params", "cost", "run_sweep", "finished", "find_sweep", "summary",
            "table", "trend", "slope", "verdict", "verdict_status", "POINTS", "point_label", "prepared"]
 
 EXPERIMENT = mnist_grid.EXPERIMENT
@@ -33,11 +34,15 @@ SWEEPS: dict[str, dict[str, Any]] = {
     "smoke": dict(preset="smoke", points=[(4, 32), (8, 64)]),
     "cpu-10": dict(preset="cpu", overrides={"n_seeds": 10}, points=[(4, 64), (8, 128), (16, 256), (32, 512)]),
     "cpu": dict(preset="cpu", points=[(4, 64), (8, 128), (16, 256), (32, 512)]),
+    "cpu-30": dict(preset="cpu", points=[(4, 64), (8, 128), (16, 256), (32, 512)],
+                   seed_blocks=[{}, {"start_seed": 20, "n_seeds": 10}]),
     "gpu": dict(preset="gpu", points=[(8, 128), (16, 256), (32, 512), (64, 1024)]),
 }
 """Sweep presets. ``cpu-10`` (10 seeds a point, the fewest a verdict takes) ran first; its between-seed spread asked
-for 18 seeds, so the ``cpu`` sweep has the preset's 20 (its (8, 128) point *is* the MNIST cpu preset); the gpu
-sweep's (16, 256) point is the gpu preset.
+for 18 seeds, so the ``cpu`` sweep has the preset's 20 (its (8, 128) point *is* the MNIST cpu preset); the 20-seed
+spread asked for 29, so ``cpu-30`` adds seeds 20-29 to every point of ``cpu`` (a second result per point, pooled
+by :func:`iml.core.results.pool_seeds`; the first 20 seeds are the ``cpu`` sweep's own results). The gpu sweep's
+(16, 256) point is the gpu preset.
 Parameters per seed: cpu 6.8k to 360k (53x), gpu 92k to 5.7M (62x)."""
 
 SIZE_KEYS = ("width", "hidden")
@@ -68,9 +73,10 @@ def _is_size(v) -> bool:
         return False
 
 
-def configs(sweep: str = "cpu", points: Sequence[Sequence[int]] | None = None,
-            overrides: Mapping[str, Any] | None = None) -> list[mnist_grid.Config]:
-    """One MNIST config per (width, hidden) point of `sweep` (or the given `points`), fewest parameters first."""
+def point_configs(sweep: str = "cpu", points: Sequence[Sequence[int]] | None = None,
+                  overrides: Mapping[str, Any] | None = None) -> list[list[mnist_grid.Config]]:
+    """Per (width, hidden) point of `sweep` (or the given `points`), fewest parameters first: its configs, one per
+    seed block of the sweep (one config unless the sweep adds seeds in ``seed_blocks``)."""
     if sweep not in SWEEPS:
         raise ConfigError("sweep", f"must be one of {sorted(SWEEPS)}, got {sweep!r}")
     spec = SWEEPS[sweep]
@@ -87,8 +93,15 @@ def configs(sweep: str = "cpu", points: Sequence[Sequence[int]] | None = None,
         if key in (overrides or {}):
             raise ConfigError(key, "is set by the sweep's points; change the points instead")
     fixed = {**spec.get("overrides", {}), **dict(overrides or {})}
-    out = [mnist_grid.make_config(spec["preset"], {**fixed, "width": w, "hidden": h}) for w, h in pts]
-    return sorted(out, key=lambda c: (n_params(c), c.width))
+    out = [[mnist_grid.make_config(spec["preset"], {**fixed, **block, "width": w, "hidden": h})
+            for block in spec.get("seed_blocks", [{}])] for w, h in pts]
+    return sorted(out, key=lambda cs: (n_params(cs[0]), cs[0].width))
+
+
+def configs(sweep: str = "cpu", points: Sequence[Sequence[int]] | None = None,
+            overrides: Mapping[str, Any] | None = None) -> list[mnist_grid.Config]:
+    """Every config `sweep` computes (each point's seed blocks in turn), fewest parameters first."""
+    return [c for cs in point_configs(sweep, points, overrides) for c in cs]
 
 
 def run_sweep(sweep: str = "cpu", points=None, overrides=None, *, root=None, force: bool = False,
@@ -109,12 +122,17 @@ def cost(cfg: mnist_grid.Config) -> int:
 def finished(sweep: str = "gpu", root=None, points=None) -> list | None:
     """The finished results of every point of `sweep` under `root`, or None if any point is missing
     (a sweep is shown whole or not at all). `root` None: results/; a book's "none" is handled by the caller."""
-    return finished_points(EXPERIMENT, configs(sweep, points), root)
+    groups = point_configs(sweep, points)
+    rs = finished_points(EXPERIMENT, [c for cs in groups for c in cs], root)
+    if rs is None:
+        return None
+    it = iter(rs)
+    return [pool_seeds([next(it) for _ in cs]) for cs in groups]
 
 
 def find_sweep(roots: Sequence) -> tuple[str, list] | None:
     """(sweep name, results) of the largest finished sweep under any of `roots`, or None."""
-    return find_largest(finished, roots, names=("gpu", "cpu", "cpu-10"))
+    return find_largest(finished, roots, names=("gpu", "cpu-30", "cpu", "cpu-10"))
 
 
 def _sorted(results: Sequence) -> list:
@@ -247,7 +265,7 @@ def point_label(result) -> str:
 
 def prepared(sweep: str) -> str:
     """What a sweep that has not been run yet would compute (the notebook's headline note)."""
-    cfgs = configs(sweep)
+    cfgs = [cs[0] for cs in point_configs(sweep)]
     return (f"MNIST {SWEEPS[sweep]['preset']} preset, ConvNet width / hidden "
             + ", ".join(f"{c.width} / {c.hidden}" for c in cfgs)
             + f" ({_fmt(n_params(cfgs[0]))} to {_fmt(n_params(cfgs[-1]))} parameters per seed)")
