@@ -4,7 +4,7 @@ import math
 import pytest
 
 from iml import cli, registry
-from iml.core import paper
+from iml.core import paper, scaling
 from iml.core.config import ConfigError, config_hash, to_dict
 from iml.mnist import grid as mnist_grid
 from iml.mnist import model_size
@@ -102,16 +102,16 @@ def _sweep(gaps, n_seeds=10):
 
 def test_trend_and_slope_are_paired_by_seed():
     rs = _sweep([0.05, 0.1, 0.2, 0.3])
-    t = model_size.trend(rs[0], rs[-1])
+    t = scaling.trend(rs[0], rs[-1], model_size.n_params)
     assert (t["small"], t["large"], t["n_seeds"]) == (6762, 360402, 10)
     assert t["diff"] == pytest.approx(0.25, abs=0.02) and t["ci_low"] > 0 and t["p_one_sided"] < 0.01
-    two = model_size.slope([rs[0], rs[-1]])  # two sizes: the slope is the difference per decade
+    two = scaling.slope([rs[0], rs[-1]], model_size.n_params)  # two sizes: the slope is the difference per decade
     assert two["slope"] == pytest.approx(t["diff"] / math.log10(360402 / 6762))
-    s = model_size.slope(list(reversed(rs)))  # order-free: sorted by parameters
+    s = scaling.slope(list(reversed(rs)), model_size.n_params)  # order-free: sorted by parameters
     assert s["n_sizes"] == 4 and s["decades"] == pytest.approx(math.log10(360402 / 6762))
     assert 0 < s["ci_low"] < s["slope"] < s["ci_high"]
     with pytest.raises(ValueError, match="share 1 stage-1 seed"):
-        model_size.slope([_fake(4, 64, 0.1, n_seeds=1), _fake(8, 128, 0.1, n_seeds=3)])
+        scaling.slope([_fake(4, 64, 0.1, n_seeds=1), _fake(8, 128, 0.1, n_seeds=3)], model_size.n_params)
 
 
 def test_verdict_reproduced_too_few_seeds_null_or_opposite():
@@ -130,7 +130,7 @@ def test_verdict_reproduced_too_few_seeds_null_or_opposite():
 
 def test_a_falling_slope_contradicts_a_rising_end_point(monkeypatch):
     """(b) overturns (a): largest above smallest, but the gap falls with size across all the sizes."""
-    monkeypatch.setattr(model_size, "slope", lambda rs: {"slope": -0.1, "ci_low": -0.2, "ci_high": -0.05,
+    monkeypatch.setattr(scaling, "slope", lambda rs, n: {"slope": -0.1, "ci_low": -0.2, "ci_high": -0.05,
                                                           "p_one_sided": 1.0, "n_seeds": 10, "decades": 1.7,
                                                           "n_sizes": 4})
     status, text = model_size.verdict_status(_sweep([0.05, 0.1, 0.2, 0.3]))

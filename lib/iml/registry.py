@@ -18,6 +18,7 @@ from iml.core.study import ExperimentStudy, Study
 from iml.lm import experiment as main_experiment
 from iml.mnist import alpha, batch_size, gradient_alignment, model_size, probes
 from iml.mnist import experiment as mnist_experiment
+from iml.scratch import model_size as setinclusion_size
 from iml.scratch import search, set_inclusion
 
 EXPERIMENTS: dict[str, ModuleType] = {
@@ -33,6 +34,7 @@ SWEEPS: dict[str, ModuleType] = {
     "alpha": alpha,
     "gradalign": gradient_alignment,
     "model_size": model_size,
+    "setinclusion_size": setinclusion_size,
     "search": search,
 }
 
@@ -46,6 +48,7 @@ STUDIES: dict[str, Study] = {
     "alpha": alpha,
     "gradalign": gradient_alignment,
     "model_size": model_size,
+    "setinclusion_size": setinclusion_size,
 }
 """What the claims page judges each claim on (``iml.core.paper.Claim.experiment`` -> study, :mod:`iml.core.study`),
 in the order its power table lists them."""

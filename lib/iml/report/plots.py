@@ -430,9 +430,9 @@ def batch_size_figure(summary, figsize=(10.5, 3.8)):
     return fig
 
 
-def model_size_figure(summary, figsize=(10.5, 3.8)):
-    """The model-size sweep (:func:`iml.mnist.model_size.summary`): (a) the IML gap Ḋ₅ − D̄₆ with its 95% CI against
-    the parameters per seed (log axis), (b) the Stage-1 held-out accuracies per size, to see whether a size is
+def model_size_figure(summary, size_name="width/hidden", figsize=(10.5, 3.8)):
+    """A model-size sweep (:func:`iml.core.scaling.summary`; `size_name` says what its ``size`` column is): (a) the IML gap Ḋ₅ − D̄₆ with its 95% CI against
+    the non-embedding parameters per seed (log axis), (b) the Stage-1 held-out accuracies per size, to see whether a size is
     under-trained."""
     import matplotlib.pyplot as plt
 
@@ -442,9 +442,9 @@ def model_size_figure(summary, figsize=(10.5, 3.8)):
                 return f"{n / div:.1f}{unit}" if n / div < 10 else f"{n / div:.0f}{unit}"
         return str(int(n))
 
-    s = summary.sort_values("params")
-    x = s["params"].to_numpy()
-    ticks = [f"{short(p)}\n{w}/{h}" for p, w, h in zip(x, s["width"], s["hidden"])]
+    s = summary.sort_values("params_non_embedding")
+    x = s["params_non_embedding"].to_numpy()
+    ticks = [f"{short(p)}\n{z}" for p, z in zip(x, s["size"])]
     fig, (a, b) = plt.subplots(1, 2, figsize=figsize)
     err = [s["gap"] - s["ci_low"], s["ci_high"] - s["gap"]]
     a.errorbar(x, s["gap"], yerr=err, fmt="o-", color=color("d1consis"), capsize=4, label="ours (95% CI)")
@@ -458,7 +458,7 @@ def model_size_figure(summary, figsize=(10.5, 3.8)):
         ax.set_xscale("log")
         ax.minorticks_off()
         ax.set_xticks(x, ticks)
-        ax.set_xlabel("parameters per seed (width / hidden)")
+        ax.set_xlabel(f"non-embedding parameters per seed ({size_name})")
         ax.set_ylabel(ylabel)
         ax.set_title(title)
         ax.legend(frameon=False, fontsize=8)

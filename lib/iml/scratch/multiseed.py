@@ -15,7 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["ModelShape", "OptimConfig", "BatchedGPT", "LaneTrainer", "lane_slice",
+__all__ = ["ModelShape", "OptimConfig", "EMBEDDING", "n_params", "BatchedGPT", "LaneTrainer", "lane_slice",
            "lr_lambda"]
 
 
@@ -76,6 +76,15 @@ def _param_specs(shape: ModelShape) -> list[tuple[str, tuple, str]]:
         ]
     specs += [("lnf_w", (d,), "ones"), ("lnf_b", (d,), "zeros"), ("head_w", (d, shape.n_out), "normal")]
     return specs
+
+
+EMBEDDING = ("tok_emb", "pos_emb", "head_w")
+"""The token and position embeddings and the output head: what a non-embedding parameter count leaves out."""
+
+
+def n_params(shape: ModelShape, non_embedding: bool = False) -> int:
+    """Parameters of one lane (one seed's model); `non_embedding`: without :data:`EMBEDDING`."""
+    return sum(math.prod(shp) for name, shp, _ in _param_specs(shape) if not (non_embedding and name in EMBEDDING))
 
 
 class BatchedGPT(torch.nn.Module):

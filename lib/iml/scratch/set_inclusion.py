@@ -22,7 +22,7 @@ from iml.core.results import COLUMNS, Result
 from iml.core.runner import Job, as_config, run_units
 
 __all__ = ["EXPERIMENT", "Config", "PRESETS", "make_config", "run", "Vocab", "SetInclusionData",
-           "make_data", "SUBSETS", "train_seed_group"]
+           "make_data", "model_shape", "SUBSETS", "train_seed_group"]
 
 EXPERIMENT = "setinclusion"
 SUBSETS = ("qd1consis", "qd2incons", "d1consis", "d2consis", "d3consis")
@@ -374,6 +374,15 @@ def loss_weights(docs: np.ndarray, vocab: Vocab, loss_on: str) -> np.ndarray:
 # Training one group of seeds
 # ----------------------------------------------------------------------------------------------
 
+def model_shape(config: Config) -> "ms.ModelShape":  # noqa: F821
+    """The transformer a config trains (one lane of the batched model)."""
+    from iml.scratch import multiseed as ms  # lazily, as in train_seed_group: it imports torch
+
+    v = Vocab(config.n_numbers, config.n_aliases)
+    return ms.ModelShape(vocab_size=v.size, n_out=v.n_out, max_len=config.seq_len, d_model=config.d_model,
+                         n_layers=config.n_layers, n_heads=config.n_heads, d_mlp=config.d_mlp)
+
+
 def _seed63(*parts: int) -> int:
     return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1, np.uint64)[0] % (2 ** 63))
 
@@ -412,8 +421,7 @@ def train_seed_group(config: Config, seeds: list[int], *, progress: bool = True,
     t_data = time.perf_counter() - t_start
     v = datas[0].vocab
     T = c.seq_len
-    shape = ms.ModelShape(vocab_size=v.size, n_out=v.n_out, max_len=T, d_model=c.d_model, n_layers=c.n_layers,
-                          n_heads=c.n_heads, d_mlp=c.d_mlp)
+    shape = model_shape(c)
     optim = ms.OptimConfig(lr=c.lr, betas=(c.adam_beta1, c.adam_beta2), weight_decay=c.weight_decay,
                            warmup_frac=c.warmup_frac, min_lr_ratio=c.min_lr_ratio, grad_clip=c.grad_clip)
     model = ms.BatchedGPT(shape, [_seed63(s, 102) for s in seeds], device=device)
