@@ -88,3 +88,60 @@ def test_causal_attention_ignores_future_tokens():
         la, lb = model(x), model(y)
     torch.testing.assert_close(la[..., :4, :], lb[..., :4, :])
     assert not torch.allclose(la[..., 5, :], lb[..., 5, :])
+
+
+def _one_target_data(seed, n=40, T=6):
+    """Documents with at most one weighted target each, at varied positions (as the answer-only loss makes)."""
+    g = np.random.default_rng(seed)
+    docs = g.integers(1, 30, size=(n, T))
+    w = np.zeros((n, T - 1), dtype=np.float32)
+    w[np.arange(n), g.integers(0, T - 1, size=n)] = 1.0
+    w[::7] = 0.0  # some documents train nothing
+    return docs, w
+
+
+def _train_with(at_targets, seeds=(0, 1), epochs=3):
+    model = ms.BatchedGPT(_shape(), [1000 + s for s in seeds])
+    tr = ms.LaneTrainer(model, ms.OptimConfig(lr=3e-3, grad_clip=0.05, warmup_frac=0.1), device=torch.device("cpu"),
+                        amp=False, at_targets=at_targets)
+    datas = [_one_target_data(s) for s in seeds]
+    docs = torch.from_numpy(np.stack([d for d, _ in datas]))
+    w = torch.from_numpy(np.stack([x for _, x in datas]))
+    losses = []
+    tr.train(docs, w, epochs=epochs, batch_size=16, lr=3e-3, order_rngs=[np.random.default_rng(s + 7) for s in seeds],
+             on_epoch_end=lambda ep, l: losses.append(l.clone()))
+    pos = torch.full(docs.shape[:2], 3)
+    return model, torch.stack(losses, 1), tr.answer_scores(docs, pos, torch.arange(5))
+
+
+def test_training_at_the_targets_only_trains_the_same_model():
+    """The fast path (last layer and head at each document's one target, tokens after it cut) is the same function
+    as the full forward: same losses, weights and scores up to float rounding; and training does move the weights."""
+    dense, loss_d, score_d = _train_with(False)
+    fast, loss_f, score_f = _train_with(True)
+    torch.testing.assert_close(loss_f, loss_d, rtol=1e-5, atol=1e-6)
+    for name in dense.names:
+        torch.testing.assert_close(fast.p(name), dense.p(name), rtol=1e-4, atol=1e-5, msg=lambda m: f"{name}: {m}")
+    torch.testing.assert_close(score_f, score_d, rtol=1e-4, atol=1e-5)
+    init = ms.BatchedGPT(_shape(), [1000, 1001])
+    assert not torch.allclose(fast.p("h1.fc_w"), init.p("h1.fc_w"), atol=1e-4)
+
+
+def test_logits_at_equal_the_full_forward_at_those_positions():
+    model = ms.BatchedGPT(_shape(), [3, 4])
+    docs = torch.from_numpy(np.stack([_one_target_data(s)[0] for s in (3, 4)]))
+    pos = torch.from_numpy(np.random.default_rng(0).integers(0, 5, size=docs.shape[:2]))
+    full = model(docs)
+    want = torch.gather(full, 2, pos[:, :, None, None].expand(*pos.shape, 1, full.shape[-1])).squeeze(2)
+    torch.testing.assert_close(model.logits_at(docs, pos), want, rtol=1e-5, atol=1e-6)
+
+
+def test_one_target_only_when_every_document_has_at_most_one():
+    docs = torch.arange(12).view(1, 2, 6)
+    w = torch.zeros(1, 2, 5)
+    w[0, 0, 3] = 1.0
+    inputs, pos, tgt, tw = ms.LaneTrainer.one_target(docs, w)
+    assert inputs.shape == (1, 2, 4)  # cut after the last position a target is predicted from
+    assert pos.tolist() == [[3, 0]] and tgt.tolist() == [[4, 7]] and tw.tolist() == [[1.0, 0.0]]
+    w[0, 1, 1:3] = 1.0  # a document with two targets (the all-token loss): the full forward is used
+    assert ms.LaneTrainer.one_target(docs, w) is None

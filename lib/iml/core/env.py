@@ -79,13 +79,21 @@ def environment_info() -> dict:
 def cpu_info() -> dict:
     """The CPU and the kernels torch dispatches to on it: two machines that differ here may train to
     different floats (see the Reproduce page), so every result records them."""
-    info: dict[str, Any] = {"cpu_model": None, "cpu_capability": None,
+    info: dict[str, Any] = {"cpu_model": None, "cpu_id": None, "cpu_capability": None,
                             "aten_cpu_capability_env": os.environ.get("ATEN_CPU_CAPABILITY")}
     try:
+        fields: dict[str, str] = {}
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                info["cpu_model"] = line.split(":", 1)[1].strip()
-                break
+            k, _, v = line.partition(":")
+            if not line.strip():
+                break  # the first processor is enough
+            fields.setdefault(k.strip(), v.strip())
+        info["cpu_model"] = fields.get("model name")
+        # a virtual machine may name every generation "AMD EPYC": family/model/stepping and the widest SIMD
+        # tell two such CPUs apart (they may train to different floats)
+        simd = [f for f in ("avx512f", "avx2") if f in fields.get("flags", "").split()]
+        info["cpu_id"] = (f"{fields.get('vendor_id')} family {fields.get('cpu family')} model {fields.get('model')} "
+                          f"stepping {fields.get('stepping')} {'+'.join(simd) or 'no-avx2'}")
     except OSError:
         info["cpu_model"] = platform.processor() or None
     try:

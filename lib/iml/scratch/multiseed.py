@@ -148,11 +148,13 @@ class BatchedGPT(torch.nn.Module):
         att = att.masked_fill(mask, float("-inf")).softmax(-1)
         return torch.matmul(att, v)
 
-    def hidden(self, tokens: torch.Tensor) -> torch.Tensor:
-        """tokens (S, B, T) -> final-LN hidden states (S, B*T, d)."""
+    def hidden(self, tokens: torch.Tensor, pos: torch.Tensor | None = None) -> torch.Tensor:
+        """tokens (S, B, T) -> final-LN-less residual states: (S, B*T, d) at every position, or (S, B, d) at
+        position pos (S, B) of each document only. With `pos` the last layer runs at that one position (its
+        keys and values still at all of them): the same numbers at pos, ~T times less work in that layer."""
         S, B, T = tokens.shape
         sh = self.shape
-        d, H = sh.d_model, sh.n_heads
+        d = sh.d_model
         emb = self.p("tok_emb")
         V = emb.shape[1]
         # one flat embedding table (S*V, d): lane s's token t is row s*V + t (F.embedding's backward is
@@ -160,16 +162,42 @@ class BatchedGPT(torch.nn.Module):
         flat = tokens + (torch.arange(S, device=tokens.device) * V)[:, None, None]
         x = F.embedding(flat, emb.reshape(S * V, d)) + self.p("pos_emb")[:, None, :T, :]  # (S, B, T, d)
         x = x.reshape(S, B * T, d)
-        for i in range(sh.n_layers):
-            q = f"h{i}."
-            qkv = self._ln_lin(x, self.p(q + "ln1_w"), self.p(q + "ln1_b"), self.p(q + "qkv_w"), self.p(q + "qkv_b"))
-            qkv = qkv.view(S * B, T, 3, H, d // H).permute(2, 0, 3, 1, 4)  # (3, SB, H, T, dh)
-            a = self._attend(*qkv.unbind(0))  # unbind: one stack in backward, not 3 zero-filled selects
-            a = a.transpose(1, 2).reshape(S, B * T, d)
-            x = x + self._lin(a, self.p(q + "proj_w"), self.p(q + "proj_b"))
-            h = self._ln_lin(x, self.p(q + "ln2_w"), self.p(q + "ln2_b"), self.p(q + "fc_w"), self.p(q + "fc_b"))
-            x = x + self._lin(F.gelu(h), self.p(q + "out_w"), self.p(q + "out_b"))
-        return x  # the final LayerNorm is folded into the head
+        full = sh.n_layers if pos is None else sh.n_layers - 1
+        for i in range(full):
+            x = self._block(x, f"h{i}.", S, B, T)
+        if pos is None:
+            return x  # the final LayerNorm is folded into the head
+        return self._block_at(x, f"h{sh.n_layers - 1}.", S, B, T, pos)
+
+    def _block(self, x, q: str, S: int, B: int, T: int) -> torch.Tensor:
+        """One transformer block on residual states x (S, B*T, d) at every position."""
+        d, H = self.shape.d_model, self.shape.n_heads
+        qkv = self._ln_lin(x, self.p(q + "ln1_w"), self.p(q + "ln1_b"), self.p(q + "qkv_w"), self.p(q + "qkv_b"))
+        qkv = qkv.view(S * B, T, 3, H, d // H).permute(2, 0, 3, 1, 4)  # (3, SB, H, T, dh)
+        a = self._attend(*qkv.unbind(0))  # unbind: one stack in backward, not 3 zero-filled selects
+        a = a.transpose(1, 2).reshape(S, B * T, d)
+        x = x + self._lin(a, self.p(q + "proj_w"), self.p(q + "proj_b"))
+        h = self._ln_lin(x, self.p(q + "ln2_w"), self.p(q + "ln2_b"), self.p(q + "fc_w"), self.p(q + "fc_b"))
+        return x + self._lin(F.gelu(h), self.p(q + "out_w"), self.p(q + "out_b"))
+
+    def _block_at(self, x, q: str, S: int, B: int, T: int, pos: torch.Tensor) -> torch.Tensor:
+        """:meth:`_block` at one position pos (S, B) per document: x (S, B*T, d) -> (S, B, d). The query, the
+        attention output, the MLP and the residual are computed at pos only; keys and values at every position,
+        those after pos masked (causal)."""
+        d, H = self.shape.d_model, self.shape.n_heads
+        dh = d // H
+        x_at = torch.gather(x.view(S, B, T, d), 2, pos[:, :, None, None].expand(S, B, 1, d)).squeeze(2)
+        ln_w, ln_b, w, b = self.p(q + "ln1_w"), self.p(q + "ln1_b"), self.p(q + "qkv_w"), self.p(q + "qkv_b")
+        kv = self._ln_lin(x, ln_w, ln_b, w[:, :, d:], b[:, d:]).view(S * B, T, 2, H, dh).permute(2, 0, 3, 1, 4)
+        qq = self._ln_lin(x_at, ln_w, ln_b, w[:, :, :d], b[:, :d]).view(S * B, H, 1, dh)
+        k, v = kv.unbind(0)  # (SB, H, T, dh)
+        att = torch.matmul(qq, k.transpose(-1, -2)) * (dh ** -0.5)  # (SB, H, 1, T)
+        later = torch.arange(T, device=x.device)[None, :] > pos.reshape(S * B, 1)  # keys after the query
+        att = att.masked_fill(later[:, None, None, :], float("-inf")).softmax(-1)
+        a = torch.matmul(att, v).reshape(S, B, d)
+        x_at = x_at + self._lin(a, self.p(q + "proj_w"), self.p(q + "proj_b"))
+        h = self._ln_lin(x_at, self.p(q + "ln2_w"), self.p(q + "ln2_b"), self.p(q + "fc_w"), self.p(q + "fc_b"))
+        return x_at + self._lin(F.gelu(h), self.p(q + "out_w"), self.p(q + "out_b"))
 
     def _head(self, x: torch.Tensor) -> torch.Tensor:
         """Final LayerNorm + output head on residual states x (S, N, d) -> (S, N, n_out)."""
@@ -182,11 +210,9 @@ class BatchedGPT(torch.nn.Module):
         return self._head(self.hidden(tokens)).view(S, B, T, self.shape.n_out)
 
     def logits_at(self, tokens: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
-        """Logits only at position pos (S, B) of each document -> (S, B, n_out)."""
-        S, B, T = tokens.shape
-        h = self.hidden(tokens).view(S, B, T, -1)
-        h = torch.gather(h, 2, pos[:, :, None, None].expand(S, B, 1, h.shape[-1])).squeeze(2)
-        return self._head(h)
+        """Logits only at position pos (S, B) of each document -> (S, B, n_out); tokens after the largest pos
+        may be cut off by the caller (causal: they change nothing)."""
+        return self._head(self.hidden(tokens, pos))
 
     def state_for_lanes(self, lanes: Sequence[int]) -> dict[str, torch.Tensor]:
         idx = torch.as_tensor(list(lanes), device=next(self.parameters()).device)
@@ -217,18 +243,21 @@ class LaneTrainer:
     """
 
     def __init__(self, model: BatchedGPT, optim: OptimConfig, *, device: torch.device, amp: bool,
-                 compile: bool = False):
+                 compile: bool = False, at_targets: bool = True):
         self.model = model
         self.cfg = optim
         self.device = device
         self.amp = amp and device.type == "cuda"
+        self.at_targets = at_targets
         self._loss = self._lane_loss
+        self._loss_at = self._lane_loss_at
         self._logits_at = model.logits_at
         if compile:  # forward + loss as one graph (backward via AOTAutograd); static shapes throughout
             from iml.core import env
 
             env.separate_compile_cache()
             self._loss = torch.compile(self._lane_loss, dynamic=False)
+            self._loss_at = torch.compile(self._lane_loss_at, dynamic=False)
             self._logits_at = torch.compile(model.logits_at, dynamic=False)
 
     def _autocast(self):
@@ -270,13 +299,38 @@ class LaneTrainer:
                              reduction="none").view(S, B, T - 1)
         return (ce * w).sum((1, 2)) / w.sum((1, 2)).clamp(min=1e-9)
 
+    def _lane_loss_at(self, tokens: torch.Tensor, pos: torch.Tensor, tgt: torch.Tensor, w: torch.Tensor
+                      ) -> torch.Tensor:
+        """:meth:`_lane_loss` when each document has one weighted target: tgt (S, B) predicted at pos (S, B)."""
+        logits = self.model.logits_at(tokens, pos)
+        S, B, V = logits.shape
+        ce = F.cross_entropy(logits.float().reshape(-1, V), tgt.clamp(max=V - 1).reshape(-1),
+                             reduction="none").view(S, B)
+        return (ce * w).sum(1) / w.sum(1).clamp(min=1e-9)
+
+    @staticmethod
+    def one_target(docs: torch.Tensor, weights: torch.Tensor):
+        """(inputs, pos, targets, target weights) when no document has more than one weighted target (the
+        answer-only loss), else None. inputs are the documents cut after the last position any target is
+        predicted from (later tokens feed nothing that is trained: the attention is causal)."""
+        if int((weights != 0).sum(-1).max()) > 1:
+            return None
+        pos = weights.abs().argmax(-1)  # a document without targets: position 0, weight 0
+        t_max = int(pos.max())
+        return (docs[..., :t_max + 1], pos, torch.gather(docs, 2, (pos + 1)[..., None]).squeeze(-1),
+                torch.gather(weights, 2, pos[..., None]).squeeze(-1))
+
     def train(self, docs: torch.Tensor, weights: torch.Tensor, *, epochs: int, batch_size: int, lr: float,
               order_rngs: Sequence[np.random.Generator],
               on_epoch_end: Callable[[int, torch.Tensor], None] | None = None) -> dict:
-        """Run `epochs` epochs; call on_epoch_end(epoch (1-based), mean train loss per lane (device))."""
+        """Run `epochs` epochs; call on_epoch_end(epoch (1-based), mean train loss per lane (device)).
+
+        With one weighted target per document (and ``at_targets``) the model runs its last layer and head at
+        that target's position only (:meth:`BatchedGPT.logits_at`): the same loss and gradients, less work."""
         S, N, T = docs.shape
         if len(order_rngs) != S:
             raise ValueError(f"need {S} order generators, got {len(order_rngs)}")
+        sparse = self.one_target(docs, weights) if self.at_targets else None
         steps_per_epoch = -(-N // batch_size)
         total = steps_per_epoch * epochs
         opt = self.make_optimizer(lr)
@@ -295,9 +349,13 @@ class LaneTrainer:
             for k in range(steps_per_epoch):
                 idx = order_t[:, k * batch_size:(k + 1) * batch_size]
                 valid = valid_all[:, k * batch_size:(k + 1) * batch_size]
-                x = docs[lane, idx]
-                w = weights[lane, idx] * valid[:, :, None]
-                loss = self.lane_loss(x, w)
+                if sparse is None:
+                    loss = self.lane_loss(docs[lane, idx], weights[lane, idx] * valid[:, :, None])
+                else:
+                    inputs, pos, tgt, tw = sparse
+                    with self._autocast():
+                        loss = self._loss_at(inputs[lane, idx], pos[lane, idx], tgt[lane, idx],
+                                             tw[lane, idx] * valid)
                 opt.zero_grad(set_to_none=True)
                 loss.sum().backward()
                 self._clip_per_lane()
@@ -315,6 +373,8 @@ class LaneTrainer:
                       chunk: int = 4096) -> torch.Tensor:
         """Logits of candidate tokens `cand` (C,) at position pos (S, N) -> (S, N, C) float32."""
         S, N, T = docs.shape
+        if self.at_targets:  # causal: tokens after the last position scored change nothing
+            docs = docs[..., :int(pos.max()) + 1]
         chunk = min(chunk, N)
         pad = -N % chunk  # every chunk has the same shape (nothing recompiles); padding rows are dropped
         if pad:
