@@ -21,13 +21,13 @@ def _by_hand(w, h, scale=7):
 
 
 def test_points_share_seeds_and_differ_only_in_width_and_hidden():
-    for sweep, n_points in (("smoke", 2), ("cpu", 4), ("gpu", 4)):
+    for sweep, n_points in (("smoke", 2), ("cpu-20", 4), ("gpu", 4)):
         cfgs = model_size.configs(sweep)
         assert len(cfgs) == n_points
         rest = [{k: v for k, v in to_dict(c).items() if k not in ("width", "hidden")} for c in cfgs]
         assert all(r == rest[0] for r in rest), sweep  # same seeds, data, epochs, optimiser at every size
         assert len({(c.width, c.hidden) for c in cfgs}) == n_points
-    cpu = model_size.configs("cpu")
+    cpu = model_size.configs("cpu-20")
     assert [(c.width, c.hidden) for c in cpu] == [(4, 64), (8, 128), (16, 256), (32, 512)]
     assert {(c.n_seeds, c.start_seed) for c in cpu} == {(20, 0)}  # the seeds the 10-seed sweep's spread asked for
     assert config_hash(cpu[1]) == config_hash(mnist_grid.make_config("cpu"))  # the cpu preset itself: reused
@@ -37,8 +37,39 @@ def test_points_share_seeds_and_differ_only_in_width_and_hidden():
     assert config_hash(model_size.configs("gpu")[1]) == config_hash(mnist_grid.make_config("gpu"))
 
 
+def test_the_cpu_sweep_adds_seeds_20_to_29_to_every_point_of_the_20_seed_sweep():
+    """Power asked for 29 seeds: each point of ``cpu`` is ``cpu-20``'s result plus a result on seeds 20-29 of the
+    same config, pooled; nothing else differs between the two parts."""
+    groups = model_size.point_configs("cpu")
+    assert [cs[0] for cs in groups] == model_size.configs("cpu-20")
+    for first, extra in groups:
+        assert (extra.start_seed, extra.n_seeds) == (20, 10)
+        assert to_dict(first) | {"start_seed": 20, "n_seeds": 10} == to_dict(extra)
+
+
+def test_pooled_points_hold_every_seed_once_and_refuse_mixed_configs():
+    from iml.core.results import pool_seeds
+
+    a = notebook.fake_result("mnist", n_stage1=3, n_stage2=1, gap=0.1, seed=1,
+                             config={"width": 4, "hidden": 64, "start_seed": 0, "n_seeds": 3})
+    b = notebook.fake_result("mnist", n_stage1=3, n_stage2=1, gap=0.1, seed=2,
+                             config={"width": 4, "hidden": 64, "start_seed": 0, "n_seeds": 3})
+    with pytest.raises(ValueError, match="share stage-1 seeds"):
+        pool_seeds([a, b])
+    b.table["seed_stage1"] += 3
+    b.config = {**b.config, "start_seed": 3}
+    p = pool_seeds([a, b])
+    assert sorted(p.table["seed_stage1"].unique()) == list(range(a.table["seed_stage1"].min(), 6))
+    assert (p.config["start_seed"], p.config["n_seeds"], p.hash) == (0, 6, f"{a.hash}+{b.hash}")
+    c = notebook.fake_result("mnist", n_stage1=3, n_stage2=1, gap=0.1, seed=3,
+                             config={"width": 8, "hidden": 64, "start_seed": 6, "n_seeds": 3})
+    c.table["seed_stage1"] += 6
+    with pytest.raises(ValueError, match="differ beyond the seeds"):
+        pool_seeds([a, c])
+
+
 def test_parameter_counts_grow_and_match_a_count_by_hand():
-    cpu = model_size.configs("cpu")
+    cpu = model_size.configs("cpu-20")
     n = [model_size.n_params(c) for c in cpu]
     assert n == [_by_hand(c.width, c.hidden) for c in cpu] == [6762, 24450, 92658, 360402]
     assert n == sorted(n) and n[-1] / n[0] >= 10
@@ -46,7 +77,7 @@ def test_parameter_counts_grow_and_match_a_count_by_hand():
     assert gpu == sorted(gpu) and gpu[-1] / gpu[0] >= 10 and gpu[1] == _by_hand(16, 256, scale=14)
     assert model_size.n_params(to_dict(cpu[2])) == n[2]  # a result's config dict counts the same
     # the points come out smallest first, whatever order they are given in
-    assert [c.width for c in model_size.configs("cpu", points=[(16, 256), (4, 64)])] == [4, 16]
+    assert [c.width for c in model_size.configs("cpu-20", points=[(16, 256), (4, 64)])] == [4, 16]
 
 
 @pytest.mark.parametrize("kwargs, key", [
@@ -75,7 +106,7 @@ def test_smoke_sweep_through_the_command_line(tmp_path, capsys):
     rs = model_size.finished("smoke", root=tmp_path)
     assert rs is not None and len({r.hash for r in rs}) == 2
     assert all((tmp_path / "mnist" / r.hash / "results.csv").exists() for r in rs)
-    assert model_size.finished("cpu", root=tmp_path) is None  # a sweep is shown whole or not at all
+    assert model_size.finished("cpu-20", root=tmp_path) is None  # a sweep is shown whole or not at all
     s = model_size.summary(rs)
     assert list(s["params"]) == [3850, 14018] and list(s["params_non_embedding"]) == [3850, 14018]
     assert list(s["n_seeds"]) == [2, 2] and (s["ci_low"] <= s["gap"]).all() and (s["gap"] <= s["ci_high"]).all()

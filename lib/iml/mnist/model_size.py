@@ -31,15 +31,15 @@ SWEEPS: dict[str, dict[str, Any]] = {
     # iml.mnist.grid; each step doubles both, about 4x the parameters. The preset's own size is one point.
     "smoke": dict(preset="smoke", points=[(4, 32), (8, 64)]),
     "cpu-10": dict(preset="cpu", overrides={"n_seeds": 10}, points=[(4, 64), (8, 128), (16, 256), (32, 512)]),
-    "cpu": dict(preset="cpu", points=[(4, 64), (8, 128), (16, 256), (32, 512)]),
-    "cpu-30": dict(preset="cpu", points=[(4, 64), (8, 128), (16, 256), (32, 512)],
-                   seed_blocks=[{}, {"start_seed": 20, "n_seeds": 10}]),
+    "cpu-20": dict(preset="cpu", points=[(4, 64), (8, 128), (16, 256), (32, 512)]),
+    "cpu": dict(preset="cpu", points=[(4, 64), (8, 128), (16, 256), (32, 512)],
+                seed_blocks=[{}, {"start_seed": 20, "n_seeds": 10}]),
     "gpu": dict(preset="gpu", points=[(8, 128), (16, 256), (32, 512), (64, 1024)]),
 }
 """Sweep presets. ``cpu-10`` (10 seeds a point, the fewest a verdict takes) ran first; its between-seed spread asked
-for 18 seeds, so the ``cpu`` sweep has the preset's 20 (its (8, 128) point *is* the MNIST cpu preset); the 20-seed
-spread asked for 29, so ``cpu-30`` adds seeds 20-29 to every point of ``cpu`` (a second result per point, pooled
-by :func:`iml.core.results.pool_seeds`; the first 20 seeds are the ``cpu`` sweep's own results). The gpu sweep's
+for 18 seeds, so ``cpu-20`` has the preset's 20 (its (8, 128) point *is* the MNIST cpu preset); the 20-seed
+spread asked for 29, so ``cpu`` (30 seeds) adds seeds 20-29 to every point of ``cpu-20`` (a second result per
+point, pooled by :func:`iml.core.results.pool_seeds`; the first 20 seeds are ``cpu-20``'s own results). The gpu sweep's
 (16, 256) point is the gpu preset.
 Parameters per seed: cpu 6.8k to 360k (53x), gpu 92k to 5.7M (62x)."""
 
@@ -121,7 +121,7 @@ def finished(sweep: str = "gpu", root=None, points=None) -> list | None:
 
 def find_sweep(roots: Sequence) -> tuple[str, list] | None:
     """(sweep name, results) of the largest finished sweep under any of `roots`, or None."""
-    return find_largest(finished, roots, names=("gpu", "cpu-30", "cpu", "cpu-10"))
+    return find_largest(finished, roots, names=("gpu", "cpu", "cpu-20", "cpu-10"))
 
 
 def _sorted(results: Sequence) -> list:
