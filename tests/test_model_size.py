@@ -197,3 +197,21 @@ def test_figure_and_headline_note():
     note = sweeps.headline_note(model_size, None)
     assert "No committed `gpu` sweep" in note and "python -m iml sweep model_size --sweep gpu`" in note
     assert "92k to 5.7M parameters per seed" in note
+
+
+def test_run_sweep_returns_one_pooled_result_per_point(monkeypatch):
+    """A sweep with seed blocks runs every block and hands back one result per size, holding all its seeds."""
+    monkeypatch.setitem(model_size.SWEEPS, "blocks", dict(preset="smoke", points=[(4, 32)],
+                                                          seed_blocks=[{}, {"start_seed": 2, "n_seeds": 2}]))
+    seen = []
+
+    def fake_run(cfg, root=None, force=False, progress=True):
+        seen.append((cfg.start_seed, cfg.n_seeds))
+        r = notebook.fake_result("mnist", n_stage1=cfg.n_seeds, n_stage2=1, config=to_dict(cfg))
+        r.table["seed_stage1"] += cfg.start_seed
+        return r
+
+    monkeypatch.setattr(model_size.mx, "run", fake_run)
+    rs = model_size.run_sweep("blocks", progress=False)
+    assert seen == [(0, 2), (2, 2)] and len(rs) == 1
+    assert sorted(rs[0].table["seed_stage1"].unique()) == [0, 1, 2, 3] and rs[0].config["n_seeds"] == 4

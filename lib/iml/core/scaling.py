@@ -108,17 +108,18 @@ def table(s: pd.DataFrame, size_name: str) -> pd.DataFrame:
     })
 
 
-def verdict_status(results: Sequence, n_params: Count) -> tuple[str, str]:
+def verdict_status(results: Sequence, n_params: Count, unit: str = "parameters") -> tuple[str, str]:
     """(status, evidence) for claim 3 by the rules of :mod:`iml.core.verdicts`: (a) the largest − smallest
     difference, sized against the largest model's own gap, decides; (b) a slope whose CI is below 0 (the gap
-    falls with size across all the sizes) makes the claim not reproduced, whatever (a) says."""
+    falls with size across all the sizes) makes the claim not reproduced, whatever (a) says. `unit` names what
+`n_params` counts (e.g. "non-embedding parameters")."""
     rs = by_size(results, n_params)
     if len(rs) < 2:
         return "not attempted", "a trend needs at least two model sizes"
     t, s = trend(rs[0], rs[-1], n_params), slope(rs, n_params)
     g_large = iml_gap(rs[-1].table, "d1consis", "d2consis", metric="acc")
     status, need = judge(t["ci_low"], t["ci_high"], t["n_seeds"], t["sd"], own_effect(g_large))
-    text = (f"(a) IML gap of the largest model ({fmt_params(t['large'])} parameters) minus that of the smallest "
+    text = (f"(a) IML gap of the largest model ({fmt_params(t['large'])} {unit}) minus that of the smallest "
             f"({fmt_params(t['small'])}) = {t['diff']:+.3f} [{t['ci_low']:+.3f}, {t['ci_high']:+.3f}] (held-out "
             f"accuracy, {t['n_seeds']} seeds paired, one-sided p = {t['p_one_sided']:.2g}). (b) Slope of the gap over "
             f"log10(parameters): {s['slope']:+.3f} per decade [{s['ci_low']:+.3f}, {s['ci_high']:+.3f}] "
@@ -132,9 +133,9 @@ def verdict_status(results: Sequence, n_params: Count) -> tuple[str, str]:
     return status, text
 
 
-def verdict(results: Sequence, n_params: Count) -> str:
+def verdict(results: Sequence, n_params: Count, unit: str = "parameters") -> str:
     """Markdown: the claim's two tests on a finished sweep, with its status (:func:`verdict_status`)."""
-    status, text = verdict_status(results, n_params)
+    status, text = verdict_status(results, n_params, unit)
     return (f"**Verdict on this sweep** (2 planned comparisons, both seed-paired: (a) the largest minus the smallest "
             f"model, which decides the status, and (b) the slope of the gap over log10(parameters); a 95% interval "
             f"above 0 with at least {MIN_SEEDS} seeds counts as reproduced): the paper's claim \"larger models give "

@@ -95,12 +95,21 @@ def configs(sweep: str = "cpu", points: Sequence[Sequence[int]] | None = None,
 
 def run_sweep(sweep: str = "cpu", points=None, overrides=None, *, root=None, force: bool = False,
               progress: bool = True, workers: int = 1) -> list:
-    """Run (or load) every point of the sweep; returns their results, smallest model first.
+    """Run (or load) every point of the sweep; returns one result per point (its seed blocks pooled), smallest
+    model first.
 
-    ``workers > 1`` computes unfinished points in that many processes at once (one torch thread each on a
-    CPU; the points are independent results, each written atomically), costliest first."""
-    return run_points(mx.run, EXPERIMENT, configs(sweep, points, overrides), root=root, force=force,
-                      progress=progress, workers=workers, cost=cost)
+    ``workers > 1`` computes unfinished results in that many processes at once (one torch thread each on a
+    CPU; each is an independent result, written atomically), costliest first."""
+    groups = point_configs(sweep, points, overrides)
+    rs = run_points(mx.run, EXPERIMENT, [c for cs in groups for c in cs], root=root, force=force,
+                    progress=progress, workers=workers, cost=cost)
+    return _pooled(groups, rs)
+
+
+def _pooled(groups: list[list], results: list) -> list:
+    """One result per point from the results of its seed blocks, in order."""
+    it = iter(results)
+    return [pool_seeds([next(it) for _ in cs]) for cs in groups]
 
 
 def cost(cfg: mnist_grid.Config) -> int:
@@ -113,10 +122,7 @@ def finished(sweep: str = "gpu", root=None, points=None) -> list | None:
     (a sweep is shown whole or not at all). `root` None: results/; a book's "none" is handled by the caller."""
     groups = point_configs(sweep, points)
     rs = finished_points(EXPERIMENT, [c for cs in groups for c in cs], root)
-    if rs is None:
-        return None
-    it = iter(rs)
-    return [pool_seeds([next(it) for _ in cs]) for cs in groups]
+    return None if rs is None else _pooled(groups, rs)
 
 
 def find_sweep(roots: Sequence) -> tuple[str, list] | None:

@@ -109,12 +109,15 @@ def table(summary_frame: pd.DataFrame) -> pd.DataFrame:
     return scaling.table(summary_frame, SIZE_NAME)
 
 
+UNIT = "non-embedding parameters"
+
+
 def verdict(results: Sequence) -> str:
-    return scaling.verdict(results, n_params)
+    return scaling.verdict(results, n_params, UNIT)
 
 
 def verdict_status(results: Sequence) -> tuple[str, str]:
-    return scaling.verdict_status(results, n_params)
+    return scaling.verdict_status(results, n_params, UNIT)
 
 
 POINTS = "model sizes"
