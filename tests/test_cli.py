@@ -53,6 +53,10 @@ def test_run_then_show(tmp_path, capsys):
     shown = capsys.readouterr().out
     assert "d1consis" in shown and "qd1consis" in shown
     assert main(["show", str(tmp_path)]) == 2
+    capsys.readouterr()
+    assert main(["show", result_dir, "--epoch", "999"]) == 2  # an epoch the result does not have: say so
+    err = capsys.readouterr().err
+    assert "--epoch 999: the result has no such epoch" in err and len(err.strip().splitlines()) == 1
 
 
 @pytest.mark.parametrize("experiment", ["mnist", "setinclusion", "probe"])

@@ -109,3 +109,16 @@ def test_a_loop_is_found():
             test_no_import_loops()
     finally:
         GRAPH = saved
+
+
+def test_atomic_writes_temporary_files_are_git_ignored(tmp_path):
+    """A process killed mid-write leaves `.<name>.XXXX.tmp` (iml.core.files.atomic_path): git must not see it."""
+    import subprocess
+
+    from iml.core import files
+
+    if not (files.ROOT / ".git").exists():
+        pytest.skip("not a git checkout")
+    probe = files.ROOT / "results" / ".results.csv.abcd1234.tmp"
+    out = subprocess.run(["git", "check-ignore", "-q", str(probe)], cwd=files.ROOT)
+    assert out.returncode == 0, "add '.*.tmp' to .gitignore"

@@ -157,6 +157,10 @@ def _cmd_show(args) -> int:
     metrics = [m for m in ("EM", "F1", "acc") if m in set(table["metric"])]
     if not metrics:
         return _fail(f"{res.dir}: the result has no EM/F1/acc rows")
+    if args.epoch is not None and args.epoch not in set(table["epoch"].astype(float)):
+        have = sorted(set(table["epoch"].astype(float)))
+        return _fail(f"--epoch {args.epoch:g}: the result has no such epoch (it has {have[0]:g} to {have[-1]:g}: "
+                     f"{', '.join(f'{e:g}' for e in have[:12])}{', ...' if len(have) > 12 else ''})")
     rows = []
     for a, b in GAP_PAIRS:
         # qd1consis vs qd2incons is a Stage-1 effect: compare at the end of Stage 1 (before Stage 2).
