@@ -1,20 +1,24 @@
-"""The batched-seed trainer's two paths side by side: the full forward (every position, ``at_targets=False``) and
-the answer-only path (last layer and head at each document's one target, tokens after it cut; the default).
+"""The batched-seed trainer against an earlier version of itself, side by side: the trainer at git revision
+``--baseline`` (default: the last one before the answer-only path, 2026-12-01), today's full forward (every
+position, ``at_targets=False``) and today's default (last layer and head at each document's one target, tokens
+after it cut).
 
     OMP_NUM_THREADS=1 PYTHONPATH=lib .venv/bin/python benchmarks/bench_lane_trainer.py [--preset cpu] [--steps 40]
 
 On the preset's data and model shape, for S seeds batched (the preset's unit), it times Stage-1 steps, Stage-2
-steps and one evaluation with each path, alternating the paths `--rounds` times so both see the same machine load,
-and prints ms per step, the ratios, and the ratio for a whole unit of the preset (each phase weighted by how many
-steps / evaluations the preset runs). Numbers, not assertions: ``tests/test_multiseed.py`` checks that both paths
+steps and one evaluation with each, alternating them `--rounds` times so all see the same machine load, and
+prints ms per step, the speed-ups over the baseline, and the speed-up of a whole unit of the preset (each phase
+weighted by how many steps / evaluations the preset runs). Numbers, not assertions: ``tests/test_multiseed.py`` checks that both paths
 train the same model.
 """
 from __future__ import annotations
 
 import argparse
 import os
+import subprocess
 import sys
 import time
+import types
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lib"))
@@ -27,11 +31,26 @@ from iml.scratch import multiseed as ms  # noqa: E402
 from iml.scratch import set_inclusion as si  # noqa: E402
 
 
-def _time_phases(c, datas, at_targets: bool, steps: int) -> dict:
-    """ms per Stage-1 step, per Stage-2 step, and per evaluation (test + training QA scored) with one path."""
+BASELINE = "ad7d50a"
+"""The trainer before the answer-only path (2026-12-01)."""
+
+
+def _module_at(rev: str) -> types.ModuleType:
+    """iml.scratch.multiseed as it was at git revision `rev`."""
+    root = Path(__file__).resolve().parents[1]
+    src = subprocess.run(["git", "show", f"{rev}:lib/iml/scratch/multiseed.py"], cwd=root, check=True,
+                         capture_output=True, text=True).stdout
+    mod = types.ModuleType(f"multiseed_{rev}")
+    sys.modules[mod.__name__] = mod  # dataclasses look their module up
+    exec(compile(src, f"multiseed@{rev}", "exec"), mod.__dict__)
+    return mod
+
+
+def _time_phases(c, datas, mod, kwargs: dict, steps: int) -> dict:
+    """ms per Stage-1 step, per Stage-2 step, and per evaluation (test + training QA scored) with one trainer."""
     S, v = len(datas), datas[0].vocab
-    model = ms.BatchedGPT(si.model_shape(c), list(range(S)))
-    tr = ms.LaneTrainer(model, ms.OptimConfig(lr=c.lr), device=torch.device("cpu"), amp=False, at_targets=at_targets)
+    model = mod.BatchedGPT(si.model_shape(c), list(range(S)))
+    tr = mod.LaneTrainer(model, mod.OptimConfig(lr=c.lr), device=torch.device("cpu"), amp=False, **kwargs)
     out = {}
     for phase, key in (("stage1", "stage1_docs"), ("stage2", "stage2_docs")):
         docs = torch.from_numpy(np.stack([getattr(d, key) for d in datas]))
@@ -59,6 +78,7 @@ def main(argv=None):
     ap.add_argument("--seeds", type=int, default=None, help="seeds batched (default: the preset's unit)")
     ap.add_argument("--steps", type=int, default=40, help="Stage-1 steps timed per path and round")
     ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--baseline", default=BASELINE, help="git revision of the trainer to compare with")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     c = si.make_config(args.preset)
@@ -66,21 +86,26 @@ def main(argv=None):
     datas = [si.make_data(c, s) for s in range(S)]
     print(f"preset {args.preset}: d_model {c.d_model}, {c.n_layers} layers, {S} seeds batched, batch {c.batch_size}, "
           f"loss_on {c.loss_on}; CPU {cpu_info().get('cpu_model', '?')}, 1 thread, load {os.getloadavg()[0]:.1f}")
-    runs = {False: [], True: []}
+    trainers = {f"at {args.baseline}": (_module_at(args.baseline), {}), "full forward": (ms, {"at_targets": False}),
+                "at targets": (ms, {"at_targets": True})}
+    runs = {k: [] for k in trainers}
     for _ in range(args.rounds):
-        for at in (False, True):
-            runs[at].append(_time_phases(c, datas, at, args.steps))
-    med = {at: {k: float(np.median([r[k] for r in rs])) for k in rs[0]} for at, rs in runs.items()}
+        for k, (mod, kw) in trainers.items():
+            runs[k].append(_time_phases(c, datas, mod, kw, args.steps))
+    med = {k: {p: float(np.median([r[p] for r in rs])) for p in rs[0]} for k, rs in runs.items()}
     n1, n2 = datas[0].stage1_docs.shape[0], datas[0].stage2_docs.shape[0]
     steps1, steps2 = c.stage1_epochs * -(-n1 // c.batch_size), c.stage2_epochs * -(-n2 // c.batch_size)
     evals = 1 + c.stage1_epochs // c.eval_every + c.stage2_epochs // c.eval_every
-    unit = {at: (m["stage1"] * steps1 + m["stage2"] * steps2 + m["eval"] * evals) / 1e3 for at, m in med.items()}
-    print(f"{'phase':<28}{'full forward':>14}{'at targets':>12}{'speed-up':>10}")
-    for k, what in (("stage1", "Stage-1 step (ms)"), ("stage2", "Stage-2 step (ms)"), ("eval", "one evaluation (ms)")):
-        print(f"{what:<28}{med[False][k]:>14.1f}{med[True][k]:>12.1f}{med[False][k] / med[True][k]:>9.2f}x")
-    print(f"{'one unit of the preset (s)':<28}{unit[False]:>14.0f}{unit[True]:>12.0f}{unit[False] / unit[True]:>9.2f}x"
-          f"   ({steps1} + {steps2} steps, {evals} evaluations; {S * (c.stage1_epochs + c.stage2_epochs) / unit[True]:.2f}"
-          f" seed-epochs/s at targets)")
+    for m in med.values():
+        m["unit"] = (m["stage1"] * steps1 + m["stage2"] * steps2 + m["eval"] * evals) / 1e3
+    base = med[f"at {args.baseline}"]
+    print(f"{'':<30}" + "".join(f"{k:>16}" for k in med) + "   (speed-up over the baseline)")
+    for p, what in (("stage1", "Stage-1 step (ms)"), ("stage2", "Stage-2 step (ms)"), ("eval", "one evaluation (ms)"),
+                    ("unit", "one unit of the preset (s)")):
+        print(f"{what:<30}" + "".join(f"{m[p]:>9.1f} {base[p] / m[p]:>4.2f}x" for m in med.values()))
+    best = med["at targets"]["unit"]
+    print(f"a unit: {steps1} + {steps2} steps and {evals} evaluations; at targets "
+          f"{S * (c.stage1_epochs + c.stage2_epochs) / best:.2f} seed-epochs/s")
 
 
 if __name__ == "__main__":

@@ -101,8 +101,9 @@ def test_notebook_runs_at_smoke(executed, name):
         assert "No committed `gpu` sweep" in md and "No committed `gpu-joint` sweep" in md
         assert md.count("Verdict on this sweep") == 2  # the two-stage and the single-stage sweep
     elif name == "model_size":
-        assert "No committed `gpu` sweep" in md and md.count("Verdict on this sweep") == 1
+        assert "No committed `gpu` sweep" in md and md.count("Verdict on this sweep") == 2  # transformer, ConvNet
         assert "- width 4, hidden 32 (3,850 parameters): Scale: mnist (smoke preset)" in md
+        assert "- d_model 16, 1 layer(s) (3,312 non-embedding parameters): Scale: setinclusion" in md
     elif name == "alpha":
         assert "No committed `gpu` sweep" in md and md.count("**Verdict**") == 1
         assert "- α = 0.5: Scale: mnist" in md and "- α = 1: Scale: mnist (smoke preset)" in md
