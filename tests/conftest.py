@@ -11,6 +11,15 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import pytest  # noqa: E402
 
+from iml.core.env import capability_problem  # noqa: E402
+
+
+
+def pytest_configure(config):
+    """Forced kernels this CPU lacks: every test would die of SIGILL, so stop with one line instead."""
+    if (problem := capability_problem()) is not None:
+        pytest.exit(problem, returncode=2)
+
 try:
     import torch  # noqa: E402
 

@@ -85,3 +85,17 @@ def test_an_infinite_learning_rate_is_refused(capsys):
     assert main(["run", "main", "--preset", "smoke", "--set", "stages.0.lr=.inf"]) == 2
     err = capsys.readouterr().err
     assert "lr" in err and "finite" in err
+
+
+def test_forced_kernels_the_cpu_lacks_are_one_line_not_a_crash(monkeypatch, capsys):
+    """ATEN_CPU_CAPABILITY=avx512 on a CPU without AVX-512 kills torch with SIGILL at the first kernel: say so."""
+    from iml.core import env
+
+    zen3 = ["fpu", "sse2", "avx", "avx2", "fma"]
+    assert "no avx512f" in env.capability_problem("avx512", zen3) and "avx2 or default" in env.capability_problem(
+        "avx512", zen3)
+    assert env.capability_problem("avx512", zen3 + ["avx512f"]) is None
+    assert env.capability_problem("default", zen3) is None and env.capability_problem("", zen3) is None
+    monkeypatch.setattr(env, "capability_problem", lambda: "ATEN_CPU_CAPABILITY=avx512 asks for AVX512 kernels")
+    assert main(["list"]) == 2
+    assert capsys.readouterr().err.strip().count("\n") == 0

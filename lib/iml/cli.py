@@ -20,6 +20,7 @@ from typing import Sequence
 import pandas as pd
 
 from iml import registry
+from iml.core import env
 from iml.core.config import ConfigError, parse_override
 from iml.core.results import ResultStore, StaleResultError, load_dir
 from iml.core.stats import gap_table
@@ -197,6 +198,8 @@ def _cmd_verify(args) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if (problem := env.capability_problem()) is not None:
+        return _fail(problem)
     if args.command == "list":
         return _cmd_list()
     if args.command == "run":

@@ -76,6 +76,26 @@ def environment_info() -> dict:
     return info
 
 
+_NEEDS = {"avx512": "avx512f", "avx2": "avx2"}
+
+
+def capability_problem(want: str | None = None, flags: list[str] | None = None) -> str | None:
+    """Why ``ATEN_CPU_CAPABILITY`` (or `want`) cannot work on this CPU (or one with `flags`): it asks for kernels
+    the CPU lacks, and torch would die with "Illegal instruction" at the first one. None if it can."""
+    want = (want if want is not None else os.environ.get("ATEN_CPU_CAPABILITY") or "").lower()
+    flag = _NEEDS.get(want)
+    if flags is None:
+        try:
+            flags = next((ln.split(":", 1)[1].split() for ln in Path("/proc/cpuinfo").read_text().splitlines()
+                          if ln.startswith("flags")), None)
+        except OSError:
+            return None
+    if flag is None or flags is None or flag in flags:
+        return None
+    return (f"ATEN_CPU_CAPABILITY={want} asks for {want.upper()} kernels, but this CPU has no {flag}; "
+            f"use {'avx2 or default' if 'avx2' in flags else 'default'}")
+
+
 def cpu_info() -> dict:
     """The CPU and the kernels torch dispatches to on it: two machines that differ here may train to
     different floats (see the Reproduce page), so every result records them."""
