@@ -5,17 +5,18 @@ minus the smallest model's IML gap, and the slope of each seed's gap over log10(
 """
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
 from iml.core import power
+from iml.core.config import ConfigError
 from iml.core.stats import iml_gap, per_seed_gap, seed_interval
 from iml.core.sweep import seed_paired_difference
 from iml.core.verdicts import MIN_SEEDS, interval_status, judge, own_effect, seeds_note
 
-__all__ = ["fmt_params", "by_size", "trend", "slope", "summary", "table", "verdict_status", "verdict", "power_rows"]
+__all__ = ["fmt_params", "check_points", "by_size", "trend", "slope", "summary", "table", "verdict_status", "verdict", "power_rows"]
 
 Count = Callable[[dict], int]
 
@@ -27,6 +28,35 @@ def fmt_params(n: int) -> str:
             v = n / div
             return f"{v:.1f}{unit}" if v < 10 else f"{v:.0f}{unit}"
     return str(n)
+
+
+def check_points(sweeps: Mapping[str, Mapping], sweep: str, points, overrides, size_keys: Sequence[str],
+                 what: str) -> tuple[Mapping, list[tuple[int, int]], dict]:
+    """(spec, points, fixed overrides) of model-size sweep `sweep`: the sweep's (or the given) points, each two
+    integer sizes >= 1 (`what` names them, e.g. "(width, hidden)"), all different; overrides may not set a size."""
+    if sweep not in sweeps:
+        raise ConfigError("sweep", f"must be one of {sorted(sweeps)}, got {sweep!r}")
+    spec = sweeps[sweep]
+    pts = [tuple(p) for p in (points if points is not None else spec["points"])]
+    if not pts:
+        raise ConfigError("points", f"needs at least one {what} point")
+    for p in pts:
+        if len(p) != 2 or not all(_is_size(v) for v in p):
+            raise ConfigError("points", f"each point is {what}, integers >= 1, got {p!r}")
+    pts = [(int(a), int(b)) for a, b in pts]
+    if len(set(pts)) != len(pts):
+        raise ConfigError("points", f"points must differ, got {pts}")
+    for key in size_keys:
+        if key in (overrides or {}):
+            raise ConfigError(key, "is set by the sweep's points; change the points instead")
+    return spec, pts, {**spec.get("overrides", {}), **dict(overrides or {})}
+
+
+def _is_size(v) -> bool:
+    try:
+        return not isinstance(v, bool) and float(v).is_integer() and v >= 1
+    except (TypeError, ValueError):
+        return False
 
 
 def by_size(results: Sequence, n_params: Count) -> list:
@@ -140,6 +170,15 @@ def verdict(results: Sequence, n_params: Count, unit: str = "parameters") -> str
             f"model, which decides the status, and (b) the slope of the gap over log10(parameters); a 95% interval "
             f"above 0 with at least {MIN_SEEDS} seeds counts as reproduced): the paper's claim \"larger models give "
             f"more IML\": **{status}**. {text}")
+
+
+def judge_claim(found: tuple[str, list], n_params: Count, task: str, unit: str = "parameters"
+                ) -> tuple[str, str, str]:
+    """(status, evidence, scale) of claim 3 on a found sweep ("<name> sweep", results), for the claims page."""
+    label, rs = found
+    status, text = verdict_status(rs, n_params, unit)
+    sizes = ", ".join(fmt_params(n_params(r.config)) for r in by_size(rs, n_params))
+    return status, f"{task}: {text}", f"{label}, {unit} per seed {sizes}"
 
 
 def power_rows(label: str, results: Sequence, n_params: Count) -> list[dict]:

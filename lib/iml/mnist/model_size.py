@@ -13,7 +13,6 @@ from typing import Any, Mapping, Sequence
 import pandas as pd
 
 from iml.core import scaling
-from iml.core.config import ConfigError
 from iml.core.results import pool_seeds
 from iml.core.scaling import fmt_params
 from iml.core.sweep import find_largest, finished_points, labelled, run_points
@@ -55,33 +54,11 @@ def n_params(cfg) -> int:
     return int(sum(math.prod(s) for s in mnist_grid.param_shapes(cfg).values()))
 
 
-def _is_size(v) -> bool:
-    try:
-        return not isinstance(v, bool) and float(v).is_integer() and v >= 1
-    except (TypeError, ValueError):
-        return False
-
-
 def point_configs(sweep: str = "cpu", points: Sequence[Sequence[int]] | None = None,
                   overrides: Mapping[str, Any] | None = None) -> list[list[mnist_grid.Config]]:
     """Per (width, hidden) point of `sweep` (or the given `points`), fewest parameters first: its configs, one per
     seed block of the sweep (one config unless the sweep adds seeds in ``seed_blocks``)."""
-    if sweep not in SWEEPS:
-        raise ConfigError("sweep", f"must be one of {sorted(SWEEPS)}, got {sweep!r}")
-    spec = SWEEPS[sweep]
-    pts = [tuple(p) for p in (points if points is not None else spec["points"])]
-    if not pts:
-        raise ConfigError("points", "needs at least one (width, hidden) point")
-    for p in pts:
-        if len(p) != 2 or not all(_is_size(v) for v in p):
-            raise ConfigError("points", f"each point is (width >= 1, hidden >= 1), integers, got {p!r}")
-    pts = [(int(w), int(h)) for w, h in pts]
-    if len(set(pts)) != len(pts):
-        raise ConfigError("points", f"points must differ, got {pts}")
-    for key in SIZE_KEYS:
-        if key in (overrides or {}):
-            raise ConfigError(key, "is set by the sweep's points; change the points instead")
-    fixed = {**spec.get("overrides", {}), **dict(overrides or {})}
+    spec, pts, fixed = scaling.check_points(SWEEPS, sweep, points, overrides, SIZE_KEYS, "(width, hidden)")
     out = [[mnist_grid.make_config(spec["preset"], {**fixed, **block, "width": w, "hidden": h})
             for block in spec.get("seed_blocks", [{}])] for w, h in pts]
     return sorted(out, key=lambda cs: (n_params(cs[0]), cs[0].width))
@@ -128,10 +105,6 @@ def finished(sweep: str = "gpu", root=None, points=None) -> list | None:
 def find_sweep(roots: Sequence) -> tuple[str, list] | None:
     """(sweep name, results) of the largest finished sweep under any of `roots`, or None."""
     return find_largest(finished, roots, names=("gpu", "cpu", "cpu-20", "cpu-10"))
-
-
-def _sorted(results: Sequence) -> list:
-    return scaling.by_size(results, n_params)
 
 
 def describe(cfg: Mapping[str, Any]) -> dict:
@@ -199,10 +172,7 @@ def find(roots: Sequence) -> tuple[str, list] | None:
 
 
 def judge_claim(claim, found: tuple[str, list]) -> tuple[str, str, str]:
-    label, rs = found
-    status, text = verdict_status(rs)
-    return (status, f"MNIST grid analogue: {text}",
-            f"{label}, parameters per seed {', '.join(fmt_params(n_params(r.config)) for r in _sorted(rs))}")
+    return scaling.judge_claim(found, n_params, "MNIST grid analogue")
 
 
 def power_rows(found: tuple[str, list]) -> list[dict]:

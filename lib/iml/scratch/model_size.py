@@ -10,7 +10,6 @@ from typing import Any, Mapping, Sequence
 import pandas as pd
 
 from iml.core import scaling
-from iml.core.config import ConfigError
 from iml.core.scaling import fmt_params
 from iml.core.sweep import find_largest, finished_points, labelled, run_points
 from iml.scratch import multiseed as ms
@@ -60,21 +59,7 @@ def describe(cfg: Mapping[str, Any]) -> dict:
 def configs(sweep: str = "cpu", points: Sequence[Sequence[int]] | None = None,
             overrides: Mapping[str, Any] | None = None) -> list[si.Config]:
     """One set-inclusion config per (d_model, n_layers) point of `sweep` (or the given `points`), smallest first."""
-    if sweep not in SWEEPS:
-        raise ConfigError("sweep", f"must be one of {sorted(SWEEPS)}, got {sweep!r}")
-    spec = SWEEPS[sweep]
-    pts = [tuple(p) for p in (points if points is not None else spec["points"])]
-    if not pts:
-        raise ConfigError("points", "needs at least one (d_model, n_layers) point")
-    for p in pts:
-        if len(p) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in p):
-            raise ConfigError("points", f"each point is (d_model >= 1, n_layers >= 1), integers, got {p!r}")
-    if len(set(pts)) != len(pts):
-        raise ConfigError("points", f"points must differ, got {pts}")
-    for key in SIZE_KEYS:
-        if key in (overrides or {}):
-            raise ConfigError(key, "is set by the sweep's points; change the points instead")
-    fixed = {**spec["overrides"], **dict(overrides or {})}
+    spec, pts, fixed = scaling.check_points(SWEEPS, sweep, points, overrides, SIZE_KEYS, "(d_model, n_layers)")
     out = [si.make_config(spec["preset"], {**fixed, "d_model": d, "n_layers": n, "d_mlp": 4 * d}) for d, n in pts]
     return sorted(out, key=n_params)
 
@@ -150,11 +135,7 @@ def find(roots: Sequence) -> tuple[str, list] | None:
 
 
 def judge_claim(claim, found: tuple[str, list]) -> tuple[str, str, str]:
-    label, rs = found
-    status, text = verdict_status(rs)
-    return (status, f"set-inclusion transformer: {text}",
-            f"{label}, non-embedding parameters per seed "
-            f"{', '.join(fmt_params(n_params(r.config)) for r in scaling.by_size(rs, n_params))}")
+    return scaling.judge_claim(found, n_params, "set-inclusion transformer", UNIT)
 
 
 def power_rows(found: tuple[str, list]) -> list[dict]:
