@@ -1,7 +1,8 @@
 """The batched-seed trainer against an earlier version of itself, side by side: the trainer at git revision
 ``--baseline`` (default: the last one before the answer-only path, 2026-12-01), today's full forward (every
-position, ``at_targets=False``) and today's default (last layer and head at each document's one target, tokens
-after it cut).
+position, ``at_targets=False``), today's default (last layer and head at each document's one target, tokens
+after it cut) and that default under ``torch.compile`` (``--set compile=true``: the same math, fused; float
+rounding differs, so it is a config of its own). Compile time is printed separately.
 
     OMP_NUM_THREADS=1 PYTHONPATH=lib .venv/bin/python benchmarks/bench_lane_trainer.py [--preset cpu] [--steps 40]
 
@@ -51,24 +52,28 @@ def _time_phases(c, datas, mod, kwargs: dict, steps: int) -> dict:
     S, v = len(datas), datas[0].vocab
     model = mod.BatchedGPT(si.model_shape(c), list(range(S)))
     tr = mod.LaneTrainer(model, mod.OptimConfig(lr=c.lr), device=torch.device("cpu"), amp=False, **kwargs)
-    out = {}
+    out = {"first_calls": 0.0, "eval": 0.0}  # the warm-up calls: torch.compile's compile time when compiling
     for phase, key in (("stage1", "stage1_docs"), ("stage2", "stage2_docs")):
         docs = torch.from_numpy(np.stack([getattr(d, key) for d in datas]))
         w = torch.from_numpy(np.stack([si.loss_weights(getattr(d, key), v, c.loss_on) for d in datas]))
         n = min(docs.shape[1], steps * c.batch_size)
         docs, w = docs[:, :n], w[:, :n]
         rngs = [np.random.default_rng(s) for s in range(S)]
+        t = time.perf_counter()
         tr.train(docs[:, :c.batch_size], w[:, :c.batch_size], epochs=1, batch_size=c.batch_size, lr=c.lr,
                  order_rngs=rngs)  # warm-up
+        out["first_calls"] += time.perf_counter() - t
         t = time.perf_counter()
         info = tr.train(docs, w, epochs=1, batch_size=c.batch_size, lr=c.lr, order_rngs=rngs)
         out[phase] = (time.perf_counter() - t) / info["steps"] * 1e3
     test = torch.from_numpy(np.stack([d.test_docs for d in datas]))
     qa = torch.from_numpy(np.stack([d.train_qa_docs[:c.eval_train_qa_max] for d in datas]))
-    t = time.perf_counter()
-    for docs, cand in ((test, torch.tensor([v.TRUE, v.FALSE])), (qa, torch.arange(v.n_out))):
-        tr.answer_scores(docs, torch.full(docs.shape[:2], c.seq_len - 2), cand)
-    out["eval"] = (time.perf_counter() - t) * 1e3
+    for timed in ("first_calls", "eval"):
+        t = time.perf_counter()
+        for docs, cand in ((test, torch.tensor([v.TRUE, v.FALSE])), (qa, torch.arange(v.n_out))):
+            tr.answer_scores(docs, torch.full(docs.shape[:2], c.seq_len - 2), cand)
+        dt = time.perf_counter() - t
+        out[timed] += dt if timed == "first_calls" else dt * 1e3
     return out
 
 
@@ -87,12 +92,13 @@ def main(argv=None):
     print(f"preset {args.preset}: d_model {c.d_model}, {c.n_layers} layers, {S} seeds batched, batch {c.batch_size}, "
           f"loss_on {c.loss_on}; CPU {cpu_info().get('cpu_model', '?')}, 1 thread, load {os.getloadavg()[0]:.1f}")
     trainers = {f"at {args.baseline}": (_module_at(args.baseline), {}), "full forward": (ms, {"at_targets": False}),
-                "at targets": (ms, {"at_targets": True})}
+                "at targets": (ms, {"at_targets": True}), "compiled": (ms, {"at_targets": True, "compile": True})}
     runs = {k: [] for k in trainers}
     for _ in range(args.rounds):
         for k, (mod, kw) in trainers.items():
             runs[k].append(_time_phases(c, datas, mod, kw, args.steps))
     med = {k: {p: float(np.median([r[p] for r in rs])) for p in rs[0]} for k, rs in runs.items()}
+    compile_s = runs["compiled"][0]["first_calls"] - med["at targets"]["first_calls"]  # the first round compiles
     n1, n2 = datas[0].stage1_docs.shape[0], datas[0].stage2_docs.shape[0]
     steps1, steps2 = c.stage1_epochs * -(-n1 // c.batch_size), c.stage2_epochs * -(-n2 // c.batch_size)
     evals = 1 + c.stage1_epochs // c.eval_every + c.stage2_epochs // c.eval_every
@@ -103,9 +109,12 @@ def main(argv=None):
     for p, what in (("stage1", "Stage-1 step (ms)"), ("stage2", "Stage-2 step (ms)"), ("eval", "one evaluation (ms)"),
                     ("unit", "one unit of the preset (s)")):
         print(f"{what:<30}" + "".join(f"{m[p]:>9.1f} {base[p] / m[p]:>4.2f}x" for m in med.values()))
-    best = med["at targets"]["unit"]
-    print(f"a unit: {steps1} + {steps2} steps and {evals} evaluations; at targets "
-          f"{S * (c.stage1_epochs + c.stage2_epochs) / best:.2f} seed-epochs/s")
+    print(f"{'  compiled, with compiling':<30}{'':>{16 * (len(med) - 1)}}{med['compiled']['unit'] + compile_s:>9.1f} "
+          f"{base['unit'] / (med['compiled']['unit'] + compile_s):>4.2f}x   (compiling took {compile_s:.0f} s; a warm "
+          f"code cache makes later processes skip most of it)")
+    for k in ("at targets", "compiled"):
+        print(f"a unit: {steps1} + {steps2} steps and {evals} evaluations; {k} "
+              f"{S * (c.stage1_epochs + c.stage2_epochs) / med[k]['unit']:.2f} seed-epochs/s")
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ matplotlib.use("Agg")
 
 import pytest  # noqa: E402
 
-from iml.report import claims, html_check, notebook
+from iml.report import claims, html_check, notebook, plots
 from iml.core import paper
 from iml.core import results, study
 from iml.core import verdicts  # noqa: E402
@@ -175,6 +175,23 @@ def test_headline_shows_a_gpu_run_cut_short_by_its_deadline(tmp_path):
     assert h is not None and h.hash == store.hash
     note = notebook.headline_note(h, "main")
     assert "3 of the 10 planned stage-1 seeds" in note and "gpu preset, cut to 3 of 10" in note
+
+
+def test_a_meta_claiming_another_plan_is_not_the_headline(tmp_path):
+    """A cpu-preset result whose meta.json is edited to name the gpu preset's hash as its plan is not presented
+    as the gpu headline: the claim is recomputed from its config (results.cut_from)."""
+    pytest.importorskip("iml.lm.experiment")
+    from iml.lm import experiment
+    from iml.core.config import config_hash
+
+    cpu = experiment.make_config("cpu")
+    store = results.ResultStore("main", cpu, root=tmp_path)
+    store.save_unit("u0", notebook.fake_result("main").table)
+    gpu_hash = config_hash(experiment.make_config("gpu"))
+    store.finalize(["u0"], meta={"planned_n_stage1": 10, "planned_config_hash": gpu_hash})
+    assert notebook.headline("main", root=tmp_path) is None
+    assert results.cut_from(results.load_dir(store.dir)) is None
+    assert plots.preset_label(results.load_dir(store.dir)) == "cpu"
 
 
 def test_external_refs(tmp_path):

@@ -46,7 +46,7 @@ def test_units_record_the_revision_that_computed_them(results_root, monkeypatch)
     monkeypatch.setenv("IML_GIT_REVISION", "rev-b")
     st.save_unit("u1", _unit_table(1), {"git_revision": "rev-kept", "wall_time_s": 2.0})
     st.save_unit("u2", _unit_table(2))
-    assert st.unit_extra("u0") == {"git_revision": "rev-a"}
+    assert st.unit_extra("u0")["git_revision"] == "rev-a"
     r = results.load_dir(st.finalize(["u0", "u1", "u2"]))
     assert r.meta["unit_git_revisions"] == {"u0": "rev-a", "u1": "rev-kept", "u2": "rev-b"}
     assert r.meta["git_revision"] == "rev-b"
@@ -102,3 +102,65 @@ def test_bad_unit_ids(results_root):
     for bad in ["", "../x", "a/b", ".hidden"]:
         with pytest.raises(ValueError):
             st.unit_path(bad)
+
+
+# -- tamper evidence: every file's sha256 is recorded when it is written and checked when it is read -------------
+
+def _finished(results_root, a=7):
+    st = ResultStore("exp", {"a": a}, root=results_root)
+    for i in range(3):
+        st.save_unit(f"u{i}", _unit_table(i))
+    st.finalize(["u0", "u1", "u2"])
+    return st
+
+
+def test_an_edited_results_csv_is_refused(results_root):
+    st = _finished(results_root)
+    p = st.dir / "results.csv"
+    p.write_text(p.read_text().replace("0.5", "1.0", 1))
+    with pytest.raises(results.CorruptResultError, match="results.csv: its sha256 .* edited or truncated"):
+        results.load("exp", {"a": 7}, root=results_root)
+    with pytest.raises(results.CorruptResultError):
+        results.load_dir(st.dir)
+
+
+def test_a_truncated_unit_is_not_finalized(results_root):
+    st = ResultStore("exp", {"a": 8}, root=results_root)
+    for i in range(2):
+        st.save_unit(f"u{i}", _unit_table(i))
+    p = st.unit_path("u1")
+    p.write_text("\n".join(p.read_text().splitlines()[:-1]) + "\n")  # one row lost
+    with pytest.raises(results.CorruptResultError, match=r"u1.csv: its sha256"):
+        st.finalize(["u0", "u1"])
+    assert not (st.dir / "results.csv").exists()
+
+
+def test_a_unit_whose_json_was_never_written_is_not_done(results_root):
+    """A kill between the unit's table and its .json: the unit is computed again, not finalized unchecked."""
+    st = ResultStore("exp", {"a": 9}, root=results_root)
+    st.save_unit("u0", _unit_table(0))
+    st.unit_path("u0").with_suffix(".json").unlink()
+    assert not st.unit_done("u0") and st.done_units() == []
+
+
+def test_results_csv_without_meta_is_named(results_root):
+    st = _finished(results_root, a=10)
+    (st.dir / "meta.json").unlink()
+    with pytest.raises(FileNotFoundError, match="has results.csv but no meta.json"):
+        results.load("exp", {"a": 10}, root=results_root)
+
+
+def test_meta_records_every_file_checksum(results_root):
+    st = _finished(results_root, a=11)
+    sums = json.loads((st.dir / "meta.json").read_text())["sha256"]
+    assert set(sums) == {"results.csv", "config.json", "units/u0.csv", "units/u1.csv", "units/u2.csv"}
+    assert sums["units/u1.csv"] == files.sha256_file(st.unit_path("u1")) == st.unit_extra("u1")["sha256"]
+
+
+def test_every_committed_result_carries_checksums_that_hold():
+    found = sorted(files.RESULTS_DIR.glob("*/*/meta.json"))
+    assert len(found) > 40
+    for meta in found:
+        r = results.load_dir(meta.parent)  # verifies results.csv and config.json
+        for u in r.meta["units"]:
+            assert r.meta["sha256"][f"units/{u}.csv"] == files.sha256_file(meta.parent / "units" / f"{u}.csv"), u

@@ -11,6 +11,7 @@ from iml.mnist import experiment as mx
 from iml.mnist import grid as M
 from iml import verify as V
 from iml.core.config import ConfigError
+from iml.core.results import add_checksums
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +37,8 @@ def _digest(d):
 
 
 def _tamper(d, select, change):
-    """Apply `change` to the value of the rows `select` picks, in results.csv and the unit file alike."""
+    """Apply `change` to the value of the rows `select` picks, in results.csv and the unit file alike, and record
+    the new files' checksums (as if other code had computed them: an unrecorded edit is refused on load)."""
     hit = 0
     for p in [d / "results.csv", *sorted((d / "units").glob("*.csv"))]:
         t = pd.read_csv(p)
@@ -46,6 +48,7 @@ def _tamper(d, select, change):
             t.loc[m, "value"] = change(t.loc[m, "value"])
             t.to_csv(p, index=False)
     assert hit >= 2  # results.csv and a unit
+    add_checksums(d)
 
 
 def test_same_machine_is_bitwise_equal_and_leaves_the_result_alone(result, tmp_path, capsys):
@@ -91,6 +94,7 @@ def test_other_rows_are_reported(result):
     for p in [result / "results.csv", result / "units" / "seeds0-1.csv"]:
         t = pd.read_csv(p)
         t.iloc[:-1].to_csv(p, index=False)
+    add_checksums(result)
     rep = V.verify(result)
     assert rep["outcome"] == V.ROWS and rep["exit_code"] == 1
 

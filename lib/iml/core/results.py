@@ -5,12 +5,16 @@ Layout::
     results/<experiment>/<config-hash>/
         config.json      the resolved config that made these numbers (its hash is the folder name)
         results.csv      tidy table, columns COLUMNS, one row per (run, stage, epoch, subset, metric)
-        meta.json        git revision, package versions, hardware, wall time, units finished
+        meta.json        git revision, package versions, hardware, wall time, units finished, and the
+                         sha256 of results.csv, config.json and every unit file
         units/<id>.csv   per-unit tables written as each unit (a stage-1 x stage-2 seed pair, or a
                          seed group) finishes; a killed sweep resumes from these.
+        units/<id>.json  its git revision, wall time and the sha256 of its .csv (written after the .csv:
+                         a unit counts as done only once both are there)
 
 All files are written atomically. :func:`load` refuses a result whose stored config does not hash to
-the requested one, so a figure can never show numbers from a different config by accident.
+the requested one, so a figure can never show numbers from a different config by accident, and a file
+whose bytes do not match the checksum recorded for it (an edited or truncated table).
 """
 from __future__ import annotations
 
@@ -27,12 +31,27 @@ from iml.core.config import config_hash, to_dict
 
 COLUMNS = ["run_id", "seed_stage1", "seed_stage2", "stage", "epoch", "subset", "metric", "value"]
 
-__all__ = ["COLUMNS", "ResultStore", "Result", "load", "load_dir", "StaleResultError", "check_table", "stage_boundaries",
-           "pool_seeds"]
+__all__ = ["COLUMNS", "ResultStore", "Result", "load", "load_dir", "StaleResultError", "CorruptResultError",
+           "check_table", "stage_boundaries", "pool_seeds", "add_checksums", "cut_from"]
 
 
 class StaleResultError(RuntimeError):
     """The stored result was made by a different config than the one asked for."""
+
+
+class CorruptResultError(StaleResultError):
+    """A result file's bytes do not match the sha256 recorded for it (edited, truncated or replaced)."""
+
+
+def _check_sha(path: Path, recorded: str | None, where: str) -> None:
+    if not recorded:
+        raise CorruptResultError(f"{path}: {where} records no sha256 for it (a result written before checksums, "
+                                 f"2026-12-02, or a damaged one); delete the folder and rerun")
+    got = files.sha256_file(path)
+    if got != recorded:
+        raise CorruptResultError(f"{path}: its sha256 {got[:12]}… is not the {recorded[:12]}… that {where} "
+                                 f"records: the file was edited or truncated after it was written; delete the "
+                                 f"folder and rerun")
 
 
 def check_table(df: pd.DataFrame) -> pd.DataFrame:
@@ -75,12 +94,14 @@ class ResultStore:
         return self.units_dir / f"{_safe_id(unit_id)}.csv"
 
     def unit_done(self, unit_id: str) -> bool:
-        return self.unit_path(unit_id).exists()
+        """Both the unit's table and its .json (written second, with the table's checksum) are there."""
+        path = self.unit_path(unit_id)
+        return path.exists() and path.with_suffix(".json").exists()
 
     def done_units(self) -> list[str]:
         if not self.units_dir.exists():
             return []
-        return sorted(p.stem for p in self.units_dir.glob("*.csv"))
+        return sorted(p.stem for p in self.units_dir.glob("*.csv") if p.with_suffix(".json").exists())
 
     def save_unit(self, unit_id: str, table: pd.DataFrame, extra: Mapping[str, Any] | None = None) -> Path:
         """Write one finished unit (atomically). `extra` (e.g. its wall time) goes to a .json beside it,
@@ -90,14 +111,18 @@ class ResultStore:
         table = check_table(table)
         with files.atomic_path(path) as tmp:
             table.to_csv(tmp, index=False)
+            sha = files.sha256_file(tmp)
         # the revision that computed this unit: a resumed run's units may come from several
-        extra = dict(extra or {})
+        extra = {k: v for k, v in dict(extra or {}).items() if k != "sha256"}
         extra.setdefault("git_revision", env.git_revision())
-        files.write_json(path.with_suffix(".json"), extra)
+        files.write_json(path.with_suffix(".json"), {**extra, "sha256": sha})
         return path
 
     def load_unit(self, unit_id: str) -> pd.DataFrame:
-        return pd.read_csv(self.unit_path(unit_id))
+        """A finished unit's table, refused (CorruptResultError) if its bytes are not those its .json records."""
+        path = self.unit_path(unit_id)
+        _check_sha(path, self.unit_extra(unit_id).get("sha256"), path.with_suffix(".json").name)
+        return pd.read_csv(path)
 
     def unit_extra(self, unit_id: str) -> dict:
         p = self.unit_path(unit_id).with_suffix(".json")
@@ -120,6 +145,7 @@ class ResultStore:
         self._write_config()
         with files.atomic_path(self.dir / "results.csv") as tmp:
             table.to_csv(tmp, index=False)
+            sha = files.sha256_file(tmp)
         full_meta = {
             "experiment": self.experiment,
             "config_hash": self.hash,
@@ -131,6 +157,8 @@ class ResultStore:
             "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
         full_meta.update(dict(meta or {}))
+        full_meta["sha256"] = {"results.csv": sha, "config.json": files.sha256_file(self.dir / "config.json"),
+                               **{f"units/{u}.csv": self.unit_extra(u)["sha256"] for u in unit_ids}}
         files.write_json(self.dir / "meta.json", full_meta)
         return self.dir
 
@@ -168,13 +196,20 @@ def load(experiment: str, config: Any = None, *, hash: str | None = None,
                    f"resumes" if units else "; run it first")
         raise FileNotFoundError(f"no finished result for experiment {experiment!r} with config hash {want} "
                                 f"(looked in {d}){partial}")
+    for f in ("config.json", "meta.json"):
+        if not (d / f).is_file():
+            raise FileNotFoundError(f"{d} has results.csv but no {f}: not a finished result (copied in part, or "
+                                    f"damaged); delete the folder and rerun")
     stored = json.loads((d / "config.json").read_text())
     got = config_hash(stored)
     if got != want:
         raise StaleResultError(f"{d}: stored config hashes to {got}, not {want}; the result is stale "
                                f"(delete the folder and rerun)")
-    table = check_table(pd.read_csv(d / "results.csv"))
     meta = json.loads((d / "meta.json").read_text())
+    sums = meta.get("sha256") or {}
+    for f in ("config.json", "results.csv"):
+        _check_sha(d / f, sums.get(f), "meta.json")
+    table = check_table(pd.read_csv(d / "results.csv"))
     return Result(experiment, want, d, table, stored, meta)
 
 
@@ -184,6 +219,44 @@ def load_dir(path: str | Path) -> Result:
     if not (d / "config.json").exists():
         raise FileNotFoundError(f"{d} is not a result folder (no config.json)")
     return load(d.parent.name, hash=d.name, root=d.parent.parent)
+
+
+def add_checksums(path: str | Path) -> None:
+    """Record the sha256 of a finished result's files (results.csv, config.json, each unit) in its meta.json and
+    unit .json files, as :meth:`ResultStore.finalize` does: once, for results finished before checksums existed
+    (2026-12-02). Refuses a result whose results.csv is not its units' concatenation."""
+    d = Path(path)
+    meta = json.loads((d / "meta.json").read_text())
+    units = list(meta.get("units") or [])
+    if units:
+        joined = pd.concat([pd.read_csv(d / "units" / f"{u}.csv") for u in units], ignore_index=True)
+        try:  # to float-printing precision: some were joined on another machine
+            pd.testing.assert_frame_equal(check_table(joined), check_table(pd.read_csv(d / "results.csv")),
+                                          check_exact=False, rtol=1e-9, atol=0)
+        except AssertionError:
+            raise CorruptResultError(f"{d}: results.csv is not the concatenation of its units; not checksummed"
+                                     ) from None
+    sums = {"results.csv": files.sha256_file(d / "results.csv"), "config.json": files.sha256_file(d / "config.json")}
+    for u in units:
+        p = d / "units" / f"{u}.csv"
+        extra = json.loads(p.with_suffix(".json").read_text()) if p.with_suffix(".json").exists() else {}
+        extra["sha256"] = sums[f"units/{u}.csv"] = files.sha256_file(p)
+        files.write_json(p.with_suffix(".json"), extra)
+    files.write_json(d / "meta.json", {**meta, "sha256": sums})
+
+
+def cut_from(result) -> str | None:
+    """The config hash of the run `result` was cut from (``iml.lm.experiment.finalize_completed``: the first k of
+    ``planned_n_stage1`` stage-1 seeds), recomputed from its own config, or None when it is no cut or its meta's
+    ``planned_config_hash`` claims a plan its config is not a cut of (an edited meta.json)."""
+    meta, cfg = getattr(result, "meta", None) or {}, getattr(result, "config", None) or {}
+    planned, n = meta.get("planned_config_hash"), meta.get("planned_n_stage1")
+    seeds = cfg.get("seeds") if isinstance(cfg.get("seeds"), dict) else None
+    if not planned or not isinstance(n, int) or seeds is None or not isinstance(seeds.get("n_stage1"), int):
+        return None
+    if not seeds["n_stage1"] < n or config_hash({**cfg, "seeds": {**seeds, "n_stage1": n}}) != planned:
+        return None
+    return planned
 
 
 SEED_FIELDS = ("start_seed", "n_seeds")

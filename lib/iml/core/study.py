@@ -43,8 +43,8 @@ class Study(Protocol):
 
 def find_result(name: str, cfg, root) -> results.Result | None:
     """The finished result of `cfg` under `root`, else the one of a run of `cfg` cut short by its deadline
-    (its finished seeds saved as a smaller config whose meta names `cfg`'s hash, see
-    :func:`iml.lm.experiment.finalize_completed`; the one with most rows), else None."""
+    (its finished seeds saved as a smaller config whose meta names `cfg`'s hash and whose config is `cfg`'s with fewer
+    seeds, :func:`iml.core.results.cut_from`; the one with most rows), else None."""
     try:
         return results.load(name, cfg, root=root)
     except (FileNotFoundError, results.StaleResultError):
@@ -53,7 +53,9 @@ def find_result(name: str, cfg, root) -> results.Result | None:
     for meta_path in sorted((Path(root) / name).glob("*/meta.json")):
         try:
             if json.loads(meta_path.read_text()).get("planned_config_hash") == want:
-                found.append(results.load_dir(meta_path.parent))
+                res = results.load_dir(meta_path.parent)
+                if results.cut_from(res) == want:  # recomputed: the meta's claim alone is not trusted
+                    found.append(res)
         except (OSError, ValueError, FileNotFoundError, results.StaleResultError):
             continue
     return max(found, key=lambda res: len(res.table)) if found else None

@@ -14,7 +14,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import pandas as pd
 
 from iml.core import paper
-from iml.core.results import stage_boundaries
+from iml.core.results import cut_from, stage_boundaries
 from iml.core.stats import seed_interval
 
 __all__ = ["COLORS", "color", "label", "curve_stats", "curves", "main_figure",
@@ -193,7 +193,7 @@ def preset_label(result) -> str | None:
     if name not in registry.EXPERIMENTS or not getattr(result, "config", None):
         return None
     preset = registry.preset_of(name, result.config)
-    planned = (getattr(result, "meta", None) or {}).get("planned_config_hash")
+    planned = cut_from(result)
     if preset is None and planned:
         # a run cut short by its deadline (iml.lm.experiment.finalize_completed): name the preset it was
         planned_preset = registry.preset_of_hash(name, planned)
