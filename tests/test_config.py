@@ -85,3 +85,46 @@ def test_override_numbers_in_exponent_form_are_numbers():
     assert parse_override("lr=1e-3") == ("lr", 1e-3)
     assert parse_override("lr=5.0e-5") == ("lr", 5e-5)
     assert parse_override("name=e5") == ("name", "e5")
+
+
+# -- content-addressed inputs: a result is identified by the bytes it read, not by the path string ------------
+
+def test_a_result_follows_its_input_file_not_its_path(tmp_path):
+    from iml.lm import experiment
+
+    a, b = tmp_path / "a" / "kb.csv", tmp_path / "b" / "same.csv"
+    for p in (a, b):
+        p.parent.mkdir()
+        p.write_text("name,birth\nAda,1815\n")
+    cfg = lambda p: experiment.make_config("smoke", {"data.kb": "cvdb", "data.path": str(p)})  # noqa: E731
+    h = config_hash(cfg(a))
+    assert cfg(a).inputs == {"data.path": __import__("hashlib").sha256(a.read_bytes()).hexdigest()}
+    assert config_hash(cfg(b)) == h  # the same bytes mounted elsewhere: the same result
+    a.write_text("name,birth\nAda,1816\n")  # one digit edited
+    assert config_hash(cfg(a)) != h
+    assert config_hash(experiment.make_config("smoke")) == config_hash(to_dict(experiment.make_config("smoke")))
+
+
+def test_a_checkpoint_folder_is_hashed_by_every_file(tmp_path):
+    from iml.core.config import content_sha256
+
+    d = tmp_path / "ckpt"
+    d.mkdir()
+    (d / "config.json").write_text("{}")
+    (d / "model.safetensors").write_bytes(b"\0" * 64)
+    h = content_sha256(d)
+    (d / ".cache").write_text("ignored")  # hidden files do not count
+    assert content_sha256(d) == h
+    (d / "model.safetensors").write_bytes(b"\0" * 63 + b"\1")
+    assert content_sha256(d) != h
+
+
+def test_committed_configs_without_inputs_keep_their_hashes():
+    import json
+
+    from iml.core import files
+
+    for p in sorted(files.RESULTS_DIR.glob("main/*/config.json")):
+        stored = json.loads(p.read_text())
+        assert "inputs" not in stored and config_hash(stored) == p.parent.name
+        assert config_hash({**stored, "inputs": {}}) == p.parent.name

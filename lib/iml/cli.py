@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import Sequence
 
 import pandas as pd
@@ -22,6 +23,7 @@ import pandas as pd
 from iml import registry
 from iml.core import env
 from iml.core.config import ConfigError, parse_override
+from iml.core.lock import ResultLockedError
 from iml.core.results import ResultStore, StaleResultError, load_dir
 from iml.core.stats import gap_table
 from iml.verify import main as verify_main
@@ -90,6 +92,20 @@ def _fail(msg: str) -> int:
     return 2
 
 
+def _root_problem(root) -> str | None:
+    """Why `--root` cannot hold results (not a folder, cannot be created), or None; creates it if need be."""
+    if root is None:
+        return None
+    p = Path(root).expanduser()
+    if p.exists() and not p.is_dir():
+        return f"--root {p}: not a directory"
+    try:
+        p.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        return f"--root {p}: cannot create it ({e.strerror or e})"
+    return None
+
+
 def _cmd_list() -> int:
     for name, mod in registry.EXPERIMENTS.items():
         notes = getattr(mod, "PRESET_NOTES", {})
@@ -113,10 +129,14 @@ def _cmd_run(args) -> int:
     try:
         overrides = dict(parse_override(s) for s in args.sets)
         cfg = mod.make_config(args.preset, overrides, config_file=args.config_file)
-        existed = not args.force and ResultStore(mod.EXPERIMENT, cfg, root=args.root).is_complete()
+        store = ResultStore(mod.EXPERIMENT, cfg, root=args.root)
+        existed = not args.force and store.is_complete()
         res = mod.run(cfg, root=args.root, force=args.force, progress=not args.quiet)
-    except (ConfigError, FileNotFoundError, StaleResultError) as e:
+    except (ConfigError, FileNotFoundError, StaleResultError, ResultLockedError) as e:
         return _fail(str(e))
+    if res is None:
+        return _fail(f"{store.dir}: the run ended without a finished result (units are missing); run it again to "
+                     f"resume")
     if existed:
         print("a finished result with this config hash exists: loaded it, computed nothing (--force recomputes)")
     print(f"result: {res.dir}")
@@ -135,7 +155,7 @@ def _cmd_sweep(args) -> int:
         overrides = dict(parse_override(s) for s in args.sets)
         rs = mod.run_sweep(args.sweep, None, overrides, root=args.root, force=args.force,
                            progress=not args.quiet, workers=args.workers)
-    except (ConfigError, FileNotFoundError, StaleResultError) as e:
+    except (ConfigError, FileNotFoundError, StaleResultError, ResultLockedError) as e:
         return _fail(str(e))
     with pd.option_context("display.width", 250, "display.max_columns", 30):
         print(mod.table(mod.summary(rs)).to_string(index=False))
@@ -202,6 +222,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(problem)
     if args.command == "list":
         return _cmd_list()
+    if args.command in ("run", "sweep") and (problem := _root_problem(args.root)) is not None:
+        return _fail(problem)
     if args.command == "run":
         return _cmd_run(args)
     if args.command == "sweep":

@@ -14,11 +14,12 @@ import copy
 import dataclasses
 import hashlib
 import json
+import math
 import re
 import types
 import typing
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 __all__ = [
     "ConfigError",
@@ -140,6 +141,8 @@ def _coerce(field: str, tp, value: Any) -> Any:
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(field, f"must be a number, got {value!r}")
+        if not math.isfinite(value):
+            raise ConfigError(field, f"must be a finite number, got {value!r}")
         return float(value)
     if tp is str:
         if not isinstance(value, str):
@@ -200,15 +203,75 @@ HASH_NEUTRAL: dict[str, Any] = {
     "fractions.qd2consis": 0.0,
     "task.fractions.qd1incons": 0.0,
     "task.fractions.qd2consis": 0.0,
+    # iml.lm.experiment.Config: content hashes of data.path / model.path / model.gguf_file, added 2026-12-02
+    "inputs": {},
     # iml.scratch.set_inclusion.Config: training questions used per alias, added 2026-12-01
     "n_train_true": 6,
     "n_train_false": 6,
+    "data.encoding": None,  # iml.lm.tagging.DataConfig (main experiment): a cvdb CSV's codec, added 2026-12-02
 }
 """Dotted config paths of fields added after results were committed, each with the value that reproduces
 the behaviour from before the field existed. At that value the field is left out of :func:`config_hash`,
 so adding an option does not orphan the committed results (their stored configs lack the field, and hash
 the same); any other value changes the hash as usual. Listed here, not next to the field, so that every
 hash (also of a stored config.json read without its experiment's module) drops the same fields."""
+
+
+INPUTS = "inputs"
+"""The top-level config field holding ``{dotted path field: sha256 of the file or folder it names}``
+(:func:`content_address`). When a path field has its content hash there, the path string itself is left out of
+:func:`config_hash`: a result is identified by what it read, not where the file was mounted."""
+
+
+def _drop_input_paths(d: Any) -> Any:
+    sums = d.get(INPUTS) if isinstance(d, dict) else None
+    for path in (sums or {}):
+        *parents, leaf = path.split(".")
+        node = d
+        for p in parents:
+            node = node.get(p) if isinstance(node, dict) else None
+        if isinstance(node, dict):
+            node.pop(leaf, None)
+    return d
+
+
+_SHA_CACHE: dict[tuple, str] = {}
+
+
+def content_sha256(path: str | Path) -> str:
+    """sha256 of a file's bytes (as ``sha256sum`` prints it), or of a folder: of every file's relative name and sha256, in sorted order
+    (hidden files left out). Cached per (path, size, mtime) within a process: a checkpoint is read once."""
+    from iml.core.files import sha256_file
+
+    def one(q: Path) -> str:
+        st = q.stat()
+        key = (str(q), st.st_size, st.st_mtime_ns)
+        if key not in _SHA_CACHE:
+            _SHA_CACHE[key] = sha256_file(q)
+        return _SHA_CACHE[key]
+
+    p = Path(path).expanduser().resolve()
+    if p.is_file():
+        return one(p)  # what `sha256sum` prints
+    h = hashlib.sha256()
+    for q in sorted(q for q in p.rglob("*") if q.is_file() and not any(
+            part.startswith(".") for part in q.relative_to(p).parts)):
+        h.update(f"{q.relative_to(p)}\0{one(q)}\n".encode())
+    return h.hexdigest()
+
+
+def content_address(cfg, fields: Sequence[str]):
+    """`cfg` (a dataclass with an :data:`INPUTS` field) with the content hash of every file or folder that the
+    dotted `fields` name (those not None), so that its hash changes when a file's content does. Files that do not
+    exist are left for the experiment's own checks to report."""
+    sums = {}
+    for f in fields:
+        node = cfg
+        for part in f.split("."):
+            node = getattr(node, part, None)
+        if node is not None and Path(str(node)).expanduser().exists():
+            sums[f] = content_sha256(str(node))
+    return dataclasses.replace(cfg, **{INPUTS: sums})
 
 
 def _drop_neutral(d: Any) -> Any:
@@ -224,8 +287,8 @@ def _drop_neutral(d: Any) -> Any:
 
 def config_hash(obj, length: int = 12) -> str:
     """A stable hash of a config: sha256 of its canonical JSON (sorted keys), without the fields at their
-    :data:`HASH_NEUTRAL` values."""
-    d = _drop_neutral(copy.deepcopy(to_dict(obj)))
+    :data:`HASH_NEUTRAL` values and without the path fields whose content hash it holds (:data:`INPUTS`)."""
+    d = _drop_input_paths(_drop_neutral(copy.deepcopy(to_dict(obj))))
     blob = json.dumps(d, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:length]
 

@@ -11,6 +11,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import pandas as pd
 
 from iml.core.config import from_dict
+from iml.core.lock import result_lock
 from iml.core.results import Result, ResultStore, load
 
 __all__ = ["Job", "run_units", "as_config"]
@@ -48,31 +49,47 @@ def run_units(experiment: str, config, jobs: Sequence[Job], *, root=None, force:
     this call to the jobs with those keys, and `stop_by` (a ``time.time()`` value) stops it before a job that
     the previous job's duration says would end later: such a call returns None unless every unit is then
     done. `meta(store, unit_ids)` adds experiment-specific fields to meta.json.
+
+    Computing holds the folder's lock (:func:`iml.core.lock.result_lock`; shared by `only` shards): a run of the
+    same config already computing makes this one raise ResultLockedError. Loading a finished result takes none.
     """
     store = ResultStore(experiment, config, root=root)
     if store.is_complete() and not force:
         return load(experiment, config, root=root)
-    keys = None if only is None else set(only)
-    t0, computed, last = time.time(), [], None
-    for job in jobs:
-        if keys is not None and job.key not in keys:
-            continue
-        todo = [u for u in job.units if force or not store.unit_done(u)]
-        if not todo:
-            continue
-        if stop_by is not None and last is not None and time.time() + last > stop_by:
-            break
-        t1 = time.time()
-        for uid, table, extra in job.compute(todo):
-            store.save_unit(uid, table, extra)
-            computed.append(uid)
-            if progress:
-                print(f"[{experiment}] unit {uid} done ({time.time() - t1:.1f}s)", file=sys.stderr, flush=True)
-        last = time.time() - t1
-    unit_ids = [u for job in jobs for u in job.units]
-    if not all(store.unit_done(u) for u in unit_ids):
-        return None
-    store.finalize(unit_ids, meta={"units_computed_last_run": computed,
-                                   "last_run_wall_time_s": round(time.time() - t0, 2),
-                                   **(dict(meta(store, unit_ids)) if meta else {})})
-    return load(experiment, config, root=root)
+    with result_lock(store.dir, shared=only is not None) as alone:
+        if store.is_complete() and not force:  # finished by the run that held the lock until just now
+            return load(experiment, config, root=root)
+        if alone:
+            _remove_leftovers(store)
+        keys = None if only is None else set(only)
+        t0, computed, last = time.time(), [], None
+        for job in jobs:
+            if keys is not None and job.key not in keys:
+                continue
+            todo = [u for u in job.units if force or not store.unit_done(u)]
+            if not todo:
+                continue
+            if stop_by is not None and last is not None and time.time() + last > stop_by:
+                break
+            t1 = time.time()
+            for uid, table, extra in job.compute(todo):
+                store.save_unit(uid, table, extra)
+                computed.append(uid)
+                if progress:
+                    print(f"[{experiment}] unit {uid} done ({time.time() - t1:.1f}s)", file=sys.stderr, flush=True)
+            last = time.time() - t1
+        unit_ids = [u for job in jobs for u in job.units]
+        if not all(store.unit_done(u) for u in unit_ids):
+            return None
+        store.finalize(unit_ids, meta={"units_computed_last_run": computed,
+                                       "last_run_wall_time_s": round(time.time() - t0, 2),
+                                       **(dict(meta(store, unit_ids)) if meta else {})})
+        return load(experiment, config, root=root)
+
+
+def _remove_leftovers(store: ResultStore) -> None:
+    """Delete the atomic writes' temporary files (``.<name>.XXXX.tmp``) in the folder and its units/: with the
+    lock held by this run alone, they are what a killed run left."""
+    for d in (store.dir, store.units_dir):
+        for p in d.glob(".*.tmp"):
+            p.unlink(missing_ok=True)

@@ -7,7 +7,13 @@ finds them, and ``iml sweep NAME`` drives any of them.
 """
 from __future__ import annotations
 
+import ctypes
 import multiprocessing as mp
+import os
+import signal
+import sys
+import threading
+import time
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any, Callable, Sequence
 
@@ -32,7 +38,8 @@ def run_points(run: Callable, experiment: str, cfgs: Sequence, *, root=None, for
     if workers > 1 and len(todo) > 1:
         if cost is not None:
             todo.sort(key=lambda c: -cost(c))
-        with ProcessPoolExecutor(min(workers, len(todo)), mp_context=mp.get_context("spawn")) as pool:
+        with ProcessPoolExecutor(min(workers, len(todo)), mp_context=mp.get_context("spawn"),
+                                 initializer=_die_with_parent, initargs=(os.getpid(),)) as pool:
             for f in [pool.submit(_run_point, run, c, root, force) for c in todo]:
                 f.result()  # re-raises a point's error here
         force = False  # computed just now
@@ -44,6 +51,33 @@ def _run_point(run: Callable, cfg, root, force: bool) -> str:
 
     torch.set_num_threads(1)
     return run(cfg, root=root, force=force, progress=False).hash
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    """Worker initializer: end this worker when the sweep's process ends, even by ``kill -9`` (which runs no
+    cleanup), instead of computing on as an orphan. On Linux the kernel sends SIGKILL (``PR_SET_PDEATHSIG``);
+    elsewhere a daemon thread sees the parent pid change."""
+    if not _kernel_kills_with_parent():
+        threading.Thread(target=_watch_parent, args=(parent_pid,), daemon=True, name="iml-watch-parent").start()
+    if os.getppid() != parent_pid:  # it died before the above took effect
+        os._exit(1)
+
+
+def _kernel_kills_with_parent() -> bool:
+    """Ask Linux to SIGKILL this process when its parent dies (strictly: the thread that started it, here the one
+    in run_points waiting for the pool); False where that is unavailable."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        return ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL), 0, 0, 0) == 0  # 1: PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return False
+
+
+def _watch_parent(parent_pid: int, interval: float = 0.5) -> None:
+    while os.getppid() == parent_pid:
+        time.sleep(interval)
+    os._exit(1)
 
 
 def finished_points(experiment: str, cfgs: Sequence, root=None) -> list | None:

@@ -20,7 +20,8 @@ import pandas as pd
 from iml.core.env import resolve_device
 from iml.core import results as results_mod
 from iml.core.runner import Job, as_config, run_units
-from iml.core.config import ConfigError, apply_overrides, build, check_choice, check_positive, to_dict
+from iml.core.config import (ConfigError, apply_overrides, build, check_choice, check_positive, content_address,
+                             to_dict)
 from iml.lm.models import ModelConfig
 from iml.lm.tagging import DataConfig
 from iml.lm.tokenizer import TokenizerConfig
@@ -121,10 +122,13 @@ class Config:
     seeds: SeedConfig = dataclasses.field(default_factory=SeedConfig)
     eval: EvalConfig = dataclasses.field(default_factory=EvalConfig)
     checkpoints: str = "memory"
-    code_version: int = 1
-    """Part of the config hash: bump it when a code change alters results, so stored results go stale."""
     """Where Stage-1 checkpoints wait for their Stage-2 runs: "memory" (CPU RAM) or "disk" (under the
     result folder, deleted when the stage-1 seed is done)."""
+    code_version: int = 1
+    """Part of the config hash: bump it when a code change alters results, so stored results go stale."""
+    inputs: dict[str, str] = dataclasses.field(default_factory=dict)
+    """sha256 of the files :data:`INPUT_FIELDS` name, filled by make_config and run (``iml.core.config.content_address``):
+    the result's identity follows the files' content, not their paths."""
 
     def __post_init__(self):
         if not self.stages:
@@ -201,8 +205,13 @@ PRESETS, PRESET_NOTES = load_presets()
 def make_config(preset: str | None = "cpu", overrides: Mapping[str, Any] | None = None,
                 config_file: str | Path | None = None) -> Config:
     """The config of `preset` (None: the paper defaults of :class:`Config`), then the mapping of a YAML
-    `config_file`, then dotted-key `overrides` (``{"stages.1.epochs": 5, "data.num_ents": 200}``)."""
-    return build(Config, PRESETS, preset, overrides, config_file)
+    `config_file`, then dotted-key `overrides` (``{"stages.1.epochs": 5, "data.num_ents": 200}``); with the
+    content hashes of the files it names."""
+    return content_address(build(Config, PRESETS, preset, overrides, config_file), INPUT_FIELDS)
+
+
+INPUT_FIELDS = ("data.path", "model.path", "model.gguf_file")
+"""The config fields that name input files (a knowledge table, a checkpoint folder, a GGUF file)."""
 
 
 # ----------------------------------------------------------------------------------------------
@@ -331,7 +340,7 @@ def run(config: Config, *, root: str | Path | None = None, force: bool = False, 
     """
     from iml.lm.models import check_model_config
 
-    config = as_config(Config, config, EXPERIMENT)
+    config = content_address(as_config(Config, config, EXPERIMENT), INPUT_FIELDS)  # the files as they are now
     check_model_config(config.model)
     if stage1_seeds is not None:
         unknown = sorted(set(stage1_seeds) - set(config.seeds.stage1))
@@ -417,6 +426,11 @@ def _run_stage1_seed(cfg: Config, result_dir: Path, s1: int, todo: list[int], pr
         if st.split not in datas[cfg.seeds.stage2[0]].splits:
             raise ConfigError(f"stages[{i}].split", f"unknown split {st.split!r}; the data has "
                                                     f"{', '.join(s for s in datas[cfg.seeds.stage2[0]].splits if s.startswith('train'))}")
+        for j, d in datas.items():
+            if not d.splits[st.split]:
+                raise ConfigError(f"stages[{i}].split", f"split {st.split!r} has no rows at data.num_ents="
+                                                        f"{cfg.data.num_ents} with these data.fractions (stage-2 seed "
+                                                        f"{j}); raise data.num_ents or its subsets' fractions")
     shared, branch = cfg.stages[: cfg.branch], cfg.stages[cfg.branch:]
     for i, st in enumerate(shared):
         keys = {_set_key(d.splits[st.split]) for d in datas.values()}

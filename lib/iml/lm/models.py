@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import json
 import os
 from pathlib import Path
 from typing import Literal
@@ -113,6 +114,9 @@ def resolve_gguf(cfg: ModelConfig) -> Path:
         p = Path(cfg.gguf_file).expanduser()
         if not p.is_file():
             raise ConfigError("model.gguf_file", f"file not found: {p}")
+        with open(p, "rb") as f:
+            if f.read(4) != b"GGUF":
+                raise ConfigError("model.gguf_file", f"{p} is not a GGUF file (it does not start with 'GGUF')")
         return p
     env = os.environ.get(SMOLLM2_ENV)
     if env:
@@ -148,6 +152,10 @@ def check_model_config(cfg: ModelConfig) -> None:
         if not list(p.glob("*.safetensors")):
             raise ConfigError("model.path", f"{p} has no *.safetensors weights (pickled .bin weights are "
                                             f"refused; convert them with save_pretrained(safe_serialization=True))")
+        try:
+            json.loads((p / "config.json").read_text())
+        except (ValueError, UnicodeDecodeError) as e:
+            raise ConfigError("model.path", f"{p}/config.json is not valid JSON: {e}") from None
         return
     resolve_gguf(cfg)
 
@@ -205,17 +213,33 @@ def load_model(cfg: ModelConfig, tokenizer=None, seed: int = 0):
     Pretrained models bring their own tokenizer (a given `tokenizer` replaces it). A missing pad token
     is set to EOS, as in the reference code; the training loop masks pads out of the loss anyway.
     """
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
 
     check_model_config(cfg)
     kind = cfg.kind
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # "Loading weights" bars would break the one-line errors and logs
+    try:
+        return _load(cfg, kind, tokenizer, seed)
+    finally:
+        if bars:
+            hf_logging.enable_progress_bar()
+
+
+def _load(cfg: ModelConfig, kind: str, tokenizer, seed: int):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
     if kind == "scratch":
         model, tokenizer = _scratch(cfg, tokenizer, seed)
     elif kind == "path":
         p = str(Path(cfg.path).expanduser())
-        model = AutoModelForCausalLM.from_pretrained(p, use_safetensors=True, dtype=_torch_dtype(cfg.dtype))
-        if tokenizer is None:
-            tokenizer = AutoTokenizer.from_pretrained(p)
+        try:  # a damaged checkpoint raises any of these, deep inside transformers/safetensors
+            model = AutoModelForCausalLM.from_pretrained(p, use_safetensors=True, dtype=_torch_dtype(cfg.dtype))
+            if tokenizer is None:
+                tokenizer = AutoTokenizer.from_pretrained(p)
+        except Exception as e:  # noqa: BLE001 - reported as one line naming the field, never half-trained
+            first = (str(e).strip().splitlines() or [""])[0][:200]
+            raise ConfigError("model.path", f"cannot load the checkpoint in {p}: {type(e).__name__}: {first}") from None
     else:
         f = resolve_gguf(cfg)
         try:
@@ -227,6 +251,10 @@ def load_model(cfg: ModelConfig, tokenizer=None, seed: int = 0):
         if tokenizer is None:
             tokenizer = AutoTokenizer.from_pretrained(str(f.parent), gguf_file=f.name)
     _ensure_pad(tokenizer)
+    rows = model.get_input_embeddings().weight.shape[0]
+    if kind == "path" and len(tokenizer) > rows:  # ids past the embedding table: an IndexError inside training
+        raise ConfigError("model.path", f"the tokenizer has {len(tokenizer)} tokens but the model's embedding only "
+                                        f"{rows} rows: the checkpoint and its tokenizer do not match")
     if model.config.pad_token_id is None:
         model.config.pad_token_id = tokenizer.pad_token_id
     if getattr(model, "generation_config", None) is not None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import time
 from typing import Any, Callable, Literal, Mapping, Sequence
 
@@ -53,6 +54,9 @@ class StageConfig:
     def __post_init__(self):
         if not self.name or any(c in self.name for c in "/\\ "):
             raise ConfigError("name", f"must be a non-empty word, got {self.name!r}")
+        if self.name == "init":
+            raise ConfigError("name", "'init' is reserved for the evaluation before any training; name the stage "
+                                      "otherwise")
         check_positive("epochs", self.epochs)
         check_positive("lr", self.lr, integer=False)
         check_positive("batch_size", self.batch_size)
@@ -78,11 +82,11 @@ class TrainConfig:
     max_grad_norm: 1.0 (paper; Hugging Face default). 0 turns clipping off.
     adam_betas/adam_eps: AdamW only.
     min_lr_ratio: floor of the cosine schedule as a fraction of the peak lr.
-    max_length: documents longer than this many tokens are truncated (counted in the stage log).
-        The reference padded/truncated to 48 tokens; our documents are far shorter.
+    max_length: the longest training document in tokens; a stage with a longer one is a ConfigError (a cut
+        document loses its answer). The reference padded/truncated to 48 tokens; our documents are far shorter.
     precision: "auto" (bf16 autocast on CUDA, fp32 on CPU), "bf16" or "fp32".
     device: "auto", "cpu", "cuda", "cuda:1", ...
-    threads: ``torch.set_num_threads`` for CPU runs.
+    threads: ``torch.set_num_threads`` for CPU runs (at most this machine's cores).
     fast_forward: run the training forward of Llama models with :func:`iml.lm.fastllama.llama_hidden`
         (the same operations as ``transformers``' forward without its per-call machinery; other models
         ignore it). Added after results were committed: at False it is left out of the config hash.
@@ -120,6 +124,8 @@ class TrainConfig:
         check_positive("max_length", self.max_length)
         check_choice("precision", self.precision, {"auto", "bf16", "fp32"})
         check_positive("threads", self.threads)
+        if self.threads > (os.cpu_count() or 1):
+            raise ConfigError("threads", f"must be at most the {os.cpu_count()} cores of this machine, got {self.threads}")
         if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
             raise ConfigError("device", f"must be auto, cpu, cuda or cuda:N, got {self.device!r}")
 
@@ -366,6 +372,11 @@ def train_stage(model, tokenizer, rows: Sequence[Mapping[str, Any]], stage: Stag
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
 
     docs, truncated = encode_rows(rows, tokenizer, stage.loss_on, train.max_length)
+    if truncated:
+        longest = max(len(encode_rows([r], tokenizer, stage.loss_on)[0][0].input_ids) for r in rows)
+        raise ConfigError("train.max_length", f"{truncated} of {len(rows)} documents of stage {stage.name!r} are "
+                                              f"longer than {train.max_length} tokens and would lose their answers; "
+                                              f"set it to at least {longest}")
     log = StageLog(stage.name, truncated=truncated)
     n = len(docs)
     micro = stage.batch_size

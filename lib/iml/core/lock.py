@@ -1,0 +1,66 @@
+"""One run computes a result folder at a time: an advisory lock (``flock``) on ``<result dir>/.lock``.
+
+A second run of the same config is refused at once (:class:`ResultLockedError`) instead of computing every
+unit again or, with ``--force``, overwriting the first one's. Shards of one config (``run_units(only=...)``, one
+per process) share the lock. The kernel releases it when its holder exits, even by ``kill -9``.
+"""
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+from pathlib import Path
+from typing import Iterator
+
+__all__ = ["LOCK_NAME", "ResultLockedError", "result_lock"]
+
+LOCK_NAME = ".lock"
+"""The lock file in a result folder (git-ignored); it holds the pid of the run that took the lock last."""
+
+
+class ResultLockedError(RuntimeError):
+    """Another run holds the lock on a result folder: it is computing that result now."""
+
+
+def _try(fd: int, how: int) -> bool:
+    try:
+        fcntl.flock(fd, how | fcntl.LOCK_NB)
+        return True
+    except BlockingIOError:
+        return False
+
+
+@contextlib.contextmanager
+def result_lock(folder: str | Path, *, shared: bool = False) -> Iterator[bool]:
+    """Hold the lock on result folder `folder` (created if need be) for the block: exclusively, or `shared`
+    with other shards of the same config. Yields whether this run was alone when it took the lock (then any
+    temporary file there is a killed run's leftover). Raises ResultLockedError at once if it is held."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    fd = os.open(folder / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        alone = _try(fd, fcntl.LOCK_EX)
+        if not (_try(fd, fcntl.LOCK_SH) if shared else alone):
+            pid = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            raise ResultLockedError(f"{folder}: another run (pid {pid}) is computing this result now; wait for it "
+                                    f"to finish or stop it, then run again")
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield alone
+        if alone:
+            _remove_if_unused(folder)
+    except BaseException:
+        if _try(fd, fcntl.LOCK_EX):  # a run that failed before writing anything leaves nothing behind
+            _remove_if_unused(folder)
+        raise
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _remove_if_unused(folder: Path) -> None:
+    """Delete the lock file, and the folder and its experiment folder if that leaves them empty."""
+    if [p.name for p in folder.iterdir()] == [LOCK_NAME]:
+        (folder / LOCK_NAME).unlink()
+        for d in (folder, folder.parent):
+            with contextlib.suppress(OSError):
+                d.rmdir()  # only if empty
