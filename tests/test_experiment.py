@@ -1,4 +1,5 @@
 """iml.lm.experiment: a tiny two-stage run end to end, resume, hashing, checkpoint naming."""
+import dataclasses
 import json
 
 import pandas as pd
@@ -6,6 +7,7 @@ import pytest
 
 import iml.lm.train
 from iml.core import results
+from iml.core.results import ResultStore
 from iml.core.config import ConfigError, config_hash
 from iml.lm.experiment import (PRESETS, completed_stage1, derive_seed, finalize_completed, make_config, run,
                             unit_id)
@@ -147,3 +149,16 @@ def test_presets_build_and_overrides_are_checked():
         make_config("cpu", {"data.knowledge_stage": False})
     with pytest.raises(ConfigError, match="^preset"):
         make_config("nope")
+
+
+def test_disk_checkpoints_of_a_killed_run_are_not_left_behind(finished, tmp_path):
+    """checkpoints=disk: a killed run's stale Stage-1 checkpoints are cleared when the seed starts again, and
+    nothing is left under the result folder once the result is done; the numbers equal the in-memory run's."""
+    cfg, _, res = finished
+    disk = dataclasses.replace(cfg, checkpoints="disk")
+    stale = ResultStore("main", disk, root=tmp_path).dir / "checkpoints" / "s0"
+    stale.mkdir(parents=True)
+    (stale / "epoch0008.safetensors").write_bytes(b"left by a killed run")
+    out = run(disk, root=tmp_path, progress=False)
+    assert not (out.dir / "checkpoints").exists()
+    pd.testing.assert_frame_equal(out.table, res.table)

@@ -6,6 +6,7 @@ Design choices: book/design_notes.md (section `iml.lm.experiment`).
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import fnmatch
 import hashlib
@@ -480,6 +481,8 @@ def _run_stage1_seed(cfg: Config, result_dir: Path, s1: int, todo: list[int], pr
     checkpoints: dict[int, Any] = {}
     from_eps = cfg.from_epochs()
     ckpt_dir = result_dir / "checkpoints" / f"s{s1}"
+    if ckpt_dir.exists():  # a killed run's: this seed's Stage 1 starts again, its checkpoints are stale
+        shutil.rmtree(ckpt_dir)
     eval_time = [0.0]
 
     def keep_ckpt(epoch: int):
@@ -557,3 +560,5 @@ def _run_stage1_seed(cfg: Config, result_dir: Path, s1: int, todo: list[int], pr
         yield uid, table, extra
     if cfg.checkpoints == "disk" and ckpt_dir.exists():
         shutil.rmtree(ckpt_dir)
+        with contextlib.suppress(OSError):
+            ckpt_dir.parent.rmdir()  # checkpoints/ once no seed has any
