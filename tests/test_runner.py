@@ -97,3 +97,25 @@ def test_the_override_dialect():
         apply_overrides(d, {"stages.7.epochs": 1})
     assert parse_override("a.b=1e-4") == ("a.b", 1e-4) and parse_override("a=[1, 2]") == ("a", [1, 2])
     assert build(Cfg, {"p": {"n": 5}}, "p", {"lr": "2e-1"}) == Cfg(n=5, lr=0.2)
+
+
+def test_without_a_root_committed_results_are_read_and_new_ones_go_to_runs(tmp_path, monkeypatch):
+    """A reader's ad-hoc run never writes into the committed results/: without a root, a result finished there is
+    loaded (nothing written), anything else is computed into the git-ignored runs/, and load() finds both."""
+    from iml.core import files, results
+
+    committed, runs = tmp_path / "results", tmp_path / "runs"
+    monkeypatch.setattr(files, "RESULTS_DIR", committed)
+    monkeypatch.setattr(files, "RUNS_DIR", runs)
+    done, calls = Cfg(n=1), []
+    run_units("toy", done, _jobs(done, calls), root=committed, progress=False)  # a committed result
+    before = sorted(p for p in committed.rglob("*"))
+    res = run_units("toy", done, _jobs(done, calls), progress=False)
+    assert res.dir.parent.parent == committed and len(calls) == 1 and sorted(committed.rglob("*")) == before
+    new = Cfg(n=2)
+    res = run_units("toy", new, _jobs(new, calls), progress=False)
+    assert res.dir.parent.parent == runs and len(calls) == 3
+    assert sorted(committed.rglob("*")) == before
+    assert results.load("toy", new).dir == res.dir and results.load("toy", done).dir.parent.parent == committed
+    forced = run_units("toy", done, _jobs(done, calls), progress=False, force=True)  # --force recomputes in runs/
+    assert forced.dir.parent.parent == runs and sorted(committed.rglob("*")) == before

@@ -25,6 +25,7 @@ from iml.core import env
 from iml.core.config import ConfigError, parse_override
 from iml.core.lock import ResultLockedError
 from iml.core.results import ResultStore, StaleResultError, load_dir
+from iml.core.runner import resolve_root
 from iml.core.stats import gap_table
 from iml.verify import main as verify_main
 
@@ -50,7 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "values are YAML; repeatable")
     r.add_argument("--config", dest="config_file", metavar="FILE.yaml",
                    help="YAML mapping of config fields applied after the preset, before --set")
-    r.add_argument("--root", help="results root directory (default: results/ in the repository)")
+    r.add_argument("--root", help="results root directory (default: read a finished result from the committed "
+                                  "results/, write new ones to the git-ignored runs/; --root results to commit)")
     r.add_argument("--force", action="store_true", help="recompute even if a finished result exists")
     r.add_argument("--quiet", action="store_true", help="no progress bars")
 
@@ -61,7 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--sweep", default="cpu", help="which of the sweep's presets (default: cpu)")
     w.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                    help="override a field of every point's config, dotted, values are YAML; repeatable")
-    w.add_argument("--root", help="results root directory (default: results/ in the repository)")
+    w.add_argument("--root", help="results root directory (default: read finished points from the committed "
+                                  "results/, write new ones to the git-ignored runs/; --root results to commit)")
     w.add_argument("--workers", type=int, default=1, help="points computed at once in separate processes")
     w.add_argument("--force", action="store_true", help="recompute every point")
     w.add_argument("--quiet", action="store_true", help="no progress output")
@@ -129,7 +132,7 @@ def _cmd_run(args) -> int:
     try:
         overrides = dict(parse_override(s) for s in args.sets)
         cfg = mod.make_config(args.preset, overrides, config_file=args.config_file)
-        store = ResultStore(mod.EXPERIMENT, cfg, root=args.root)
+        store = ResultStore(mod.EXPERIMENT, cfg, root=resolve_root(mod.EXPERIMENT, cfg, args.root, args.force))
         existed = not args.force and store.is_complete()
         res = mod.run(cfg, root=args.root, force=args.force, progress=not args.quiet)
     except (ConfigError, FileNotFoundError, StaleResultError, ResultLockedError) as e:

@@ -18,6 +18,9 @@ ROOT = Path(__file__).resolve().parents[3]
 
 DATA_DIR = ROOT / "data"
 RESULTS_DIR = ROOT / "results"
+"""The committed results: read by the book; written only when a run is given ``root=results`` explicitly."""
+RUNS_DIR = ROOT / "runs"
+"""Where runs without an explicit root write (git-ignored): a reader's ad-hoc runs never touch results/."""
 
 
 @contextlib.contextmanager

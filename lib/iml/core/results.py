@@ -178,18 +178,20 @@ class Result:
 
 def load(experiment: str, config: Any = None, *, hash: str | None = None,
          root: str | Path | None = None) -> Result:
-    """Load a finished result by config (preferred) or by hash.
+    """Load a finished result by config (preferred) or by hash, under `root` (None: results/, then runs/).
 
     Refuses (StaleResultError) if the stored config.json does not hash to the folder's name or to the
     requested config's hash; raises FileNotFoundError naming the folder if nothing was computed yet.
     """
-    root = Path(root) if root is not None else files.RESULTS_DIR
     if config is None and hash is None:
         raise ValueError("load() needs a config or a hash")
     want = config_hash(_config_dict(config)) if config is not None else hash
     if hash is not None and config is not None and hash != want:
         raise StaleResultError(f"hash {hash} was asked for, but the given config hashes to {want}")
-    d = root / experiment / want
+    if root is None:  # the committed results first, then a run made without an explicit root
+        found = [r for r in (files.RESULTS_DIR, files.RUNS_DIR) if (r / experiment / want / "results.csv").exists()]
+        root = found[0] if found else files.RESULTS_DIR
+    d = Path(root) / experiment / want
     if not (d / "results.csv").exists():
         units = sorted((d / "units").glob("*.csv")) if (d / "units").is_dir() else []
         partial = (f"; it holds {len(units)} finished unit(s) of an unfinished run, which the same config "

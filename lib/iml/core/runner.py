@@ -6,15 +6,17 @@ from __future__ import annotations
 import dataclasses
 import sys
 import time
+from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import pandas as pd
 
+from iml.core import files
 from iml.core.config import from_dict
 from iml.core.lock import result_lock
 from iml.core.results import Result, ResultStore, load
 
-__all__ = ["Job", "run_units", "as_config"]
+__all__ = ["Job", "run_units", "as_config", "resolve_root"]
 
 Computed = Iterable[tuple[str, pd.DataFrame, Mapping[str, Any]]]
 
@@ -39,13 +41,25 @@ def as_config(cls, config, experiment: str):
                     f"got {type(config).__name__}")
 
 
+def resolve_root(experiment: str, config, root=None, force: bool = False) -> Path:
+    """The results root a run of `config` uses: `root` when given; else the committed results/ when the result is
+    finished there (it is only read), else the git-ignored runs/ (:data:`iml.core.files.RUNS_DIR`)."""
+    if root is not None:
+        return Path(root)
+    if not force and ResultStore(experiment, config, root=files.RESULTS_DIR).is_complete():
+        return files.RESULTS_DIR
+    return files.RUNS_DIR
+
+
 def run_units(experiment: str, config, jobs: Sequence[Job], *, root=None, force: bool = False,
               progress: bool = True, meta: Callable[[ResultStore, list[str]], Mapping[str, Any]] | None = None,
               only: Iterable | None = None, stop_by: float | None = None) -> Result | None:
     """The finished result of `config`: loaded when it exists (unless `force`), else the missing units of
     `jobs` are computed and the result written.
 
-    `force` recomputes every unit (each overwritten atomically; nothing is deleted first). `only` restricts
+    Without `root`, a result finished in the committed results/ is loaded from there and anything computed goes
+    to the git-ignored runs/ (:func:`resolve_root`). `force` recomputes every unit (each overwritten atomically;
+    nothing is deleted first). `only` restricts
     this call to the jobs with those keys, and `stop_by` (a ``time.time()`` value) stops it before a job that
     the previous job's duration says would end later: such a call returns None unless every unit is then
     done. `meta(store, unit_ids)` adds experiment-specific fields to meta.json.
@@ -53,6 +67,7 @@ def run_units(experiment: str, config, jobs: Sequence[Job], *, root=None, force:
     Computing holds the folder's lock (:func:`iml.core.lock.result_lock`; shared by `only` shards): a run of the
     same config already computing makes this one raise ResultLockedError. Loading a finished result takes none.
     """
+    root = resolve_root(experiment, config, root, force)
     store = ResultStore(experiment, config, root=root)
     if store.is_complete() and not force:
         return load(experiment, config, root=root)

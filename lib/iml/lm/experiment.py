@@ -20,7 +20,7 @@ import pandas as pd
 
 from iml.core.env import resolve_device
 from iml.core import results as results_mod
-from iml.core.runner import Job, as_config, run_units
+from iml.core.runner import Job, as_config, resolve_root, run_units
 from iml.core.config import (ConfigError, apply_overrides, build, check_choice, check_positive, content_address,
                              to_dict)
 from iml.lm.models import ModelConfig
@@ -348,6 +348,7 @@ def run(config: Config, *, root: str | Path | None = None, force: bool = False, 
         if unknown:
             raise ConfigError("stage1_seeds", f"{unknown} are not stage-1 seeds of this config "
                                               f"({config.seeds.stage1[0]}..{config.seeds.stage1[-1]})")
+    root = resolve_root(EXPERIMENT, config, root, force)  # checkpoints go where the units do
     result_dir = results_mod.ResultStore(EXPERIMENT, config, root=root).dir
     stage2 = list(config.seeds.stage2)
 
