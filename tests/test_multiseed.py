@@ -100,10 +100,10 @@ def _one_target_data(seed, n=40, T=6):
     return docs, w
 
 
-def _train_with(at_targets, seeds=(0, 1), epochs=3):
+def _train_with(at_targets, seeds=(0, 1), epochs=3, compile=False):
     model = ms.BatchedGPT(_shape(), [1000 + s for s in seeds])
     tr = ms.LaneTrainer(model, ms.OptimConfig(lr=3e-3, grad_clip=0.05, warmup_frac=0.1), device=torch.device("cpu"),
-                        amp=False, at_targets=at_targets)
+                        amp=False, at_targets=at_targets, compile=compile)
     datas = [_one_target_data(s) for s in seeds]
     docs = torch.from_numpy(np.stack([d for d, _ in datas]))
     w = torch.from_numpy(np.stack([x for _, x in datas]))
@@ -125,6 +125,20 @@ def test_training_at_the_targets_only_trains_the_same_model():
     torch.testing.assert_close(score_f, score_d, rtol=1e-4, atol=1e-5)
     init = ms.BatchedGPT(_shape(), [1000, 1001])
     assert not torch.allclose(fast.p("h1.fc_w"), init.p("h1.fc_w"), atol=1e-4)
+
+
+def test_the_compiled_trainer_trains_the_same_model(tmp_path, monkeypatch):
+    """torch.compile (``compile=true``, the benchmark's fastest column) is the same math fused: the same losses,
+    weights and scores as eager up to float rounding. Its own code cache: kernels of another CPU level must not
+    be reused (test_compile.py)."""
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "inductor"))
+    eager, loss_e, score_e = _train_with(True, epochs=2)
+    torch._dynamo.reset()
+    comp, loss_c, score_c = _train_with(True, epochs=2, compile=True)
+    torch.testing.assert_close(loss_c, loss_e, rtol=1e-4, atol=1e-5)
+    for name in eager.names:
+        torch.testing.assert_close(comp.p(name), eager.p(name), rtol=1e-3, atol=1e-4, msg=lambda m: f"{name}: {m}")
+    torch.testing.assert_close(score_c, score_e, rtol=1e-3, atol=1e-4)
 
 
 def test_logits_at_equal_the_full_forward_at_those_positions():
