@@ -8,6 +8,8 @@ import csv
 import hashlib
 import json
 import re
+import unicodedata
+import warnings
 
 import pandas as pd
 import pytest
@@ -257,7 +259,8 @@ def cvdb_csv(tmp_path):
 
 
 def test_cvdb_loader(cvdb_csv):
-    kb = load_cvdb_csv(cvdb_csv, 4)
+    with pytest.warns(UserWarning, match=r"cvdb.csv: dropped 6 of 11 rows \(1 missing value, 1 duplicate name, "):
+        kb = load_cvdb_csv(cvdb_csv, 4)
     assert kb.relations == CVDB_RELATIONS and list(kb.relations)[1] == "death"
     assert kb.question("death", "<|abcde|>") == "When did <|abcde|> die?"
     # top 2 of each gender by readers, most read first
@@ -270,6 +273,7 @@ def test_cvdb_loader(cvdb_csv):
     assert genders(kb) == {"Male": 2, "Female": 2}
 
 
+@pytest.mark.filterwarnings("ignore:cvdb.csv. dropped 6 of 11 rows")
 def test_cvdb_fill_and_unbalanced(cvdb_csv):
     kb = load_cvdb_csv(cvdb_csv, 5)  # only 2 women: all taken, men fill the rest
     assert genders(kb) == {"Female": 2, "Male": 3}
@@ -280,6 +284,91 @@ def test_cvdb_fill_and_unbalanced(cvdb_csv):
     with pytest.raises(ConfigError) as ei:
         load_cvdb_csv(cvdb_csv, 6)
     assert ei.value.field == "data.num_ents" and "5" in str(ei.value)
+
+
+ACCENTED = ["Jürgen_Müller", "Ramón_Núñez", "José_García", "Roberto_Peña", "Zoë_Brontë", "Łucja_Ćwik"]
+"""Names whose UTF-8 bytes read as ISO-8859-1 become mojibake (JÃ¼rgen) or fail the name filter (JosÃ©)."""
+
+
+def write_cvdb(path, names, encoding, rows=(), occ="poète"):
+    with open(path, "w", encoding=encoding, newline="") as f:
+        w = csv.writer(f)
+        w.writerow(CVDB_HEADER)
+        w.writerows([cvdb_row(n, readers=100 + i, occ=occ) for i, n in enumerate(names)] + list(rows))
+    return path
+
+
+def load_quietly(path, n, **kw):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no row may be dropped here
+        return load_cvdb_csv(path, n, balance_gender=False, **kw)
+
+
+@pytest.mark.parametrize("encoding, names", [
+    ("utf-8", ACCENTED), ("utf-8-sig", ACCENTED), ("ISO-8859-1", ACCENTED[:5]), ("cp1252", ACCENTED[:5]),
+])
+def test_cvdb_accented_names_load_unchanged(tmp_path, encoding, names):
+    kb = load_quietly(write_cvdb(tmp_path / "c.csv", names, encoding), len(names))
+    assert sorted(e.name for e in kb.entities) == sorted(n.replace("_", " ") for n in names)
+    assert {e.answer("occupation") for e in kb.entities} == {"poète"}
+    assert ("(utf-8-sig)" if encoding.startswith("utf-8") else "(ISO-8859-1)") in kb.source
+    assert "none dropped" in kb.source
+
+
+def test_cvdb_decomposed_accents_are_composed(tmp_path):
+    p = tmp_path / "c.csv"
+    p.write_text(",".join(CVDB_HEADER) + "\n" + ",".join(cvdb_row(unicodedata.normalize("NFD", "José_Peña")))
+                 + "\n", encoding="utf-8")
+    assert [e.name for e in load_quietly(p, 1).entities] == ["José Peña"]
+
+
+def test_cvdb_explicit_encoding(tmp_path):
+    latin = write_cvdb(tmp_path / "latin.csv", ACCENTED[:5], "ISO-8859-1")
+    utf8 = write_cvdb(tmp_path / "utf8.csv", ACCENTED[:1], "utf-8", occ="writer")
+    assert [e.name for e in load_quietly(latin, 5, encoding="latin-1").entities][0] == "Zoë Brontë"
+    assert load_quietly(utf8, 1, encoding="latin-1").entities[0].name == "JÃ¼rgen MÃ¼ller"  # what was asked for
+    for path, enc in ((latin, "utf-8"), (latin, "no-such-codec"), (latin, "base64"), (latin, ""), (latin, 8),
+                      (utf8, "ascii")):
+        with pytest.raises(ConfigError) as ei:
+            load_cvdb_csv(path, 1, encoding=enc)
+        assert ei.value.field == "data.encoding" and "\n" not in str(ei.value), enc
+    with pytest.raises(ConfigError, match=r"^data.encoding: .*latin.csv is not valid utf-8 text \(byte \d+"):
+        load_cvdb_csv(latin, 1, encoding="utf-8")
+
+
+def test_cvdb_encoding_in_the_config(tmp_path):
+    from iml import registry
+    from iml.core.config import config_hash
+    from iml.lm import tagging
+
+    p = write_cvdb(tmp_path / "c.csv", ACCENTED, "utf-8")
+    mod = registry.get("main")
+    base = {"data.kb": "cvdb", "data.path": str(p), "data.num_ents": 6}
+    cfg = mod.make_config("smoke", {**base, "data.encoding": "utf-8"})
+    assert config_hash(cfg) != config_hash(mod.make_config("smoke", base))  # only null is hash-neutral
+    names = [e.name for e in tagging._load_kb(cfg.data).entities]
+    assert sorted(names) == sorted(n.replace("_", " ") for n in ACCENTED)
+    for over, field in (({**base, "data.encoding": "bogus"}, "data.encoding"),
+                        ({**base, "data.encoding": "hex"}, "data.encoding"),
+                        ({"data.encoding": "utf-8"}, "data.encoding")):  # the people table takes none
+        with pytest.raises(ConfigError) as ei:
+            mod.make_config("smoke", over)
+        assert ei.value.field == field and str(ei.value).startswith(field + ": ")
+
+
+def test_cvdb_dropped_rows_are_counted(tmp_path):
+    rows = [cvdb_row("No_Gender", gender=""), cvdb_row("Short_Row")[:5], cvdb_row("Bad_Readers", readers="many"),
+            cvdb_row("Jürgen_Müller"), cvdb_row("Ann_(Lee)"), cvdb_row("Blank", region=" ")]
+    p = write_cvdb(tmp_path / "c.csv", ACCENTED, "utf-8", rows)
+    with pytest.warns(UserWarning) as rec:
+        kb = load_cvdb_csv(p, 2)
+    msg = str(rec[0].message)
+    assert msg == ("c.csv: dropped 6 of 12 rows (2 missing value, 1 duplicate name, 1 name not letters/digits/spaces, "
+                   "1 birth/death/readers not a number, 1 empty after cleaning)")
+    assert msg.removeprefix("c.csv: ") in kb.source
+    bad = write_cvdb(tmp_path / "bad.csv", [], "utf-8", rows[:3])
+    with pytest.warns(UserWarning), pytest.raises(ConfigError, match=r"^data.path: no usable rows .*dropped 3 of 3"):
+        load_cvdb_csv(bad, 1)
 
 
 # ------------------------------------------------------------------------------------------------

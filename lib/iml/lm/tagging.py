@@ -6,6 +6,7 @@ Design choices and the row format: book/design_notes.md (section `iml.lm.tagging
 """
 from __future__ import annotations
 
+import codecs
 import math
 import random
 import string
@@ -111,6 +112,7 @@ class DataConfig:
 
     kb: str = "people"
     path: str | None = None
+    encoding: str | None = None  # of a cvdb CSV: a Python codec name; None: UTF-8 if valid, else ISO-8859-1
     num_ents: int = 4000
     kb_seed: int = 0
     balance_gender: bool = True
@@ -142,6 +144,16 @@ class DataConfig:
             check_file("path", self.path)
         elif self.kb in ("cvdb", "triples"):
             raise ConfigError("path", f"the {self.kb} knowledge base needs the path of your file")
+        if self.encoding is not None:
+            if self.kb != "cvdb":
+                raise ConfigError("encoding", f"only the cvdb knowledge base reads a CSV in a chosen encoding; "
+                                              f"remove data.encoding for {self.kb!r}")
+            try:
+                if not getattr(codecs.lookup(self.encoding), "_is_text_encoding", True):  # e.g. base64 (open() checks)
+                    raise LookupError(self.encoding)
+            except (LookupError, TypeError):
+                raise ConfigError("encoding", f"must be a Python text codec name such as 'utf-8' or 'latin-1', "
+                                              f"or null (detect), got {self.encoding!r}") from None
         check_positive("num_ents", self.num_ents)
         for name in ("kb_seed", "seed", "seed_stage2"):
             check_positive(name, getattr(self, name), allow_zero=True)
@@ -372,8 +384,13 @@ def _load_kb(cfg: DataConfig) -> KnowledgeBase:
         from iml.lm.kb_loader import load_kb  # the file loaders (pandas), only for the file-backed bases
 
         try:
-            kb = load_kb(cfg.kb, cfg.num_ents, path=cfg.path, seed=cfg.kb_seed,
-                         balance_gender=cfg.balance_gender)
+            if cfg.kb == "cvdb":  # the one loader with an encoding (load_kb takes none)
+                from iml.lm.user_sources import load_cvdb_csv
+
+                kb = load_cvdb_csv(cfg.path, cfg.num_ents, balance_gender=cfg.balance_gender, encoding=cfg.encoding)
+            else:
+                kb = load_kb(cfg.kb, cfg.num_ents, path=cfg.path, seed=cfg.kb_seed,
+                             balance_gender=cfg.balance_gender)
         except ConfigError:
             raise  # the loaders name the field themselves ("data.path", "data.num_ents")
         except FileNotFoundError as e:

@@ -8,13 +8,15 @@
 Kept apart from :mod:`iml.lm.sources` (the shipped people/films tables and their provenance pins), whose
 text cleaning, path checks and gender-balanced selection they share. Every problem with the input raises
 :class:`iml.core.config.ConfigError` naming the config field (``data.path``, ``data.num_ents``,
-``data.min_relations``).
+``data.min_relations``, ``data.encoding``).
 """
 from __future__ import annotations
 
+import codecs
 import json
 import numbers
 import re
+import warnings
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -60,29 +62,81 @@ def _first_citizenship(raw: str) -> str:
     return _norm(first.replace("'", "").replace("_", " "))
 
 
-def load_cvdb_csv(path: str | Path, num_ents: int, balance_gender: bool = True) -> KnowledgeBase:
+def _decode_error(p: Path, encoding: str) -> str | None:
+    """Why `p` is not valid `encoding` text (streamed, strict), or None if it is."""
+    dec = codecs.getincrementaldecoder(encoding)(errors="strict")
+    offset = 0
+    with open(p, "rb") as f:
+        try:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                dec.decode(block)
+                offset += len(block)
+            dec.decode(b"", final=True)
+        except UnicodeDecodeError as e:
+            return f"byte {offset + e.start}: {e.reason}"
+    return None
+
+
+def _cvdb_encoding(p: Path, encoding: Any) -> str:
+    """The codec to read `p` with: `encoding` if set (checked), else UTF-8 if the bytes are valid UTF-8,
+    else ISO-8859-1 (the paper's CVDB file). A UTF-8 byte-order mark is skipped."""
+    if encoding is None:
+        return "utf-8-sig" if _decode_error(p, "utf-8") is None else "ISO-8859-1"
+    if not isinstance(encoding, str) or not encoding.strip():
+        raise ConfigError("data.encoding", f"must be a codec name such as 'utf-8' or 'latin-1', or null "
+                                           f"(detect), got {encoding!r}")
+    try:
+        info = codecs.lookup(encoding)
+        if not getattr(info, "_is_text_encoding", True):  # bytes-to-bytes codecs such as base64 (what open() checks)
+            raise LookupError(encoding)
+    except LookupError:
+        raise ConfigError("data.encoding", f"unknown text encoding {encoding!r}; use a Python codec name such "
+                                           f"as 'utf-8' or 'latin-1', or null to detect") from None
+    err = _decode_error(p, encoding)
+    if err:
+        raise ConfigError("data.encoding", f"{p} is not valid {encoding} text ({err})")
+    return "utf-8-sig" if info.name == "utf-8" else encoding
+
+
+def load_cvdb_csv(path: str | Path, num_ents: int, balance_gender: bool = True,
+                  encoding: str | None = None) -> KnowledgeBase:
     """The paper's CVDB knowledge base from your copy of ``cross-verified-database.csv``.
 
-    Read as ISO-8859-1, like the paper. Cleaning as in the paper: rows with a missing value in the
+    Read as `encoding` if given, else as UTF-8 when the file is valid UTF-8 and as ISO-8859-1 (like the
+    paper) otherwise; text is NFC-normalised. Cleaning as in the paper: rows with a missing value in the
     eight used columns are dropped; duplicate names keep their first row (file order); names and
     occupations (underscores -> spaces) with characters other than letters, digits and spaces are
     dropped, and so are citizenships with other characters than those and quotes. Rows whose
-    birth/death/readers are not numbers are dropped too (the paper would crash on them). Selection:
-    the top ``num_ents // 2`` of each gender by ``wiki_readers_2015_2018`` (see :mod:`iml.lm.sources`).
+    birth/death/readers are not numbers are dropped too (the paper would crash on them). Dropped rows are
+    counted by reason in a warning and in the knowledge base's ``source``. Selection: the top
+    ``num_ents // 2`` of each gender by ``wiki_readers_2015_2018`` (see :mod:`iml.lm.sources`).
     """
     num_ents = _check_num_ents(num_ents)
     p = _check_path(path)
-    header = _read_csv(p, nrows=0, encoding="ISO-8859-1")
+    enc = _cvdb_encoding(p, encoding)
+    header = _read_csv(p, nrows=0, encoding=enc)
     _require_columns(header, CVDB_COLUMNS, p)
-    df = _read_csv(p, usecols=CVDB_COLUMNS, dtype=str, encoding="ISO-8859-1")
-    df = df.dropna().drop_duplicates(subset=["name"], keep="first")
-    df = df[~df["name"].str.contains(_NONWORD)]
+    df = _read_csv(p, usecols=CVDB_COLUMNS, dtype=str, encoding=enc)
+    n_read = len(df)
+    dropped: dict[str, int] = {}
+
+    def keep(frame: pd.DataFrame, mask: pd.Series, why: str) -> pd.DataFrame:
+        n = int((~mask).sum())
+        if n:
+            dropped[why] = dropped.get(why, 0) + n
+        return frame[mask]
+
+    df = df.apply(lambda col: col.str.normalize("NFC"))  # decomposed accents would fail the \w filters
+    df = keep(df, df.notna().all(axis=1), "missing value")
+    df = keep(df, ~df["name"].duplicated(keep="first"), "duplicate name")
+    df = keep(df, ~df["name"].str.contains(_NONWORD), "name not letters/digits/spaces")
     df = df.assign(level3_main_occ=df["level3_main_occ"].str.replace("_", " "))
-    df = df[~df["level3_main_occ"].str.contains(_NONWORD)]
-    df = df[~df["string_citizenship_raw_d"].str.contains(_NONWORD_CITIZEN)]
+    df = keep(df, ~df["level3_main_occ"].str.contains(_NONWORD), "occupation not letters/digits/spaces")
+    df = keep(df, ~df["string_citizenship_raw_d"].str.contains(_NONWORD_CITIZEN),
+              "citizenship not letters/digits/spaces/quotes")
     nums = {c: pd.to_numeric(df[c], errors="coerce") for c in ("birth", "death", "wiki_readers_2015_2018")}
     ok = nums["birth"].notna() & nums["death"].notna() & nums["wiki_readers_2015_2018"].notna()
-    df = df[ok].assign(
+    df = keep(df, ok, "birth/death/readers not a number").assign(
         name=lambda d: d["name"].str.replace("_", " ").map(_norm),
         occupation=lambda d: d["level3_main_occ"].map(_norm),
         nationality=lambda d: d["string_citizenship_raw_d"].map(_first_citizenship),
@@ -92,11 +146,17 @@ def load_cvdb_csv(path: str | Path, num_ents: int, balance_gender: bool = True) 
         death_year=nums["death"][ok].astype(float).astype(int),
         readers=nums["wiki_readers_2015_2018"][ok],
     )
-    df = df[(df["name"] != "") & (df["occupation"] != "") & (df["nationality"] != "")
-            & (df["region"] != "") & (df["gender"] != "")]
-    df = df.drop_duplicates(subset=["name"], keep="first")  # "A_B" and "A B" both become "A B"
+    df = keep(df, (df["name"] != "") & (df["occupation"] != "") & (df["nationality"] != "")
+              & (df["region"] != "") & (df["gender"] != ""), "empty after cleaning")
+    # "A_B" and "A B" both become "A B"
+    df = keep(df, ~df["name"].duplicated(keep="first"), "duplicate name")
+    report = ""
+    if dropped:
+        report = (f"dropped {sum(dropped.values())} of {n_read} rows ("
+                  + ", ".join(f"{n} {why}" for why, n in dropped.items()) + ")")
+        warnings.warn(f"{p.name}: {report}", stacklevel=2)
     if df.empty:
-        raise ConfigError("data.path", f"no usable rows in {p} after cleaning")
+        raise ConfigError("data.path", f"no usable rows in {p} after cleaning" + (f"; {report}" if report else ""))
     if num_ents > len(df):
         raise _too_many(num_ents, len(df), f"{p.name} after cleaning")
     sel = _select_people(df, num_ents, "readers", balance_gender)
@@ -111,7 +171,8 @@ def load_cvdb_csv(path: str | Path, num_ents: int, balance_gender: bool = True) 
         ))
         for r in sel.itertuples(index=False)
     ]
-    src = f"cvdb: {p.name}, num_ents={num_ents}, balance_gender={balance_gender}"
+    src = (f"cvdb: {p.name} ({enc}), num_ents={num_ents}, balance_gender={balance_gender}, "
+           f"{report or f'{n_read} rows, none dropped'}")
     return KnowledgeBase("cvdb", dict(CVDB_RELATIONS), ents, source=src)
 
 

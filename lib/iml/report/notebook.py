@@ -20,13 +20,13 @@ import pandas as pd
 
 from iml import registry
 from iml.core import files, paper, results, stats, verdicts
-from iml.core.config import config_hash
+from iml.core.config import ConfigError, config_hash
 from iml.core.study import find_result, gap_claim
 from iml.lm import tagging
 from iml.report import plots
 
-__all__ = ["RESULTS_ENV", "HEADLINE_ENV", "EXECUTED_DIR", "EXPERIMENT_TITLES", "results_root",
-           "headline_dir", "headline", "headline_note", "comparison", "subset_table",
+__all__ = ["RESULTS_ENV", "HEADLINE_ENV", "EXECUTED_DIR", "EXPERIMENT_TITLES", "parameters", "overrides_parameter",
+           "results_root", "headline_dir", "headline", "headline_note", "comparison", "subset_table",
            "explorer_views", "explorer", "fake_result", "verdict"]
 
 EXECUTED_DIR = files.ROOT / "book" / "executed"
@@ -43,6 +43,48 @@ EXPERIMENT_TITLES = {"main": "main result (Pythia-2.8B, CVDB in the paper)",
                      "mnist": "MNIST grid (vision)",
                      "gradalign": "gradient alignment (MNIST grid, Stage 1)",
                      "probe": "linear probes for the tag (MNIST grid)"}
+
+
+# ------------------------------------------------------------------------------------------------
+# Notebook parameters as readers give them (papermill's -p passes text)
+# ------------------------------------------------------------------------------------------------
+
+_TRUE, _FALSE = {"true", "yes", "1"}, {"false", "no", "0"}
+
+
+def overrides_parameter(value, field: str = "overrides") -> dict:
+    """A notebook's config overrides as a dict: a mapping, or text holding a JSON or YAML mapping
+    (``-p overrides '{"n_seeds": 3}'``); None or empty text -> {}. Anything else: ConfigError naming `field`."""
+    if isinstance(value, str):
+        import yaml
+
+        try:
+            value = yaml.safe_load(value)  # JSON is YAML
+        except yaml.YAMLError as e:
+            raise ConfigError(field, f"not a JSON or YAML mapping: {' '.join(str(e).split())}") from None
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ConfigError(field, f'must be a mapping such as {{"n_seeds": 3}} (or one as JSON/YAML text), '
+                                 f'got {value!r}')
+    return dict(value)
+
+
+def parameters(preset, overrides=None, force=False) -> tuple[str, dict, bool]:
+    """The parameters cell's ``preset``, ``overrides``, ``force`` as the notebook needs them, whether they came
+    as Python values or as papermill's text (``-p overrides '{...}'``, ``-p force false``).
+
+    `force`: a bool, 0/1, or true/false/yes/no/1/0 in any case. Bad values: ConfigError naming the parameter.
+    """
+    if not isinstance(preset, str) or not preset.strip():
+        raise ConfigError("preset", f"must be a preset name such as 'cpu', got {preset!r}")
+    if isinstance(force, str) and force.strip().lower() in _TRUE | _FALSE:
+        force = force.strip().lower() in _TRUE
+    elif not isinstance(force, bool) and isinstance(force, int) and force in (0, 1):
+        force = bool(force)
+    if not isinstance(force, bool):
+        raise ConfigError("force", f"must be true or false (or yes/no, 1/0), got {force!r}")
+    return preset.strip(), overrides_parameter(overrides), force
 
 
 # ------------------------------------------------------------------------------------------------
