@@ -128,3 +128,16 @@ def test_committed_configs_without_inputs_keep_their_hashes():
         stored = json.loads(p.read_text())
         assert "inputs" not in stored and config_hash(stored) == p.parent.name
         assert config_hash({**stored, "inputs": {}}) == p.parent.name
+
+
+def test_the_gpu_a_shard_pins_is_not_part_of_the_identity():
+    """cuda:0 and cuda:3 are the same result (one per GPU of a node); cpu vs cuda, and the thread count, are not."""
+    from iml.lm import experiment
+    from iml.mnist import experiment as mnist
+
+    h = lambda **kw: config_hash(experiment.make_config("gpu", kw))  # noqa: E731
+    assert h(**{"train.device": "cuda:3"}) == h(**{"train.device": "cuda:0"}) == h(**{"train.device": "cuda"})
+    assert h(**{"train.device": "cpu"}) != h(**{"train.device": "cuda"})
+    assert h(**{"train.threads": 2}) != h(**{"train.threads": 1})
+    assert config_hash(mnist.make_config("gpu", {"device": "cuda:1"})) == config_hash(mnist.make_config("gpu", {"device": "cuda"}))
+    assert config_hash(experiment.make_config("gpu")) == "48307769fd7a"

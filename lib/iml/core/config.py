@@ -274,6 +274,21 @@ def content_address(cfg, fields: Sequence[str]):
     return dataclasses.replace(cfg, **{INPUTS: sums})
 
 
+_CUDA_INDEX = re.compile(r"^cuda:\d+$")
+
+
+def _same_device_type(d: Any) -> Any:
+    """`cuda:1` hashes as `cuda`: which GPU of a machine a shard pins changes no number, so shards share one result.
+    The device type and the thread count stay in the hash: CPU and GPU kernels, and reductions split over
+    another number of threads, round differently."""
+    if isinstance(d, dict):
+        return {k: ("cuda" if k == "device" and isinstance(v, str) and _CUDA_INDEX.match(v) else _same_device_type(v))
+                for k, v in d.items()}
+    if isinstance(d, list):
+        return [_same_device_type(v) for v in d]
+    return d
+
+
 def _drop_neutral(d: Any) -> Any:
     for path, value in HASH_NEUTRAL.items():
         *parents, leaf = path.split(".")
@@ -287,8 +302,9 @@ def _drop_neutral(d: Any) -> Any:
 
 def config_hash(obj, length: int = 12) -> str:
     """A stable hash of a config: sha256 of its canonical JSON (sorted keys), without the fields at their
-    :data:`HASH_NEUTRAL` values and without the path fields whose content hash it holds (:data:`INPUTS`)."""
-    d = _drop_input_paths(_drop_neutral(copy.deepcopy(to_dict(obj))))
+    :data:`HASH_NEUTRAL` values, without the path fields whose content hash it holds (:data:`INPUTS`), and with
+    ``cuda:N`` devices as ``cuda``."""
+    d = _same_device_type(_drop_input_paths(_drop_neutral(copy.deepcopy(to_dict(obj)))))
     blob = json.dumps(d, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:length]
 
