@@ -342,13 +342,15 @@ def run(config: Config, *, root: str | Path | None = None, force: bool = False, 
     from iml.lm.models import check_model_config
 
     config = content_address(as_config(Config, config, EXPERIMENT), INPUT_FIELDS)  # the files as they are now
-    check_model_config(config.model)
     if stage1_seeds is not None:
         unknown = sorted(set(stage1_seeds) - set(config.seeds.stage1))
         if unknown:
             raise ConfigError("stage1_seeds", f"{unknown} are not stage-1 seeds of this config "
                                               f"({config.seeds.stage1[0]}..{config.seeds.stage1[-1]})")
     root = resolve_root(EXPERIMENT, config, root, force)  # checkpoints go where the units do
+    if not force and results_mod.ResultStore(EXPERIMENT, config, root=root).is_complete():
+        return results_mod.load(EXPERIMENT, config, root=root)  # reading it needs no model files
+    check_model_config(config.model)
     result_dir = results_mod.ResultStore(EXPERIMENT, config, root=root).dir
     stage2 = list(config.seeds.stage2)
 
