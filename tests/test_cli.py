@@ -99,3 +99,17 @@ def test_forced_kernels_the_cpu_lacks_are_one_line_not_a_crash(monkeypatch, caps
     monkeypatch.setattr(env, "capability_problem", lambda: "ATEN_CPU_CAPABILITY=avx512 asks for AVX512 kernels")
     assert main(["list"]) == 2
     assert capsys.readouterr().err.strip().count("\n") == 0
+
+
+def test_iml_list_describes_every_preset(capsys):
+    """Every preset of every experiment has its one-line description in `iml list`, and every sweep is listed."""
+    from iml import registry
+
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    for name, mod in registry.EXPERIMENTS.items():
+        for preset in mod.PRESETS:
+            assert mod.PRESET_NOTES.get(preset), f"{name} preset {preset} has no note"
+            assert f"    {preset:<14} {mod.PRESET_NOTES[preset]}" in out
+    for name in registry.SWEEPS:
+        assert f"    {name}" in out

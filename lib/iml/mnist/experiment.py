@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from iml.core.env import resolve_device
 from iml.core.results import COLUMNS, Result
 from iml.core.runner import Job, as_config, run_units
-from iml.mnist.grid import (EXPERIMENT, METRICS, N_CELLS, NO_CELL, PRESETS, SUBSETS, Config, Layout,
+from iml.mnist.grid import (EXPERIMENT, METRICS, N_CELLS, NO_CELL, PRESET_NOTES, PRESETS, SUBSETS, Config, Layout,
                             build_construction, forward, init_params, load_digits, make_config, render)
 
 __all__ = ["EXPERIMENT", "Config", "PRESETS", "make_config", "GroupData", "build_group_data", "Adam",

@@ -79,6 +79,11 @@ PRESETS: dict[str, dict[str, Any]] = {"smoke": {}, "cpu": {"task.n_seeds": 10}, 
 (the cpu preset with the cpu sweep's 10 seeds, so it is that sweep's batch-32 point). The book's figure is a
 sweep (SWEEPS)."""
 
+PRESET_NOTES = {"smoke": "the MNIST smoke preset's Stage 1, alignment measured; seconds",
+                "cpu": "the MNIST cpu preset's Stage 1 at batch 32 with 10 seeds (the cpu sweep's batch-32 point)",
+                "gpu": "the MNIST gpu preset's Stage 1; prepared, not run yet"}
+"""One line per preset for ``iml list``; the book's figure is the sweep (``iml sweep gradalign``)."""
+
 SWEEPS = ("smoke", "cpu", "gpu")
 """Batch-size sweeps: the two-stage sweeps of ``iml.mnist.batch_size`` of the same names (their Stage 1)."""
 SWEEP_OVERRIDES: dict[str, dict[str, Any]] = {"cpu": {"n_seeds": 10}}

@@ -166,6 +166,14 @@ PRESETS: dict[str, dict[str, Any]] = {
                 stage2_epochs=200, batch_size=32, lr=1e-3, evals_per_stage=10, n_seeds=20, group_size=20),
 }
 
+PRESET_NOTES = {
+    "smoke": "seconds: 40 aliases, a width-4 ConvNet, 2+2 epochs, 2 seeds; checks the plumbing",
+    "cpu": "~10 min on one CPU thread: 60 aliases on 7-px digits, width-8 ConvNet, 350+200 epochs, 20 seeds "
+           "(the MNIST page's committed result)",
+    "gpu": "one GPU: 120 aliases on 14-px digits, width 16, 200+200 epochs, 20 seeds (the committed headline)",
+}
+"""One line per preset for ``iml list``."""
+
 
 def make_config(preset: str | None = "cpu", overrides: Mapping[str, Any] | None = None,
                 config_file: str | Path | None = None) -> Config:

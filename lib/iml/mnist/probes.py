@@ -129,6 +129,11 @@ PRESETS: dict[str, dict[str, Any]] = {"smoke": {}, "cpu": {"task.n_seeds": 10}, 
 preset has 10 seeds (about 6 min on one thread; seeds 0-4 train like the MNIST cpu run), because a null probe
 needs the narrower CI."""
 
+PRESET_NOTES = {"smoke": "the MNIST smoke preset, probed; seconds",
+                "cpu": "the MNIST cpu preset with 10 seeds, linear probes for the tag at the stage ends (~6 min)",
+                "gpu": "the MNIST gpu preset, probed; prepared, no gpu run yet"}
+"""One line per preset for ``iml list``."""
+
 
 def make_config(preset: str | None = "cpu", overrides: Mapping[str, Any] | None = None,
                 config_file: str | Path | None = None) -> Config:

@@ -179,6 +179,16 @@ PRESETS: dict[str, dict[str, Any]] = {
     "paper": dict(n_seeds=20, n_stage2_seeds=3, eval_every=5, seeds_per_unit=10, device="auto", compile=True),
 }
 
+PRESET_NOTES = {
+    "smoke": "seconds on CPU: 60 aliases, a 1-layer d32 transformer, 2+2 epochs, 2 seeds; checks the plumbing",
+    "cpu": "~15 min a unit on one CPU thread: 1000 aliases, numbers 0..19, d64 x 2 layers, 40+30 epochs, 20 seeds "
+           "in units of 5; Stage 1 learns, the IML gap is null at this scale (Set inclusion page)",
+    "gpu": "one GPU: the paper's task (8000 aliases, numbers 0..99, Pythia-70M shape), 100+40 epochs, 10 seeds, "
+           "compiled; not run yet",
+    "paper": "the gpu preset at the paper's seed counts: 20 stage-1 x 3 stage-2 seeds",
+}
+"""One line per preset for ``iml list``."""
+
 
 def make_config(preset: str | None = "cpu", overrides: Mapping[str, Any] | None = None,
                 config_file: str | Path | None = None) -> Config:
