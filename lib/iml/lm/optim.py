@@ -57,6 +57,27 @@ class Adafactor(torch.optim.Optimizer):
             self._buckets[key] = b
         return b
 
+    def state_dict(self) -> dict:
+        """torch's state dict plus the per-shape second moments and step counts (``buckets``), with parameters
+        named by their position in their group, so a run resumed from it continues bit for bit."""
+        sd = super().state_dict()
+        pos = {id(p): i for g in self.param_groups for i, p in enumerate(g["params"])}
+        sd["buckets"] = [{"group": gi, "params": [pos[i] for i in ids],
+                          **{k: v.detach().clone() if torch.is_tensor(v) else v for k, v in b.items()}}
+                         for (gi, ids), b in self._buckets.items()]
+        return sd
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        sd = dict(state_dict)
+        buckets = sd.pop("buckets", [])
+        super().load_state_dict(sd)
+        self._buckets = {}
+        for b in buckets:
+            params = [self.param_groups[b["group"]]["params"][i] for i in b["params"]]
+            self._buckets[(b["group"], tuple(id(p) for p in params))] = {
+                k: v.to(params[0].device).clone() if torch.is_tensor(v) else v
+                for k, v in b.items() if k not in ("group", "params")}
+
     @torch.no_grad()
     def step(self, closure=None):
         loss = closure() if closure is not None else None
