@@ -83,6 +83,8 @@ CASES = {
     "unknown sweep": (["sweep", "nosuch"], r"unknown sweep"),
     "unknown sweep preset": (["sweep", "alpha", "--sweep", "nosuch"], r"--sweep"),
     "workers 0": (["sweep", "alpha", "--sweep", "smoke", "--workers", "0"], r"workers"),
+    "shard out of range": (["run", "mnist", "--preset", "smoke", "--shard", "2/2"], r"--shard"),
+    "shard not I/N": (["run", "mnist", "--preset", "smoke", "--shard", "a/b"], r"--shard"),
     # devices
     "main cuda": (["run", "main", "--preset", "smoke", "--set", "train.device=cuda"], r"train\.device.*CUDA"),
     "main tpu": (["run", "main", "--preset", "smoke", "--set", "train.device=tpu"], r"device"),

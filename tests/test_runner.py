@@ -119,3 +119,48 @@ def test_without_a_root_committed_results_are_read_and_new_ones_go_to_runs(tmp_p
     assert results.load("toy", new).dir == res.dir and results.load("toy", done).dir.parent.parent == committed
     forced = run_units("toy", done, _jobs(done, calls), progress=False, force=True)  # --force recomputes in runs/
     assert forced.dir.parent.parent == runs and sorted(committed.rglob("*")) == before
+
+
+def test_shards_compute_disjoint_jobs_and_the_last_one_writes_the_result(results_root):
+    cfg, calls = Cfg(n=5), []
+    assert run_units("toy", cfg, _jobs(cfg, calls), root=results_root, progress=False, shard=(1, 2)) is None
+    assert [s for s, _ in calls] == [1, 3]
+    res = run_units("toy", cfg, _jobs(cfg, calls), root=results_root, progress=False, shard=(0, 2))
+    assert [s for s, _ in calls] == [1, 3, 0, 2, 4] and res.meta["units"] == [f"u{s}" for s in range(5)]
+    with pytest.raises(ConfigError, match="shard"):
+        run_units("toy", Cfg(n=2), _jobs(Cfg(n=2), []), root=results_root, shard=(2, 2))
+
+
+def test_iml_run_shard_equals_a_serial_run(tmp_path, capsys):
+    """`iml run --shard I/N` (one SLURM array task each): the shards' result is the serial run's, row for row."""
+    from iml import cli
+    from iml.core import results
+
+    args = ["run", "mnist", "--preset", "smoke", "--set", "group_size=1", "--quiet"]
+    assert cli.main(args + ["--root", str(tmp_path / "serial")]) == 0
+    assert cli.main(args + ["--root", str(tmp_path / "sharded"), "--shard", "1/2"]) == 0
+    assert "shard 1/2 done" in capsys.readouterr().out
+    assert cli.main(args + ["--root", str(tmp_path / "sharded"), "--shard", "0/2"]) == 0
+    serial, sharded = (results.load_dir(next((tmp_path / r / "mnist").iterdir())) for r in ("serial", "sharded"))
+    assert serial.hash == sharded.hash
+    pd.testing.assert_frame_equal(serial.table, sharded.table)
+
+
+def test_the_slurm_array_script_runs_one_shard_per_task(tmp_path):
+    """scripts/slurm_array.sh as two array tasks would run it: the second task to finish writes the result."""
+    import os
+    import subprocess
+
+    from iml.core import files, results
+
+    script = files.ROOT / "scripts" / "slurm_array.sh"
+    for task in (1, 0):
+        env = {**os.environ, "SLURM_ARRAY_TASK_ID": str(task), "SLURM_ARRAY_TASK_COUNT": "2", "OMP_NUM_THREADS": "1"}
+        out = subprocess.run(["bash", str(script), "mnist", "--preset", "smoke", "--set", "group_size=1", "--quiet",
+                              "--root", str(tmp_path)], env=env, capture_output=True, text=True, timeout=300)
+        assert out.returncode == 0, out.stderr
+    res = results.load_dir(next((tmp_path / "mnist").iterdir()))
+    assert len(res.meta["units"]) == 2 and set(res.table["seed_stage1"]) == {0, 1}
+    bad = subprocess.run(["bash", str(script), "mnist"], env={k: v for k, v in os.environ.items()
+                                                             if not k.startswith("SLURM_")}, capture_output=True, text=True)
+    assert bad.returncode != 0 and "SLURM_ARRAY_TASK_ID" in bad.stderr

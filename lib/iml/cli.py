@@ -2,6 +2,7 @@
 
     iml list                                   experiments, their presets, and the sweeps
     iml run EXPERIMENT [--preset P] [--set key=value ...] [--config FILE.yaml] [--root DIR] [--force] [--quiet]
+               [--shard I/N]                    one shard of the units (a SLURM array task each)
     iml sweep NAME [--sweep S] [--set key=value ...] [--root DIR] [--workers N] [--force] [--quiet]
                                                run (or load) every point of a sweep; print its table and verdict
     iml show RESULT_DIR                        the gap table of a finished result
@@ -54,6 +55,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--root", help="results root directory (default: read a finished result from the committed "
                                   "results/, write new ones to the git-ignored runs/; --root results to commit)")
     r.add_argument("--force", action="store_true", help="recompute even if a finished result exists")
+    r.add_argument("--shard", metavar="I/N", help="compute only shard I of N (every N-th seed group / stage-1 seed "
+                                                   "from the I-th), e.g. one per SLURM array task "
+                                                   "(--shard $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT); the "
+                                                   "shard that finds every unit done writes the result")
     r.add_argument("--quiet", action="store_true", help="no progress bars")
 
     w = sub.add_parser("sweep", help="run (or load) a sweep and print its table and verdict",
@@ -109,6 +114,16 @@ def _root_problem(root) -> str | None:
     return None
 
 
+def _shard(text: str | None) -> tuple[int, int] | None:
+    """`--shard I/N` -> (I, N), or a ConfigError naming --shard."""
+    if text is None:
+        return None
+    i, sep, n = text.partition("/")
+    if not (sep and i.strip().isdigit() and n.strip().isdigit() and 0 <= int(i) < int(n)):
+        raise ConfigError("--shard", f"must be I/N with 0 <= I < N (e.g. 0/4), got {text!r}")
+    return int(i), int(n)
+
+
 def _cmd_list() -> int:
     for name, mod in registry.EXPERIMENTS.items():
         notes = getattr(mod, "PRESET_NOTES", {})
@@ -134,9 +149,15 @@ def _cmd_run(args) -> int:
         cfg = mod.make_config(args.preset, overrides, config_file=args.config_file)
         store = ResultStore(mod.EXPERIMENT, cfg, root=resolve_root(mod.EXPERIMENT, cfg, args.root, args.force))
         existed = not args.force and store.is_complete()
-        res = mod.run(cfg, root=args.root, force=args.force, progress=not args.quiet)
+        shard = _shard(args.shard)
+        res = mod.run(cfg, root=args.root, force=args.force, progress=not args.quiet,
+                      **({"shard": shard} if shard else {}))
     except (ConfigError, FileNotFoundError, StaleResultError, ResultLockedError) as e:
         return _fail(str(e))
+    if res is None and shard:
+        print(f"shard {shard[0]}/{shard[1]} done; other shards' units are still missing from {store.dir} (the shard "
+              f"that finds every unit done writes the result)")
+        return 0
     if res is None:
         return _fail(f"{store.dir}: the run ended without a finished result (units are missing); run it again to "
                      f"resume")

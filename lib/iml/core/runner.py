@@ -12,7 +12,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import pandas as pd
 
 from iml.core import files
-from iml.core.config import from_dict
+from iml.core.config import ConfigError, from_dict
 from iml.core.lock import result_lock
 from iml.core.results import Result, ResultStore, load
 
@@ -53,7 +53,8 @@ def resolve_root(experiment: str, config, root=None, force: bool = False) -> Pat
 
 def run_units(experiment: str, config, jobs: Sequence[Job], *, root=None, force: bool = False,
               progress: bool = True, meta: Callable[[ResultStore, list[str]], Mapping[str, Any]] | None = None,
-              only: Iterable | None = None, stop_by: float | None = None) -> Result | None:
+              only: Iterable | None = None, stop_by: float | None = None,
+              shard: tuple[int, int] | None = None) -> Result | None:
     """The finished result of `config`: loaded when it exists (unless `force`), else the missing units of
     `jobs` are computed and the result written.
 
@@ -62,7 +63,9 @@ def run_units(experiment: str, config, jobs: Sequence[Job], *, root=None, force:
     nothing is deleted first). `only` restricts
     this call to the jobs with those keys, and `stop_by` (a ``time.time()`` value) stops it before a job that
     the previous job's duration says would end later: such a call returns None unless every unit is then
-    done. `meta(store, unit_ids)` adds experiment-specific fields to meta.json.
+    done. `shard` ``(i, n)`` computes only the jobs whose position in `jobs` is i modulo n (one process or array
+    task per shard, ``iml run --shard I/N``); the shard that finds every unit done writes the result.
+    `meta(store, unit_ids)` adds experiment-specific fields to meta.json.
 
     Computing holds the folder's lock (:func:`iml.core.lock.result_lock`; shared by `only` shards): a run of the
     same config already computing makes this one raise ResultLockedError. Loading a finished result takes none.
@@ -71,15 +74,21 @@ def run_units(experiment: str, config, jobs: Sequence[Job], *, root=None, force:
     store = ResultStore(experiment, config, root=root)
     if store.is_complete() and not force:
         return load(experiment, config, root=root)
-    with result_lock(store.dir, shared=only is not None) as alone:
+    if shard is not None:
+        i, n = shard
+        if not (isinstance(i, int) and isinstance(n, int) and 0 <= i < n):
+            raise ConfigError("shard", f"must be I/N with 0 <= I < N, got {i}/{n}")
+    with result_lock(store.dir, shared=only is not None or shard is not None) as alone:
         if store.is_complete() and not force:  # finished by the run that held the lock until just now
             return load(experiment, config, root=root)
         if alone:
             _remove_leftovers(store)
         keys = None if only is None else set(only)
         t0, computed, last = time.time(), [], None
-        for job in jobs:
+        for k, job in enumerate(jobs):
             if keys is not None and job.key not in keys:
+                continue
+            if shard is not None and k % shard[1] != shard[0]:
                 continue
             todo = [u for u in job.units if force or not store.unit_done(u)]
             if not todo:

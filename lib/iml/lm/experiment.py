@@ -330,14 +330,16 @@ def _snapshot(model) -> dict:
 
 
 def run(config: Config, *, root: str | Path | None = None, force: bool = False, progress: bool = True,
-        stage1_seeds: list[int] | None = None, stop_by: float | None = None) -> results_mod.Result | None:
+        stage1_seeds: list[int] | None = None, stop_by: float | None = None,
+        shard: tuple[int, int] | None = None) -> results_mod.Result | None:
     """Run (or resume, or just load) the experiment of `config`; returns the finished result.
 
     For several processes sharing one GPU (launch-bound small models) or several machines, each can
     compute a share: `stage1_seeds` restricts this call to those stage-1 seeds, and `stop_by` (a
     ``time.time()`` value) stops it from starting a stage-1 seed that the previous one's duration says
     would end later. Such a call writes its finished units and returns None unless every unit of the
-    config is then done; :func:`finalize_completed` makes the result from what finished.
+    config is then done; :func:`finalize_completed` makes the result from what finished. `shard` ``(i, n)``:
+    every n-th stage-1 seed from the i-th (``iml run --shard I/N``; the last shard to finish writes the result).
     """
     from iml.lm.models import check_model_config
 
@@ -360,7 +362,7 @@ def run(config: Config, *, root: str | Path | None = None, force: bool = False, 
         return Job(tuple(unit_id(s1, j) for j in stage2), compute, key=s1)
 
     return run_units(EXPERIMENT, config, [job(s1) for s1 in config.seeds.stage1], root=root, force=force,
-                     progress=progress, only=stage1_seeds, stop_by=stop_by)
+                     progress=progress, only=stage1_seeds, stop_by=stop_by, shard=shard)
 
 
 def completed_stage1(config: Config, root: str | Path | None = None) -> int:

@@ -381,8 +381,10 @@ def group_jobs(seed_lists: Sequence[list[int]], compute) -> list[Job]:
             for seeds in seed_lists]
 
 
-def run(config: Config, *, root=None, force: bool = False, progress: bool = True) -> Result:
-    """Train every seed group (resuming finished ones unless `force`) and return the finished result."""
+def run(config: Config, *, root=None, force: bool = False, progress: bool = True,
+        shard: tuple[int, int] | None = None) -> Result | None:
+    """Train every seed group (resuming finished ones unless `force`) and return the finished result (None from a
+    `shard` that leaves units to others, :func:`iml.core.runner.run_units`)."""
     config = as_config(Config, config, EXPERIMENT)
 
     def meta(store, units):
@@ -390,4 +392,4 @@ def run(config: Config, *, root=None, force: bool = False, progress: bool = True
         return {"seed_epochs_per_s": float(np.mean(rates)) if rates else None}
 
     return run_units(EXPERIMENT, config, group_jobs(seed_groups(config), lambda s: _unit(config, s, progress)),
-                     root=root, force=force, progress=progress, meta=meta)
+                     root=root, force=force, progress=progress, meta=meta, shard=shard)

@@ -283,12 +283,14 @@ def _unit(config: Config, seeds: list[int], progress: bool):
     return r["table"], extra | {"seeds": list(seeds), "wall_time_s": r["wall"]}
 
 
-def run(config: Config, *, root=None, force: bool = False, progress: bool = True) -> Result:
-    """Measure every seed group of the task (resuming finished ones unless `force`); the finished result."""
+def run(config: Config, *, root=None, force: bool = False, progress: bool = True,
+        shard: tuple[int, int] | None = None) -> Result | None:
+    """Measure every seed group of the task (resuming finished ones unless `force`); the finished result, or None
+    from a `shard` that leaves units to others."""
     config = as_config(Config, config, EXPERIMENT)
     return run_units(EXPERIMENT, config, mx.group_jobs(mx.seed_groups(config.task),
                                                        lambda s: _unit(config, s, progress)),
-                     root=root, force=force, progress=progress)
+                     root=root, force=force, progress=progress, shard=shard)
 
 
 def run_sweep(sweep: str = "cpu", points=None, overrides=None, *, root=None, force: bool = False,

@@ -248,13 +248,15 @@ def _unit(config: Config, seeds: list[int], device, progress: bool):
                         "t_stage2": r["t_stage2"], "seeds": list(seeds), "device": r["device"]}
 
 
-def run(config: Config, *, root=None, force: bool = False, progress: bool = True) -> Result:
-    """Train and probe every seed group of the task (resuming finished ones unless `force`)."""
+def run(config: Config, *, root=None, force: bool = False, progress: bool = True,
+        shard: tuple[int, int] | None = None) -> Result | None:
+    """Train and probe every seed group of the task (resuming finished ones unless `force`); None from a `shard`
+    that leaves units to others."""
     config = as_config(Config, config, EXPERIMENT)
     device = resolve_device(config.task.device, "task.device")
     return run_units(EXPERIMENT, config, mx.group_jobs(mx.seed_groups(config.task),
                                                        lambda s: _unit(config, s, device, progress)),
-                     root=root, force=force, progress=progress)
+                     root=root, force=force, progress=progress, shard=shard)
 
 
 def _stage_ends(result: Result) -> dict[str, int]:

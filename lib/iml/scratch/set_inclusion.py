@@ -584,10 +584,11 @@ def _meta(store, unit_ids: list[str]) -> dict:
 
 
 def run(config: Config, *, root=None, force: bool = False, progress: bool = True,
-        units: Sequence[str] | None = None) -> Result | None:
+        units: Sequence[str] | None = None, shard: tuple[int, int] | None = None) -> Result | None:
     """Compute (or reuse) the result of `config`; resumes finished seed groups. `units` (unit ids) restricts this
     call to those seed groups, e.g. one per process: it returns None until every unit is done."""
     config = as_config(Config, config, EXPERIMENT)
     jobs = [Job((unit_id(seeds),), lambda todo, seeds=seeds: [(unit_id(seeds), *train_seed_group(
         config, seeds, progress=progress))], key=unit_id(seeds)) for seeds in config.units()]
-    return run_units(EXPERIMENT, config, jobs, root=root, force=force, progress=progress, meta=_meta, only=units)
+    return run_units(EXPERIMENT, config, jobs, root=root, force=force, progress=progress, meta=_meta, only=units,
+                     shard=shard)
