@@ -113,3 +113,18 @@ def test_iml_list_describes_every_preset(capsys):
             assert f"    {preset:<14} {mod.PRESET_NOTES[preset]}" in out
     for name in registry.SWEEPS:
         assert f"    {name}" in out
+
+
+def test_show_gives_the_paper_notation_and_value_beside_ours(capsys):
+    """`iml show` names each comparison in the paper's notation and prints the paper's value (or says it has
+    none) beside ours: the committed gpu headline's entity-association EM gap, which the paper reads as +0.11."""
+    from iml.core import files, paper
+
+    assert main(["show", str(files.RESULTS_DIR / "main" / "48307769fd7a")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert "comparison" in lines[1] and lines[1].rstrip().endswith("paper")
+    row = next(ln for ln in lines if "ent_assoc_name_d1consis" in ln and " EM " in ln)
+    want = paper.paper_gap("main", "ent_assoc_name_d1consis", "ent_assoc_name_d2consis", "EM")[0]
+    assert row.split()[-1] == f"{want:+.2f}"
+    assert f"{paper.symbol('d1consis')} − {paper.symbol('d2consis')}" in row
+    assert any(ln.rstrip().endswith("no number") for ln in lines[2:])

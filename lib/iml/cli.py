@@ -22,7 +22,7 @@ from typing import Sequence
 import pandas as pd
 
 from iml import registry
-from iml.core import env
+from iml.core import env, paper
 from iml.core.config import ConfigError, parse_override
 from iml.core.lock import ResultLockedError
 from iml.core.results import ResultStore, StaleResultError, load_dir
@@ -220,8 +220,12 @@ def _cmd_show(args) -> int:
     if not rows:
         return _fail(f"{res.dir}: none of the gap pairs is in the result")
     out = pd.concat(rows, ignore_index=True)
-    cols = ["a", "b", "metric", "epoch", "gap", "ci_low", "ci_high", "p_one_sided", "n_stage1",
-            "n_stage2_per_stage1"]
+    # the paper's notation and value beside ours (NaN: the paper gives no number for this comparison)
+    out.insert(0, "comparison", [f"{paper.symbol(a)} − {paper.symbol(b)}" for a, b in zip(out["a"], out["b"])])
+    values = [paper.paper_gap(res.experiment, a, b, m)[0] for a, b, m in zip(out["a"], out["b"], out["metric"])]
+    out["paper"] = ["no number" if v != v else f"{v:+.2f}" for v in values]
+    cols = ["comparison", "a", "b", "metric", "epoch", "gap", "ci_low", "ci_high", "p_one_sided", "n_stage1",
+            "n_stage2_per_stage1", "paper"]
     print(f"{res.experiment} {res.hash}  ({res.dir})")
     with pd.option_context("display.width", 200, "display.max_columns", 20):
         signed = {c: (lambda x: f"{x:+.4f}") for c in ("gap", "ci_low", "ci_high")}
