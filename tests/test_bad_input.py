@@ -3,6 +3,7 @@ problem, and leaves no file behind. The CLI's entry point runs in-process, so ea
 to seconds; add a case here whenever a new bad input is found (the list only grows)."""
 import json
 import os
+import re
 import struct
 
 import pytest
@@ -145,8 +146,6 @@ def test_bad_input_is_one_line_exit_2_nothing_written(case, inputs, tmp_path, ca
     err = capsys.readouterr().err.strip()
     assert code == 2, (case, err)
     assert len(err.splitlines()) == 1 and err.startswith("iml: error: "), err
-    import re
-
     assert re.search(pattern, err), (pattern, err)
     assert _files(root) == [] and _files(tmp_path / "env_root") == [], "files were written"
     assert _files(inputs) == before

@@ -1,5 +1,6 @@
 """The config plumbing: unknown keys, wrong types and bad values name the field."""
 import dataclasses
+import hashlib
 
 import pytest
 
@@ -98,7 +99,7 @@ def test_a_result_follows_its_input_file_not_its_path(tmp_path):
         p.write_text("name,birth\nAda,1815\n")
     cfg = lambda p: experiment.make_config("smoke", {"data.kb": "cvdb", "data.path": str(p)})  # noqa: E731
     h = config_hash(cfg(a))
-    assert cfg(a).inputs == {"data.path": __import__("hashlib").sha256(a.read_bytes()).hexdigest()}
+    assert cfg(a).inputs == {"data.path": hashlib.sha256(a.read_bytes()).hexdigest()}
     assert config_hash(cfg(b)) == h  # the same bytes mounted elsewhere: the same result
     a.write_text("name,birth\nAda,1816\n")  # one digit edited
     assert config_hash(cfg(a)) != h

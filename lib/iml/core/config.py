@@ -10,6 +10,7 @@ The CLI turns a ConfigError into one line on stderr and exit code 2.
 """
 from __future__ import annotations
 
+import codecs
 import copy
 import dataclasses
 import hashlib
@@ -30,6 +31,9 @@ __all__ = [
     "check_positive",
     "check_choice",
     "check_file",
+    "check_text_codec",
+    "content_address",
+    "content_sha256",
     "apply_overrides",
     "parse_override",
     "fix_numbers",
@@ -74,6 +78,21 @@ def check_choice(field: str, value: Any, choices) -> Any:
     if value not in choices:
         raise ConfigError(field, f"must be one of {sorted(choices)}, got {value!r}")
     return value
+
+
+def check_text_codec(field: str, value: Any) -> codecs.CodecInfo:
+    """The text codec named `value` (``codecs.lookup``), refusing unknown names and bytes-to-bytes codecs such as
+    base64 (what ``open()`` refuses too)."""
+    try:
+        if not isinstance(value, str) or not value.strip():
+            raise LookupError(value)
+        info = codecs.lookup(value)
+        if not getattr(info, "_is_text_encoding", True):
+            raise LookupError(value)
+    except LookupError:
+        raise ConfigError(field, f"must be a Python text codec name such as 'utf-8' or 'latin-1', or null (detect), "
+                                 f"got {value!r}") from None
+    return info
 
 
 def check_file(field: str, value: Any) -> Path:
@@ -223,14 +242,20 @@ INPUTS = "inputs"
 :func:`config_hash`: a result is identified by what it read, not where the file was mounted."""
 
 
+def _parent(d: Any, path: str) -> tuple[dict | None, str]:
+    """(the mapping that holds dotted `path`'s last key in nested dict `d`, or None; that key)."""
+    *parents, leaf = path.split(".")
+    node = d
+    for p in parents:
+        node = node.get(p) if isinstance(node, dict) else None
+    return (node if isinstance(node, dict) else None), leaf
+
+
 def _drop_input_paths(d: Any) -> Any:
     sums = d.get(INPUTS) if isinstance(d, dict) else None
     for path in (sums or {}):
-        *parents, leaf = path.split(".")
-        node = d
-        for p in parents:
-            node = node.get(p) if isinstance(node, dict) else None
-        if isinstance(node, dict):
+        node, leaf = _parent(d, path)
+        if node is not None:
             node.pop(leaf, None)
     return d
 
@@ -239,8 +264,9 @@ _SHA_CACHE: dict[tuple, str] = {}
 
 
 def content_sha256(path: str | Path) -> str:
-    """sha256 of a file's bytes (as ``sha256sum`` prints it), or of a folder: of every file's relative name and sha256, in sorted order
-    (hidden files left out). Cached per (path, size, mtime) within a process: a checkpoint is read once."""
+    """sha256 of a file's bytes (as ``sha256sum`` prints it), or of a folder: of every file's relative name and
+    sha256, in sorted order (hidden files left out). Cached per (path, size, mtime) within a process: a checkpoint
+    is read once."""
     from iml.core.files import sha256_file
 
     def one(q: Path) -> str:
@@ -291,11 +317,8 @@ def _same_device_type(d: Any) -> Any:
 
 def _drop_neutral(d: Any) -> Any:
     for path, value in HASH_NEUTRAL.items():
-        *parents, leaf = path.split(".")
-        node = d
-        for p in parents:
-            node = node.get(p) if isinstance(node, dict) else None
-        if isinstance(node, dict) and leaf in node and node[leaf] == value:
+        node, leaf = _parent(d, path)
+        if node is not None and leaf in node and node[leaf] == value:
             del node[leaf]
     return d
 

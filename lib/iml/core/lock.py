@@ -1,8 +1,8 @@
 """One run computes a result folder at a time: an advisory lock (``flock``) on ``<result dir>/.lock``.
 
 A second run of the same config is refused at once (:class:`ResultLockedError`) instead of computing every
-unit again or, with ``--force``, overwriting the first one's. Shards of one config (``run_units(only=...)``, one
-per process) share the lock. The kernel releases it when its holder exits, even by ``kill -9``.
+unit again or, with ``--force``, overwriting the first one's. Shards of one config (``run_units(only=...)`` or
+``shard=``, one per process) share the lock. The kernel releases it when its holder exits, even by ``kill -9``.
 """
 from __future__ import annotations
 

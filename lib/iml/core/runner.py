@@ -67,8 +67,9 @@ def run_units(experiment: str, config, jobs: Sequence[Job], *, root=None, force:
     task per shard, ``iml run --shard I/N``); the shard that finds every unit done writes the result.
     `meta(store, unit_ids)` adds experiment-specific fields to meta.json.
 
-    Computing holds the folder's lock (:func:`iml.core.lock.result_lock`; shared by `only` shards): a run of the
-    same config already computing makes this one raise ResultLockedError. Loading a finished result takes none.
+    Computing holds the folder's lock (:func:`iml.core.lock.result_lock`; shared by `only` and `shard` runs): a
+    run of the same config already computing makes this one raise ResultLockedError. Loading a finished result
+    takes none.
     """
     root = resolve_root(experiment, config, root, force)
     store = ResultStore(experiment, config, root=root)

@@ -6,7 +6,6 @@ Design choices and the row format: book/design_notes.md (section `iml.lm.tagging
 """
 from __future__ import annotations
 
-import codecs
 import math
 import random
 import string
@@ -14,7 +13,8 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any, Mapping, Sequence
 
-from iml.core.config import ConfigError, check_choice, check_file, check_fraction, check_positive, from_dict
+from iml.core.config import (ConfigError, check_choice, check_file, check_fraction, check_positive,
+                             check_text_codec, from_dict)
 from iml.lm.knowledge import KB_NAMES, Entity, KnowledgeBase, synthetic_people
 from iml.lm.vocab import (
     _ALIASED, _IS_ISNT_PHRASES, _NATURAL_SOURCES, _STAGE1_DEFINED, _STAGE2_DEFINED, COLUMNS, DEF_ORDERS,
@@ -148,12 +148,7 @@ class DataConfig:
             if self.kb != "cvdb":
                 raise ConfigError("encoding", f"only the cvdb knowledge base reads a CSV in a chosen encoding; "
                                               f"remove data.encoding for {self.kb!r}")
-            try:
-                if not getattr(codecs.lookup(self.encoding), "_is_text_encoding", True):  # e.g. base64 (open() checks)
-                    raise LookupError(self.encoding)
-            except (LookupError, TypeError):
-                raise ConfigError("encoding", f"must be a Python text codec name such as 'utf-8' or 'latin-1', "
-                                              f"or null (detect), got {self.encoding!r}") from None
+            check_text_codec("encoding", self.encoding)
         check_positive("num_ents", self.num_ents)
         for name in ("kb_seed", "seed", "seed_stage2"):
             check_positive(name, getattr(self, name), allow_zero=True)

@@ -371,13 +371,14 @@ def train_stage(model, tokenizer, rows: Sequence[Mapping[str, Any]], stage: Stag
     pin = device.type == "cuda"
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
 
-    docs, truncated = encode_rows(rows, tokenizer, stage.loss_on, train.max_length)
-    if truncated:
-        longest = max(len(encode_rows([r], tokenizer, stage.loss_on)[0][0].input_ids) for r in rows)
-        raise ConfigError("train.max_length", f"{truncated} of {len(rows)} documents of stage {stage.name!r} are "
+    docs, _ = encode_rows(rows, tokenizer, stage.loss_on)  # whole: a document cut at max_length is refused
+    lengths = [len(d.input_ids) for d in docs]
+    too_long = sum(n > train.max_length for n in lengths)
+    if too_long:
+        raise ConfigError("train.max_length", f"{too_long} of {len(rows)} documents of stage {stage.name!r} are "
                                               f"longer than {train.max_length} tokens and would lose their answers; "
-                                              f"set it to at least {longest}")
-    log = StageLog(stage.name, truncated=truncated)
+                                              f"set it to at least {max(lengths)}")
+    log = StageLog(stage.name)  # truncated_docs stays 0: nothing is cut any more
     n = len(docs)
     micro = stage.batch_size
     n_micro = math.ceil(n / micro)

@@ -22,7 +22,7 @@ from typing import Any, Mapping
 
 import pandas as pd
 
-from iml.core.config import ConfigError
+from iml.core.config import ConfigError, check_text_codec
 from iml.lm.knowledge import PEOPLE_RELATIONS, Entity, KnowledgeBase, bucket_year
 from iml.lm.sources import (
     _YEAR4, _check_num_ents, _check_path, _norm, _read_csv, _require_columns, _select_people, _strip_parens,
@@ -82,16 +82,7 @@ def _cvdb_encoding(p: Path, encoding: Any) -> str:
     else ISO-8859-1 (the paper's CVDB file). A UTF-8 byte-order mark is skipped."""
     if encoding is None:
         return "utf-8-sig" if _decode_error(p, "utf-8") is None else "ISO-8859-1"
-    if not isinstance(encoding, str) or not encoding.strip():
-        raise ConfigError("data.encoding", f"must be a codec name such as 'utf-8' or 'latin-1', or null "
-                                           f"(detect), got {encoding!r}")
-    try:
-        info = codecs.lookup(encoding)
-        if not getattr(info, "_is_text_encoding", True):  # bytes-to-bytes codecs such as base64 (what open() checks)
-            raise LookupError(encoding)
-    except LookupError:
-        raise ConfigError("data.encoding", f"unknown text encoding {encoding!r}; use a Python codec name such "
-                                           f"as 'utf-8' or 'latin-1', or null to detect") from None
+    info = check_text_codec("data.encoding", encoding)
     err = _decode_error(p, encoding)
     if err:
         raise ConfigError("data.encoding", f"{p} is not valid {encoding} text ({err})")
