@@ -37,14 +37,16 @@ def test_points_share_seeds_and_differ_only_in_width_and_hidden():
     assert config_hash(model_size.configs("gpu")[1]) == config_hash(mnist_grid.make_config("gpu"))
 
 
-def test_the_cpu_sweep_adds_seeds_20_to_29_to_every_point_of_the_20_seed_sweep():
-    """Power asked for 29 seeds: each point of ``cpu`` is ``cpu-20``'s result plus a result on seeds 20-29 of the
-    same config, pooled; nothing else differs between the two parts."""
+def test_the_cpu_sweeps_add_seed_blocks_to_every_point_of_the_20_seed_sweep():
+    """Power asked for 29 seeds, then 49: each point of ``cpu-30`` is ``cpu-20``'s result plus a result on seeds
+    20-29 of the same config, and each point of ``cpu`` adds seeds 30-48; nothing else differs between the parts."""
+    assert model_size.point_configs("cpu-30") == [cs[:2] for cs in model_size.point_configs("cpu")]
     groups = model_size.point_configs("cpu")
     assert [cs[0] for cs in groups] == model_size.configs("cpu-20")
-    for first, extra in groups:
-        assert (extra.start_seed, extra.n_seeds) == (20, 10)
-        assert to_dict(first) | {"start_seed": 20, "n_seeds": 10} == to_dict(extra)
+    for first, *extra in groups:
+        assert [(c.start_seed, c.n_seeds) for c in extra] == [(20, 10), (30, 19)]
+        for c in extra:
+            assert to_dict(first) | {"start_seed": c.start_seed, "n_seeds": c.n_seeds} == to_dict(c)
 
 
 def test_pooled_points_hold_every_seed_once_and_refuse_mixed_configs():
