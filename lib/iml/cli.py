@@ -3,11 +3,22 @@
     iml list                                   experiments, their presets, and the sweeps
     iml run EXPERIMENT [--preset P] [--set key=value ...] [--config FILE.yaml] [--root DIR] [--force] [--quiet]
                [--shard I/N]                    one shard of the units (a SLURM array task each)
+    iml submit EXPERIMENT [--preset P] [--set ...] [--config F] [--root DIR] --executor slurm|local|debug
+               [--jobs N] [--array-parallelism N] [--slurm-partition P] [--slurm-time MIN] [--slurm-gpus-per-node N]
+               [--slurm-cpus-per-task N] [--slurm-mem MEM] [--slurm-additional KEY=VALUE ...] [--folder LOGDIR]
+               [--wait]                         the shards with missing units as one submitit job array (requeued
+                                               when preempted or timed out; needs the `cluster` extra)
+    iml status EXPERIMENT [--preset P] [--set ...] [--config F] [--root DIR]
+                                               units done / missing, whether shards are computing, result written?
+    iml finalize EXPERIMENT [--preset P] [--set ...] [--config F] [--root DIR]
+                                               write the result from its units once every one is done (exit 1: not yet)
     iml sweep NAME [--sweep S] [--set key=value ...] [--root DIR] [--workers N] [--force] [--quiet]
                                                run (or load) every point of a sweep; print its table and verdict
     iml show RESULT_DIR                        the gap table of a finished result
     iml verify RESULT_DIR [--units N|all] [--seed S] [--root TMP] [--out REPORT.json]
                                                recompute sampled units and compare (exit 1: verdict differs)
+    iml data export --out DIR [--preset P] [--set key=value ...] [--config FILE.yaml] [--seed-stage1 S]
+               [--seed-stage2 J] [--force]      the main experiment's tagged dataset (hf/, parquet/, metadata.json)
 
 Bad input (an unknown experiment, preset or config key, a wrong type, a missing file) prints one line
 naming the field on stderr and exits with code 2, without a traceback.
@@ -22,7 +33,7 @@ from typing import Sequence
 import pandas as pd
 
 from iml import registry
-from iml.core import env, paper
+from iml.core import env, paper, submit
 from iml.core.config import ConfigError, parse_override
 from iml.core.lock import ResultLockedError
 from iml.core.results import ResultStore, StaleResultError, load_dir
@@ -61,6 +72,42 @@ def build_parser() -> argparse.ArgumentParser:
                                                    "shard that finds every unit done writes the result")
     r.add_argument("--quiet", action="store_true", help="no progress bars")
 
+    b = sub.add_parser("submit", help="submit an experiment's shards to a cluster as one job array (submitit)",
+                       description="Submit one job per shard of the units still missing (iml run --shard I/N in "
+                                   "each) as one submitit job array; every job writes its units into the shared "
+                                   "result folder, a preempted or timed-out job is requeued and resumes from its "
+                                   "finished units, and the shard that finds every unit done writes the result. "
+                                   f"Needs the cluster extra: {submit.HINT}.")
+    _add_config_args(b)
+    b.add_argument("--executor", required=True, metavar="slurm|local|debug",
+                   help="slurm: a SLURM job array; local: processes on this machine; debug: in this process")
+    b.add_argument("--jobs", metavar="N", help="shards (default and at most: one per seed group / stage-1 seed)")
+    b.add_argument("--array-parallelism", metavar="N", help="slurm: at most N array tasks at once")
+    b.add_argument("--slurm-partition", metavar="P", help="slurm partition")
+    b.add_argument("--slurm-time", metavar="MIN", help=f"time limit of a job in minutes, also under --executor "
+                                                       f"local (default {submit.DEFAULT_TIMEOUT_MIN}); a job "
+                                                       f"that reaches it is requeued")
+    b.add_argument("--slurm-gpus-per-node", metavar="N", help="GPUs per job")
+    b.add_argument("--slurm-cpus-per-task", metavar="N", help="CPUs per job")
+    b.add_argument("--slurm-mem", metavar="MEM", help="slurm memory per node, e.g. 32G")
+    b.add_argument("--slurm-additional", action="append", default=[], metavar="KEY=VALUE",
+                   help="any other sbatch option, e.g. account=myproject; repeatable")
+    b.add_argument("--folder", metavar="LOGDIR", help="submitit's logs and pickles (default: "
+                                                      "runs/submitit/<experiment>-<config-hash>)")
+    b.add_argument("--wait", action="store_true", help="wait for the jobs and report the result (debug always "
+                                                       "waits: its jobs run when waited for)")
+    b.add_argument("--quiet", action="store_true", help="no per-unit progress in the jobs' logs")
+
+    t = sub.add_parser("status", help="units done and missing of an experiment's config, and whether it is finished",
+                       description="The units of a config that are done and missing, whether shards are computing "
+                                   "it now (they hold its folder's lock), and whether its result is written.")
+    _add_config_args(t)
+
+    f = sub.add_parser("finalize", help="write a config's result once every unit is done",
+                       description="Write the result of a config from its finished units (the last shard does "
+                                   "it; this is for one that did not get to); exit 1 while units are missing.")
+    _add_config_args(f)
+
     w = sub.add_parser("sweep", help="run (or load) a sweep and print its table and verdict",
                        description="Run every point of a sweep (each an ordinary result of one experiment, reused "
                                    "when finished) and print the sweep's table and verdict.")
@@ -92,6 +139,28 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--threads", type=int, default=None,
                    help="torch threads (default: those the committed result recorded)")
     v.add_argument("--progress", action="store_true", help="show the engine's progress bars")
+
+    d = sub.add_parser("data", help="the main experiment's tagged dataset (export)",
+                       description="Work with the main experiment's tagged dataset.")
+    dsub = d.add_subparsers(dest="data_command", metavar="ACTION")
+    dsub.required = True
+    de = dsub.add_parser("export", help="write the tagged dataset of one unit: hf/, parquet/<split>.parquet, "
+                                        "metadata.json",
+                         description="Write every split of the tagged dataset that one unit of the main experiment "
+                                     "trains and is evaluated on, as datasets.DatasetDict.save_to_disk (DIR/hf), "
+                                     "parquet files (DIR/parquet/<split>.parquet) and DIR/metadata.json (tags, "
+                                     "aliases and entities, config hash, input hashes, git revision), atomically.")
+    de.add_argument("--out", required=True, metavar="DIR", help="the folder to write (must not exist or be empty)")
+    de.add_argument("--preset", default="cpu", help="preset of the main experiment (default: cpu)")
+    de.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a config field of the main experiment, dotted, values are YAML; repeatable")
+    de.add_argument("--config", dest="config_file", metavar="FILE.yaml",
+                    help="YAML mapping of config fields applied after the preset, before --set")
+    de.add_argument("--seed-stage1", type=int, default=None, metavar="S",
+                    help="the unit's stage-1 seed (default: the config's first)")
+    de.add_argument("--seed-stage2", type=int, default=None, metavar="J",
+                    help="the unit's stage-2 seed (default: 0)")
+    de.add_argument("--force", action="store_true", help="replace DIR if it holds an earlier export")
     return p
 
 
@@ -122,6 +191,31 @@ def _shard(text: str | None) -> tuple[int, int] | None:
     if not (sep and i.strip().isdigit() and n.strip().isdigit() and 0 <= int(i) < int(n)):
         raise ConfigError("--shard", f"must be I/N with 0 <= I < N (e.g. 0/4), got {text!r}")
     return int(i), int(n)
+
+
+def _add_config_args(p: argparse.ArgumentParser) -> None:
+    """EXPERIMENT [--preset P] [--set KEY=VALUE ...] [--config FILE] [--root DIR], as `iml run` takes them."""
+    p.add_argument("experiment", help="experiment name (see `iml list`)")
+    p.add_argument("--preset", default="cpu", help="preset name (default: cpu)")
+    p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config field, dotted, values are YAML; repeatable")
+    p.add_argument("--config", dest="config_file", metavar="FILE.yaml",
+                   help="YAML mapping of config fields applied after the preset, before --set")
+    p.add_argument("--root", help="results root directory (default: as `iml run`: a finished result in results/, "
+                                  "else the git-ignored runs/)")
+
+
+def _experiment_config(args):
+    """The experiment module and config that `_add_config_args` name (ValueError / ConfigError otherwise)."""
+    try:
+        mod = registry.get(args.experiment)
+    except ValueError as e:
+        raise ConfigError("", str(e)) from None
+    if args.preset not in mod.PRESETS:
+        raise ConfigError("preset", f"unknown preset {args.preset!r} for {args.experiment}; choose one of "
+                                    f"{', '.join(mod.PRESETS)}")
+    overrides = dict(parse_override(s) for s in args.sets)
+    return mod, mod.make_config(args.preset, overrides, config_file=args.config_file)
 
 
 def _cmd_list() -> int:
@@ -163,6 +257,101 @@ def _cmd_run(args) -> int:
                      f"resume")
     if existed:
         print("a finished result with this config hash exists: loaded it, computed nothing (--force recomputes)")
+    print(f"result: {res.dir}")
+    print(f"rows: {len(res.table)}  units: {len(res.meta.get('units', []))}")
+    return 0
+
+
+def _key_value(flag: str, text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not (sep and key.strip()):
+        raise ConfigError(flag, f"must be KEY=VALUE, got {text!r}")
+    return key.strip(), value
+
+
+def _units_line(st: dict) -> str:
+    done, missing = len(st["done"]), len(st["missing"])
+    return f"units: {done} done, {missing} missing (of {done + missing})"
+
+
+def _cmd_submit(args) -> int:
+    try:
+        mod, cfg = _experiment_config(args)
+        extra = dict(_key_value("--slurm-additional", s) for s in args.slurm_additional)
+        sub = submit.submit(mod, cfg, executor=args.executor, root=args.root, jobs=args.jobs, folder=args.folder,
+                            progress=not args.quiet, array_parallelism=args.array_parallelism,
+                            timeout_min=args.slurm_time, partition=args.slurm_partition,
+                            gpus_per_node=args.slurm_gpus_per_node, cpus_per_task=args.slurm_cpus_per_task,
+                            mem=args.slurm_mem, additional=extra)
+        store = sub.plan.store
+        if not sub.jobs:
+            existed = store.is_complete()
+            res = submit.finalize(mod, cfg, store.root)
+            print(("a finished result with this config hash exists" if existed else "every unit is done: wrote "
+                   "the result") + f"; nothing to submit\nresult: {res.dir}")
+            return 0
+    except (ConfigError, FileNotFoundError, StaleResultError, ResultLockedError) as e:
+        return _fail(str(e))
+    n = sub.n
+    print(f"submitted {len(sub.jobs)} job(s) to {args.executor}: shard(s) "
+          f"{', '.join(f'{i}/{n} (job {job.job_id})' for i, job in sub.jobs)} of {store.experiment} {store.hash}")
+    print(f"result folder: {store.dir}  ({len(sub.plan.missing())} of {len(sub.plan.units)} units missing)")
+    print(f"logs: {sub.jobs[0][1].paths.folder}")
+    if not (args.wait or args.executor == "debug"):
+        print("`iml status` with the same arguments follows it; the last shard writes the result (`iml finalize` "
+              "if it did not)")
+        return 0
+    failed = 0
+    for i, job in sub.jobs:
+        try:
+            job.result()
+        except Exception as e:  # noqa: BLE001 - a failed job is reported, the others still waited for
+            failed += 1
+            last = (str(e).strip().splitlines() or [type(e).__name__])[-1]
+            print(f"iml: shard {i}/{n} (job {job.job_id}) failed: {last}", file=sys.stderr)
+    st = submit.status(sub.plan)
+    print(_units_line(st))
+    if st["finished"]:
+        print(f"result: {store.dir}")
+        return 1 if failed else 0
+    print(f"iml: {store.dir}: not finished ({len(st['missing'])} units missing); submit again to compute them",
+          file=sys.stderr)
+    return 1
+
+
+def _cmd_status(args) -> int:
+    try:
+        mod, cfg = _experiment_config(args)
+        st = submit.status(submit.plan(mod, cfg, args.root))
+    except (ConfigError, FileNotFoundError, StaleResultError) as e:
+        return _fail(str(e))
+    print(f"{args.experiment} {st['dir'].name}  ({st['dir']})")
+    print(_units_line(st))
+    running = st["running"]
+    print("computing now: " + ("no" if running is None else "yes, shards hold the folder's lock"
+                               if running == "shards" else f"yes: {running}"))
+    if st["finished"]:
+        print("result: finished")
+    else:
+        print("result: not written" + ("; every unit is done: `iml finalize` with the same arguments writes it"
+                                       if not st["missing"] else ""))
+    if st["missing"]:
+        more = len(st["missing"]) - 20
+        print(f"missing: {', '.join(st['missing'][:20])}" + (f", ... ({more} more)" if more > 0 else ""))
+    return 0
+
+
+def _cmd_finalize(args) -> int:
+    try:
+        mod, cfg = _experiment_config(args)
+        res = submit.finalize(mod, cfg, args.root)
+        st = submit.status(submit.plan(mod, cfg, args.root)) if res is None else None
+    except (ConfigError, FileNotFoundError, StaleResultError, ResultLockedError) as e:
+        return _fail(str(e))
+    if res is None:
+        print(f"iml: {st['dir']}: {len(st['missing'])} of {len(st['done']) + len(st['missing'])} units are missing "
+              f"(`iml status` lists them): not finalized", file=sys.stderr)
+        return 1
     print(f"result: {res.dir}")
     print(f"rows: {len(res.table)}  units: {len(res.meta.get('units', []))}")
     return 0
@@ -243,6 +432,30 @@ def _cmd_verify(args) -> int:
         return _fail(str(e))
 
 
+def _cmd_data_export(args) -> int:
+    from iml.lm.export import export_dataset
+
+    mod = registry.get("main")
+    if args.preset not in mod.PRESETS:
+        return _fail(f"preset: unknown preset {args.preset!r} for main; choose one of {', '.join(mod.PRESETS)}")
+    try:
+        overrides = dict(parse_override(s) for s in args.sets)
+        cfg = mod.make_config(args.preset, overrides, config_file=args.config_file)
+        out = export_dataset(cfg, args.out, seed_stage1=args.seed_stage1, seed_stage2=args.seed_stage2,
+                             force=args.force, experiment=mod.EXPERIMENT,
+                             extra={"preset": args.preset, "overrides": overrides})
+    except (ConfigError, FileNotFoundError, ImportError) as e:
+        return _fail(str(e))
+    except OSError as e:
+        return _fail(f"--out {args.out}: cannot write it ({e.strerror or e})")
+    import json
+
+    meta = json.loads((out / "metadata.json").read_text())
+    print(f"dataset: {out}  (unit {meta['unit']} of main {meta['config_hash']}; {len(meta['splits'])} splits, "
+          f"{sum(meta['splits'].values())} rows; hf/, parquet/, metadata.json)")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -250,16 +463,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(problem)
     if args.command == "list":
         return _cmd_list()
-    if args.command in ("run", "sweep") and (problem := _root_problem(args.root)) is not None:
+    if args.command in ("run", "sweep", "submit") and (problem := _root_problem(args.root)) is not None:
         return _fail(problem)
     if args.command == "run":
         return _cmd_run(args)
+    if args.command in ("submit", "status", "finalize"):
+        return {"submit": _cmd_submit, "status": _cmd_status, "finalize": _cmd_finalize}[args.command](args)
     if args.command == "sweep":
         return _cmd_sweep(args)
     if args.command == "show":
         return _cmd_show(args)
     if args.command == "verify":
         return _cmd_verify(args)
+    if args.command == "data" and args.data_command == "export":
+        return _cmd_data_export(args)
     parser.error(f"unknown command {args.command!r}")  # pragma: no cover
     return 2
 

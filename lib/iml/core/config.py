@@ -315,17 +315,27 @@ def _same_device_type(d: Any) -> Any:
     return d
 
 
+EXECUTION_ONLY = ("save_models", "train.checkpoint_every")
+"""Dotted config paths that change how a run executes but no number it computes (tested: saving the models,
+resume files): left out of :func:`config_hash` at any value, so a run with them set shares the result of one
+without (a finished result is loaded, not recomputed: ``--force`` recomputes it)."""
+
+
 def _drop_neutral(d: Any) -> Any:
     for path, value in HASH_NEUTRAL.items():
         node, leaf = _parent(d, path)
         if node is not None and leaf in node and node[leaf] == value:
+            del node[leaf]
+    for path in EXECUTION_ONLY:
+        node, leaf = _parent(d, path)
+        if node is not None and leaf in node:
             del node[leaf]
     return d
 
 
 def config_hash(obj, length: int = 12) -> str:
     """A stable hash of a config: sha256 of its canonical JSON (sorted keys), without the fields at their
-    :data:`HASH_NEUTRAL` values, without the path fields whose content hash it holds (:data:`INPUTS`), and with
+    :data:`HASH_NEUTRAL` values and the :data:`EXECUTION_ONLY` ones, without the path fields whose content hash it holds (:data:`INPUTS`), and with
     ``cuda:N`` devices as ``cuda``."""
     d = _same_device_type(_drop_input_paths(_drop_neutral(copy.deepcopy(to_dict(obj)))))
     blob = json.dumps(d, sort_keys=True, separators=(",", ":"), default=str)

@@ -9,10 +9,11 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import time
 from pathlib import Path
 from typing import Iterator
 
-__all__ = ["LOCK_NAME", "ResultLockedError", "result_lock"]
+__all__ = ["LOCK_NAME", "ResultLockedError", "result_lock", "holder"]
 
 LOCK_NAME = ".lock"
 """The lock file in a result folder (git-ignored); it holds the pid of the run that took the lock last."""
@@ -30,6 +31,35 @@ def _try(fd: int, how: int) -> bool:
         return False
 
 
+def _try_shared(fd: int, patience_s: float = 0.5) -> bool:
+    """The shared lock, waiting up to `patience_s`: another shard holds the lock exclusively for an instant when it
+    takes it (to learn whether it is alone) and while :func:`holder` looks; a whole run holds it for its duration."""
+    end = time.monotonic() + patience_s
+    while not _try(fd, fcntl.LOCK_SH):
+        if time.monotonic() > end:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+def holder(folder: str | Path) -> str | None:
+    """Who computes result folder `folder` now, writing nothing: None (nobody), "shards" (runs sharing the lock)
+    or "run (pid N)" (one run holding it alone)."""
+    try:
+        fd = os.open(Path(folder) / LOCK_NAME, os.O_RDONLY)
+    except FileNotFoundError:
+        return None
+    try:
+        if _try(fd, fcntl.LOCK_EX):
+            return None
+        if _try(fd, fcntl.LOCK_SH):
+            return "shards"
+        pid = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+        return f"run (pid {pid})"
+    finally:
+        os.close(fd)
+
+
 @contextlib.contextmanager
 def result_lock(folder: str | Path, *, shared: bool = False) -> Iterator[bool]:
     """Hold the lock on result folder `folder` (created if need be) for the block: exclusively, or `shared`
@@ -40,7 +70,7 @@ def result_lock(folder: str | Path, *, shared: bool = False) -> Iterator[bool]:
     fd = os.open(folder / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         alone = _try(fd, fcntl.LOCK_EX)
-        if not (_try(fd, fcntl.LOCK_SH) if shared else alone):
+        if not (_try_shared(fd) if shared else alone):
             pid = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
             raise ResultLockedError(f"{folder}: another run (pid {pid}) is computing this result now; wait for it "
                                     f"to finish or stop it, then run again")

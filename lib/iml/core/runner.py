@@ -3,6 +3,8 @@ runs), saves each unit atomically as it finishes, resumes from the finished ones
 when all are there. Experiments only say which units exist and how to compute them."""
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import dataclasses
 import sys
 import time
@@ -16,7 +18,7 @@ from iml.core.config import ConfigError, from_dict
 from iml.core.lock import result_lock
 from iml.core.results import Result, ResultStore, load
 
-__all__ = ["Job", "run_units", "as_config", "resolve_root"]
+__all__ = ["Job", "run_units", "as_config", "resolve_root", "planning", "Planned"]
 
 Computed = Iterable[tuple[str, pd.DataFrame, Mapping[str, Any]]]
 
@@ -28,6 +30,28 @@ class Job:
     units: tuple[str, ...]
     compute: Callable[[list[str]], Computed]
     key: Any = None
+
+
+class Planned(Exception):
+    """Raised by :func:`run_units` inside :func:`planning`: the folder (`store`) and `jobs` a run would compute."""
+
+    def __init__(self, store: ResultStore, jobs: Sequence[Job]):
+        super().__init__(f"planned {store.dir}")
+        self.store, self.jobs = store, tuple(jobs)
+
+
+_PLANNING = contextvars.ContextVar("iml_runner_planning", default=False)
+
+
+@contextlib.contextmanager
+def planning():
+    """Within it, :func:`run_units` computes, locks and writes nothing: it raises :class:`Planned` with the folder
+    and jobs it was handed (``iml submit`` / ``iml status`` learn a run's units through the experiment's own run)."""
+    token = _PLANNING.set(True)
+    try:
+        yield
+    finally:
+        _PLANNING.reset(token)
 
 
 def as_config(cls, config, experiment: str):
@@ -73,6 +97,8 @@ def run_units(experiment: str, config, jobs: Sequence[Job], *, root=None, force:
     """
     root = resolve_root(experiment, config, root, force)
     store = ResultStore(experiment, config, root=root)
+    if _PLANNING.get():
+        raise Planned(store, jobs)
     if store.is_complete() and not force:
         return load(experiment, config, root=root)
     if shard is not None:

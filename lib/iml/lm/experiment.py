@@ -20,7 +20,7 @@ import pandas as pd
 
 from iml.core.env import resolve_device
 from iml.core import results as results_mod
-from iml.core.runner import Job, as_config, resolve_root, run_units
+from iml.core.runner import Job, as_config, resolve_root
 from iml.core.config import (ConfigError, apply_overrides, build, check_choice, check_positive, content_address,
                              to_dict)
 from iml.lm.models import ModelConfig
@@ -124,7 +124,11 @@ class Config:
     eval: EvalConfig = dataclasses.field(default_factory=EvalConfig)
     checkpoints: str = "memory"
     """Where Stage-1 checkpoints wait for their Stage-2 runs: "memory" (CPU RAM) or "disk" (under the
-    result folder, deleted when the stage-1 seed is done)."""
+    result folder, deleted when the stage-1 seed is done; always, with ``train.checkpoint_every``: the shared
+    stages' resume files there name them)."""
+    save_models: bool = False
+    """Also save every Stage-1 model a branch starts from and every branch-stage model (``save_pretrained`` with
+    tokenizer and model card, :mod:`iml.lm.export`) under ``<result folder>/models/``; changes no result."""
     code_version: int = 1
     """Part of the config hash: bump it when a code change alters results, so stored results go stale."""
     inputs: dict[str, str] = dataclasses.field(default_factory=dict)
@@ -340,7 +344,10 @@ def run(config: Config, *, root: str | Path | None = None, force: bool = False, 
     would end later. Such a call writes its finished units and returns None unless every unit of the
     config is then done; :func:`finalize_completed` makes the result from what finished. `shard` ``(i, n)``:
     every n-th stage-1 seed from the i-th (``iml run --shard I/N``; the last shard to finish writes the result).
+    Under ``torchrun`` the ranks train one model together (:mod:`iml.lm.distributed`): rank 0 writes the units
+    and the result, the others compute alongside and return rank 0's result.
     """
+    from iml.lm import distributed
     from iml.lm.models import check_model_config
 
     config = content_address(as_config(Config, config, EXPERIMENT), INPUT_FIELDS)  # the files as they are now
@@ -349,8 +356,15 @@ def run(config: Config, *, root: str | Path | None = None, force: bool = False, 
         if unknown:
             raise ConfigError("stage1_seeds", f"{unknown} are not stage-1 seeds of this config "
                                               f"({config.seeds.stage1[0]}..{config.seeds.stage1[-1]})")
-    root = resolve_root(EXPERIMENT, config, root, force)  # checkpoints go where the units do
-    if not force and results_mod.ResultStore(EXPERIMENT, config, root=root).is_complete():
+    if distributed.active() and distributed.init(resolve_device(config.train.device, "train.device").type):
+        for i, st in enumerate(config.stages):
+            if st.grad_accum % distributed.world_size():
+                raise ConfigError(f"stages[{i}].grad_accum", f"must be a multiple of the {distributed.world_size()} "
+                                  f"ranks, which share each step's micro-batches, got {st.grad_accum} (keep the "
+                                  f"effective batch: e.g. batch_size {st.effective_batch // distributed.world_size()}"
+                                  f" x grad_accum {distributed.world_size()})")
+    root = distributed.from_main(resolve_root(EXPERIMENT, config, root, force))  # checkpoints go where the units do
+    if not force and distributed.from_main(results_mod.ResultStore(EXPERIMENT, config, root=root).is_complete()):
         return results_mod.load(EXPERIMENT, config, root=root)  # reading it needs no model files
     check_model_config(config.model)
     result_dir = results_mod.ResultStore(EXPERIMENT, config, root=root).dir
@@ -361,8 +375,8 @@ def run(config: Config, *, root: str | Path | None = None, force: bool = False, 
             return _run_stage1_seed(config, result_dir, s1, [j for j in stage2 if unit_id(s1, j) in todo], progress)
         return Job(tuple(unit_id(s1, j) for j in stage2), compute, key=s1)
 
-    return run_units(EXPERIMENT, config, [job(s1) for s1 in config.seeds.stage1], root=root, force=force,
-                     progress=progress, only=stage1_seeds, stop_by=stop_by, shard=shard)
+    return distributed.run_units(EXPERIMENT, config, [job(s1) for s1 in config.seeds.stage1], root=root, force=force,
+                                 progress=progress, only=stage1_seeds, stop_by=stop_by, shard=shard)
 
 
 def completed_stage1(config: Config, root: str | Path | None = None) -> int:
@@ -408,19 +422,24 @@ def finalize_completed(config: Config, root: str | Path | None = None,
 _INIT_CACHE: dict[str, tuple] = {}
 
 
-def _run_stage1_seed(cfg: Config, result_dir: Path, s1: int, todo: list[int], progress: bool):
+def _run_stage1_seed(cfg: Config, result_dir: Path, s1: int, todo: list[int], progress: bool, fresh: bool = False):
     """Stage 1 of stage-1 seed `s1` once, then every stage-2 seed of `todo`: yields (unit id, table, extra) as
-    each stage-2 unit finishes. Checkpoints go under `result_dir`/checkpoints."""
+    each stage-2 unit finishes. Checkpoints go under `result_dir`/checkpoints; with ``train.checkpoint_every``
+    the shared stages' resume files too, continued after a kill (`fresh`: ignore them)."""
+    import sys
+
     import torch
 
+    from iml.lm import distributed
+    from iml.lm.export import save_run_model
     from iml.lm.models import load_model
     from iml.lm.tagging import build
     from iml.lm.tokenizer import find_atomic_tokens, train_tokenizer
-    from iml.lm.train import train_stage
+    from iml.lm.train import Resume, ResumeMismatch, train_stage
 
     t_start = time.time()
     torch.set_num_threads(cfg.train.threads)
-    device = resolve_device(cfg.train.device, "train.device")
+    device = distributed.device(resolve_device(cfg.train.device, "train.device"))  # this rank's GPU under torchrun
 
     # Data for every configured stage-2 seed (not only the missing ones), so that the tokenizer and
     # the set names never depend on what a previous, killed run had already finished.
@@ -477,35 +496,60 @@ def _run_stage1_seed(cfg: Config, result_dir: Path, s1: int, todo: list[int], pr
             if loss is not None:
                 tables[j].append({**base, "subset": "train", "metric": "loss", "value": float(loss)})
 
+    # Resume files of the shared stages (train.checkpoint_every): the last one a killed run wrote is continued
+    ckpt_dir = result_dir / "checkpoints" / f"s{s1}"
+    resume_files = [ckpt_dir / f"{st.name}.resume.pt" for st in shared] if cfg.train.checkpoint_every else []
+    found = [i for i, p in enumerate(resume_files) if p.exists() and not fresh]
+    resume_at = found[-1] if found else None  # the stages before it are done, their rows are in its file
+    if ckpt_dir.exists() and resume_at is None and distributed.is_main():
+        shutil.rmtree(ckpt_dir)  # a killed run's: this seed's Stage 1 starts again, its checkpoints are stale
+    distributed.barrier()  # under torchrun: no rank reads what rank 0 is deleting
+
     # Epoch 0
-    if ev.at_start:
+    if ev.at_start and resume_at is None:
         add(todo, "init", 0, evaluator(model, tok, todo))
 
     # Shared stages (trained once for all stage-2 seeds of s1)
     offset = 0
     checkpoints: dict[int, Any] = {}
     from_eps = cfg.from_epochs()
-    ckpt_dir = result_dir / "checkpoints" / f"s{s1}"
-    if ckpt_dir.exists():  # a killed run's: this seed's Stage 1 starts again, its checkpoints are stale
-        shutil.rmtree(ckpt_dir)
     eval_time = [0.0]
 
     def keep_ckpt(epoch: int):
-        if cfg.checkpoints == "memory":
+        if cfg.checkpoints == "memory" and not resume_files:
             checkpoints[epoch] = _snapshot(model)
-        else:
+        else:  # on disk, also for resume files (they name these checkpoints)
             from safetensors.torch import save_file
 
-            ckpt_dir.mkdir(parents=True, exist_ok=True)
             p = ckpt_dir / f"epoch{epoch:04d}.safetensors"
-            save_file({k: v.contiguous() for k, v in _snapshot(model).items()}, str(p))
+            if distributed.is_main():
+                ckpt_dir.mkdir(parents=True, exist_ok=True)
+                save_file({k: v.contiguous() for k, v in _snapshot(model).items()}, str(p))
+            distributed.barrier()  # under torchrun every rank reads rank 0's file
             checkpoints[epoch] = p
+
+    def progress_state():  # what a resume file keeps of this seed besides the model (see train.Resume)
+        return {"tables": tables, "extras": extras, "checkpoints": checkpoints, "eval_time": eval_time[0],
+                "elapsed": time.time() - t_start}
+
+    def restore_progress(state):
+        nonlocal t_start
+        for j in todo:
+            tables[j][:] = state["tables"][j]
+            extras[j]["stages"] = dict(state["extras"][j]["stages"])
+        checkpoints.clear()
+        checkpoints.update(state["checkpoints"])
+        eval_time[0] = state["eval_time"]
+        t_start = time.time() - state["elapsed"]
 
     if not shared:
         keep_ckpt(0)
     for si, st in enumerate(shared):
         sched = _stage_schedule(cfg, st)
         last_shared = si == len(shared) - 1
+        if resume_at is not None and si < resume_at:  # finished by the killed run (a later stage's file)
+            offset += st.epochs
+            continue
 
         def cb(epoch, m, log, st=st, sched=sched, offset=offset, last_shared=last_shared):
             g = offset + epoch
@@ -515,13 +559,27 @@ def _run_stage1_seed(cfg: Config, result_dir: Path, s1: int, todo: list[int], pr
             add(todo, st.name, g, rows, loss=log.epoch_losses[-1])
             if last_shared and epoch in from_eps:
                 keep_ckpt(epoch)
+                if cfg.save_models and distributed.is_main():  # the model each Stage 2 starts from (iml.lm.export)
+                    save_run_model(cfg, result_dir, m, tok, s1, None,
+                                   st.name if epoch == from_eps[-1] else f"{st.name}_epoch{epoch}", g)
 
-        log = train_stage(model, tok, datas[todo[0]].splits[st.split], st, cfg.train,
-                          seed=derive_seed(s1, "shuffle", st.name), on_epoch_end=cb, progress=progress,
-                          desc=f"s{s1} {st.name}")
+        resume = Resume(resume_files[si], progress_state, restore_progress, key=[s1, todo],
+                        at_end=not last_shared) if resume_files else None
+        try:
+            log = train_stage(model, tok, datas[todo[0]].splits[st.split], st, cfg.train,
+                              seed=derive_seed(s1, "shuffle", st.name), on_epoch_end=cb, progress=progress,
+                              desc=f"s{s1} {st.name}", resume=resume)
+        except ResumeMismatch as e:  # a stale file (other units to do, other code): the seed starts again
+            if distributed.is_main():
+                print(f"[{EXPERIMENT}] s{s1}: {e}", file=sys.stderr, flush=True)
+            yield from _run_stage1_seed(cfg, result_dir, s1, todo, progress, fresh=True)
+            return
         for j in todo:
             extras[j]["stages"][st.name] = log.summary()
         offset += st.epochs
+        if distributed.is_main():  # a finished stage's file supersedes the earlier ones; after the last, none is kept
+            for p in resume_files[:si + 1 if last_shared else si]:
+                p.unlink(missing_ok=True)
     shared_time = time.time() - t_start
     last_offset = offset - (shared[-1].epochs if shared else 0)
 
@@ -554,6 +612,8 @@ def _run_stage1_seed(cfg: Config, result_dir: Path, s1: int, todo: list[int], pr
                                   progress=progress, desc=f"s{s1}-{j} {label}")
                 extras[j]["stages"][label] = log.summary()
                 off += st.epochs
+                if cfg.save_models and distributed.is_main():
+                    save_run_model(cfg, result_dir, model, tok, s1, j, label, off)
         unit_time = time.time() - t_unit
         uid = unit_id(s1, j)
         table = pd.DataFrame(tables[j], columns=results_mod.COLUMNS)
@@ -563,7 +623,7 @@ def _run_stage1_seed(cfg: Config, result_dir: Path, s1: int, todo: list[int], pr
                  "eval_time_s_so_far": round(eval_time[0], 3), "device": str(device),
                  "n_params": int(sum(p.numel() for p in model.parameters())), "vocab_size": len(tok)}
         yield uid, table, extra
-    if cfg.checkpoints == "disk" and ckpt_dir.exists():
+    if ckpt_dir.exists() and distributed.is_main():  # disk checkpoints, resume files
         shutil.rmtree(ckpt_dir)
         with contextlib.suppress(OSError):
             ckpt_dir.parent.rmdir()  # checkpoints/ once no seed has any

@@ -2,20 +2,25 @@
 A row becomes ``tokens(prompt) + tokens(" " + answer + "\\n") + [EOS]`` (the prompt tokenised alone, as evaluation
 does; exactly one EOS); pads are never in the loss, the mean over the real label tokens of an optimizer step.
 :class:`StageConfig` defaults to the paper's recipe (Adafactor, linear decay to 0, no warmup, clipping at 1.0).
+With ``train.checkpoint_every`` a stage writes a resume file and continues from it after a kill (:class:`Resume`);
+under ``torchrun`` the ranks share every optimizer step (:mod:`iml.lm.distributed`).
 Design choices: book/design_notes.md (section `iml.lm.train`).
 """
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import math
 import os
 import time
+from pathlib import Path
 from typing import Any, Callable, Literal, Mapping, Sequence
 
-from iml.core.config import ConfigError, check_choice, check_positive
+from iml.core.config import ConfigError, check_choice, check_positive, to_dict
 
 __all__ = ["StageConfig", "TrainConfig", "StageLog", "EncodedDoc", "encode_rows", "collate",
-           "make_optimizer", "lr_at", "train_stage"]
+           "make_optimizer", "lr_at", "train_stage", "Resume", "ResumeMismatch", "StageInterrupted"]
 
 
 @dataclasses.dataclass
@@ -96,6 +101,9 @@ class TrainConfig:
         padding mask is dropped: in a right-padded batch a causal model's real tokens never see a pad, so
         the loss is the same up to float rounding (``tests/test_train.py``). Compiling costs about a minute
         per shape on a GPU; short runs are faster without it. At False it is left out of the config hash.
+    checkpoint_every: write the stage's resume file (:class:`Resume`, when the caller names one) every this
+        many optimizer steps, so a killed run continues from its last one with the same numbers; 0: never.
+        Changes no result; at 0 it is left out of the config hash.
     """
 
     weight_decay: float = 0.0
@@ -109,6 +117,7 @@ class TrainConfig:
     threads: int = 1
     fast_forward: bool = False
     compile: bool = False
+    checkpoint_every: int = 0
 
     def __post_init__(self):
         for name in ("fast_forward", "compile"):
@@ -124,6 +133,7 @@ class TrainConfig:
         check_positive("max_length", self.max_length)
         check_choice("precision", self.precision, {"auto", "bf16", "fp32"})
         check_positive("threads", self.threads)
+        check_positive("checkpoint_every", self.checkpoint_every, allow_zero=True)
         if self.threads > (os.cpu_count() or 1):
             raise ConfigError("threads", f"must be at most the {os.cpu_count()} cores of this machine, got {self.threads}")
         if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
@@ -343,6 +353,109 @@ def compiled_hidden(model, fast_forward: bool = False):
 
 
 # ----------------------------------------------------------------------------------------------
+# Resuming a stage
+# ----------------------------------------------------------------------------------------------
+
+class ResumeMismatch(ValueError):
+    """A resume file written by another stage, data, model, seed or caller key: refused, never continued."""
+
+
+class StageInterrupted(RuntimeError):
+    """:func:`train_stage` stopped at its `max_steps` (what a preemption looks like, for tests)."""
+
+
+@dataclasses.dataclass
+class Resume:
+    """Where a stage keeps its resume file (:func:`train_stage`'s `resume`), and the caller's progress kept in it.
+
+    path: the file; rank 0 writes it atomically every ``train.checkpoint_every`` optimizer steps (model,
+        optimizer, schedule position, data order and position in the epoch, RNG states, the log so far);
+        a stage that finds it continues from it, bit for bit; one written by another run is refused
+        (:class:`ResumeMismatch`). Deleting it is the caller's job.
+    state: returns what the caller needs to continue as well (e.g. its result rows so far), saved with the file;
+    restore: receives that when the stage resumes, before training continues.
+    key: anything else the file must match (part of its fingerprint, e.g. the units being computed).
+    at_end: also write the file when the stage finishes (so that a caller's next stage can find it done).
+    """
+
+    path: str | Path
+    state: Callable[[], Any] | None = None
+    restore: Callable[[Any], None] | None = None
+    key: Any = None
+    at_end: bool = False
+
+
+def _fingerprint(stage: StageConfig, train: TrainConfig, seed: int, docs, model, key) -> dict:
+    """What a resume file must match: the stage and training settings (not how often it is written, threads
+    or device), the seed, the encoded documents, the model's parameter names and shapes, the caller's key."""
+    data = hashlib.sha256()
+    for d in docs:
+        data.update(json.dumps([d.input_ids, d.labels]).encode())
+    shapes = [[k, list(v.shape), str(v.dtype)] for k, v in model.state_dict().items()]
+    return {"stage": to_dict(stage),
+            "train": {k: v for k, v in to_dict(train).items() if k not in ("checkpoint_every", "threads", "device")},
+            "seed": int(seed), "data": data.hexdigest(),
+            "model": [type(model).__name__, hashlib.sha256(json.dumps(shapes).encode()).hexdigest()],
+            "key": json.loads(json.dumps(key, default=str))}
+
+
+def _differences(a, b, prefix: str = "") -> list[str]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        return [d for k in sorted(set(a) | set(b)) for d in _differences(a.get(k), b.get(k), f"{prefix}{k}.")]
+    return [] if a == b else [prefix.rstrip(".")]
+
+
+def _rng_states() -> dict:
+    import random
+
+    import numpy as np
+    import torch
+
+    out = {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        out["cuda"] = torch.cuda.get_rng_state()  # this rank's GPU
+    return out
+
+
+def _set_rng_states(states: dict) -> None:
+    import random
+
+    import numpy as np
+    import torch
+
+    torch.set_rng_state(states["torch"])
+    random.setstate(states["python"])
+    np.random.set_state(states["numpy"])
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state(states["cuda"])
+
+
+def _save_resume(resume: Resume, fingerprint: dict, position: dict, model, opt, gen, log: StageLog) -> None:
+    import torch
+
+    from iml.core.files import atomic_path
+
+    ckpt = {"format": 1, "fingerprint": fingerprint, **position, "gen": gen.get_state(),
+            "log": dataclasses.asdict(log), "model": model.state_dict(), "optimizer": opt.state_dict(),
+            "rng": _rng_states(), "caller": resume.state() if resume.state is not None else None}
+    with atomic_path(resume.path) as tmp:
+        torch.save(ckpt, tmp)
+
+
+def _load_resume(path: Path, fingerprint: dict) -> dict:
+    import torch
+
+    ckpt = torch.load(path, map_location="cpu", weights_only=False)  # our own file, with Python RNG states
+    if not isinstance(ckpt, dict) or ckpt.get("format") != 1:
+        raise ResumeMismatch(f"{path} is not a resume file of iml.lm.train.train_stage")
+    diff = _differences(ckpt["fingerprint"], fingerprint)
+    if diff:
+        raise ResumeMismatch(f"{path} was written by another run (it differs in {', '.join(diff)}); it is not "
+                             f"continued: delete it to train the stage from its start")
+    return ckpt
+
+
+# ----------------------------------------------------------------------------------------------
 # The loop
 # ----------------------------------------------------------------------------------------------
 
@@ -352,12 +465,23 @@ EpochCallback = Callable[[int, Any, StageLog], None]
 def train_stage(model, tokenizer, rows: Sequence[Mapping[str, Any]], stage: StageConfig,
                 train: TrainConfig | None = None, *, seed: int = 0,
                 on_epoch_end: EpochCallback | None = None, progress: bool = True,
-                desc: str | None = None) -> StageLog:
+                desc: str | None = None, resume: Resume | str | Path | None = None,
+                max_steps: int | None = None) -> StageLog:
     """Train `model` in place on `rows` for one stage; returns its :class:`StageLog`.
 
     The model must already be on its device. `seed` seeds the shuffling generator of this stage.
+    `resume` (a :class:`Resume` or its path): continue from that file when it exists, and write it every
+    ``train.checkpoint_every`` steps. `max_steps`: raise :class:`StageInterrupted` after that many optimizer
+    steps of the stage (restored ones included), once the resume file of that step, if due, is written.
+
+    Under ``torchrun`` (env ``WORLD_SIZE`` > 1; the process group is joined if it is not yet) every rank
+    takes ``grad_accum / world_size`` of each step's micro-batches and the gradients are summed over the ranks
+    (:mod:`iml.lm.distributed`): the same steps as one process, up to float rounding. Only rank 0 shows
+    progress and writes the resume file; `on_epoch_end` runs on every rank.
     """
     import torch
+
+    from iml.lm import distributed
 
     train = train or TrainConfig()
     if not rows:
@@ -368,6 +492,13 @@ def train_stage(model, tokenizer, rows: Sequence[Mapping[str, Any]], stage: Stag
     use_bf16 = device.type == "cuda" and train.precision in ("auto", "bf16")
     if train.precision == "bf16" and device.type != "cuda":
         use_bf16 = False  # CPU bf16 autocast is slow and not what the paper did; stay in fp32
+    ddp = distributed.init(device.type)
+    world, rank = distributed.world_size(), distributed.rank()
+    if ddp and stage.grad_accum % world:
+        raise ConfigError("grad_accum", f"stage {stage.name!r}: under torchrun the {world} ranks share each "
+                                        f"step's micro-batches, so grad_accum ({stage.grad_accum}) must be a multiple "
+                                        f"of {world} (keep the effective batch: batch_size "
+                                        f"{stage.effective_batch // world} x grad_accum {world})")
     pin = device.type == "cuda"
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
 
@@ -391,32 +522,62 @@ def train_stage(model, tokenizer, rows: Sequence[Mapping[str, Any]], stage: Stag
         hidden_fn = compiled_hidden(model, train.fast_forward)
     gen = torch.Generator().manual_seed(int(seed))
     opt = make_optimizer(model, stage, train)
+    params = [p for p in model.parameters() if p.requires_grad]
+    step, first_epoch, ckpt, fingerprint = 0, 1, None, None
+    if resume is not None:
+        resume = resume if isinstance(resume, Resume) else Resume(resume)
+        fingerprint = _fingerprint(stage, train, seed, docs, model, resume.key)
+        if Path(resume.path).exists():
+            ckpt = _load_resume(Path(resume.path), fingerprint)
+            model.load_state_dict(ckpt["model"])
+            opt.load_state_dict(ckpt["optimizer"])
+            gen.set_state(ckpt["gen"])
+            _set_rng_states(ckpt["rng"])
+            log = StageLog(**ckpt["log"])
+            step, first_epoch = ckpt["step"], ckpt["epoch"]
+            if resume.restore is not None:
+                resume.restore(ckpt["caller"])
+    every = train.checkpoint_every if resume is not None else 0
+
+    def save(position: dict) -> None:
+        if distributed.is_main():
+            _save_resume(resume, fingerprint, {"step": step, **position}, model, opt, gen, log)
+
+    if ddp:
+        distributed.broadcast_params(model)
     model.train()
     bar = None
-    if progress:
+    if progress and distributed.is_main():
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=total, desc=desc or stage.name, leave=False, dynamic_ncols=True)
-    step = 0
+        bar = tqdm(total=total, initial=step, desc=desc or stage.name, leave=False, dynamic_ncols=True)
     try:
-        for epoch in range(1, stage.epochs + 1):
+        for epoch in range(first_epoch, stage.epochs + 1):
             t0 = time.perf_counter()
-            order = torch.randperm(n, generator=gen).tolist()
+            if ckpt is not None and epoch == ckpt["epoch"]:  # the epoch the resume file stopped in
+                order, skip, acc = ckpt["order"], ckpt["group"], ckpt["acc"]
+                t0 -= ckpt["epoch_time"]
+                ep_loss_t, ep_tok, ep_in_tok = acc["loss"].to(device), acc["tok"], acc["in_tok"]
+            else:
+                order, skip = torch.randperm(n, generator=gen).tolist(), 0
+                ep_loss_t = torch.zeros((), dtype=torch.float64, device=device)
+                ep_tok, ep_in_tok = 0, 0
             batches = [order[i:i + micro] for i in range(0, n, micro)]
-            ep_loss_t = torch.zeros((), dtype=torch.float64, device=device)
-            ep_tok, ep_in_tok = 0, 0
-            for g in range(0, len(batches), stage.grad_accum):
+            for k, g in enumerate(range(0, len(batches), stage.grad_accum)):
+                if k < skip:
+                    continue
                 group = batches[g:g + stage.grad_accum]
                 lr = lr_at(step, total, stage, train.min_lr_ratio)
                 for pg in opt.param_groups:
                     pg["lr"] = lr
-                # normalise by the label tokens of the whole optimizer step
+                # normalise by the label tokens of the whole optimizer step (all ranks' micro-batches)
                 n_lab = sum(sum(1 for x in docs[i].labels[1:] if x != -100) for b in group for i in b)
-                for b in group:
+                ep_tok += n_lab  # the positions the loss is summed over
+                ep_in_tok += sum(len(docs[i].input_ids) for b in group for i in b)
+                step_loss = torch.zeros((), dtype=torch.float64, device=device) if ddp else ep_loss_t
+                for b in (group[rank::world] if ddp else group):
                     ids, mask, labels = collate([docs[i] for i in b], pad_id, shape)
                     flat_idx, target = loss_positions(labels)
-                    ep_tok += int(flat_idx.numel())
-                    ep_in_tok += int(mask.sum())
                     if pin:
                         ids, mask, flat_idx, target = (t.pin_memory() for t in (ids, mask, flat_idx, target))
                     ids, mask, flat_idx, target = (t.to(device, non_blocking=pin)
@@ -425,7 +586,11 @@ def train_stage(model, tokenizer, rows: Sequence[Mapping[str, Any]], stage: Stag
                         loss_sum = _loss_sum(model, ids, mask, flat_idx, target, train.fast_forward, hidden_fn)
                     (loss_sum / max(1, n_lab)).backward()
                     # summed on the device in float64 (as Python floats were): no host sync per step
-                    ep_loss_t += loss_sum.detach().double()
+                    step_loss += loss_sum.detach().double()
+                if ddp:  # the step's gradient and loss: the sums over the ranks' micro-batches
+                    distributed.all_reduce_grads(params)
+                    distributed.all_reduce_([step_loss])
+                    ep_loss_t += step_loss
                 if train.max_grad_norm > 0:
                     torch.nn.utils.clip_grad_norm_(model.parameters(), train.max_grad_norm)
                 opt.step()
@@ -434,6 +599,11 @@ def train_stage(model, tokenizer, rows: Sequence[Mapping[str, Any]], stage: Stag
                 step += 1
                 if bar is not None:
                     bar.update(1)
+                if every and step % every == 0:
+                    save({"epoch": epoch, "group": k + 1, "order": order, "epoch_time": time.perf_counter() - t0,
+                          "acc": {"loss": ep_loss_t.detach().cpu(), "tok": ep_tok, "in_tok": ep_in_tok}})
+                if max_steps is not None and step >= max_steps:
+                    raise StageInterrupted(f"stage {stage.name!r} stopped after {step} of {total} steps (max_steps)")
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             dt = time.perf_counter() - t0
@@ -446,6 +616,8 @@ def train_stage(model, tokenizer, rows: Sequence[Mapping[str, Any]], stage: Stag
             if on_epoch_end is not None:
                 on_epoch_end(epoch, model, log)
                 model.train()
+        if every and resume.at_end and first_epoch <= stage.epochs:  # finished: a resume finds it done
+            save({"epoch": stage.epochs + 1, "group": 0, "order": [], "epoch_time": 0.0, "acc": None})
     finally:
         if bar is not None:
             bar.close()
