@@ -1,4 +1,5 @@
 """The iml command: help, list, run (load path), show, and one-line errors with exit code 2."""
+import re
 import subprocess
 import sys
 
@@ -49,6 +50,9 @@ def test_run_then_show(tmp_path, capsys):
     assert main(["run", "main", "--preset", "smoke", *TINY, "--root", root, "--quiet"]) == 0
     out = capsys.readouterr().out
     result_dir = out.split("result: ")[1].split()[0]
+    assert re.search(r"^computed 1 unit in \d+ s$", out, re.M)  # what it did: computed, or only loaded
+    assert main(["run", "main", "--preset", "smoke", *TINY, "--root", root, "--quiet"]) == 0
+    assert capsys.readouterr().out.startswith(f"loaded existing result {result_dir}: computed nothing")
     assert main(["show", result_dir]) == 0
     shown = capsys.readouterr().out
     assert "d1consis" in shown and "qd1consis" in shown

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 from typing import Sequence
 
@@ -244,6 +245,7 @@ def _cmd_run(args) -> int:
         store = ResultStore(mod.EXPERIMENT, cfg, root=resolve_root(mod.EXPERIMENT, cfg, args.root, args.force))
         existed = not args.force and store.is_complete()
         shard = _shard(args.shard)
+        t0 = time.time()
         res = mod.run(cfg, root=args.root, force=args.force, progress=not args.quiet,
                       **({"shard": shard} if shard else {}))
     except (ConfigError, FileNotFoundError, StaleResultError, ResultLockedError) as e:
@@ -256,7 +258,10 @@ def _cmd_run(args) -> int:
         return _fail(f"{store.dir}: the run ended without a finished result (units are missing); run it again to "
                      f"resume")
     if existed:
-        print("a finished result with this config hash exists: loaded it, computed nothing (--force recomputes)")
+        print(f"loaded existing result {res.dir}: computed nothing (--force recomputes)")
+    else:
+        n = len(res.meta.get("units_computed_last_run", []))
+        print(f"computed {n} unit{'s' * (n != 1)} in {time.time() - t0:.0f} s")
     print(f"result: {res.dir}")
     print(f"rows: {len(res.table)}  units: {len(res.meta.get('units', []))}")
     return 0
