@@ -1,5 +1,5 @@
 # The two commands a fresh machine needs:  make book   and   make test
-# Every target installs what it needs into an idempotent .venv (re-made only when pyproject.toml changes).
+# Every target installs what it needs into an idempotent .venv (re-made when pyproject.toml or constraints.txt changes).
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
@@ -11,14 +11,15 @@ export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: setup test book notebooks html check-html clean-book data refs bench vendor chromium verify
+.PHONY: setup test book notebooks html check-html publish clean-book data refs bench vendor chromium verify
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml
+# pyproject.toml holds version ranges; constraints.txt the exact versions the results were made with
+$(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[dev]'
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev]'
 	@touch $(STAMP)
 
 ## make test: the whole test suite (what CI runs)
@@ -46,6 +47,12 @@ _vendor/widgets/.stamp: scripts/vendor_widgets.sh
 check-html: $(STAMP) chromium
 	@test -d _build/html || { echo "no _build/html: run 'make book' first"; exit 1; }
 	$(BIN)/python -m iml.report.build check-html _build/html
+
+## make publish: the self-contained site of what `make book` built: _build/site/ (+ .nojekyll) and _build/site.tar.gz,
+## checked to load nothing from the network (.github/workflows/book.yml deploys the same folder to GitHub Pages)
+publish: $(STAMP)
+	@test -f _build/html/index.html || { echo "no _build/html: run 'make book' first"; exit 1; }
+	$(BIN)/python -m iml.report.build publish _build/html --out _build/site
 
 chromium:
 	@command -v chromium >/dev/null || { apt-get update && apt-get install -y --no-install-recommends chromium; }

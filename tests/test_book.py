@@ -1,6 +1,7 @@
 """iml.report.notebook, iml.report.claims, iml.report.html_check and iml.core.paper on fake results: claims page,
 comparison tables, explorer, headline lookup, offline HTML check."""
 import math
+from pathlib import Path
 
 import matplotlib
 
@@ -9,7 +10,7 @@ matplotlib.use("Agg")
 import pytest  # noqa: E402
 
 from iml.report import claims, html_check, notebook, plots
-from iml.core import paper
+from iml.core import files, paper
 from iml.core import results, study
 from iml.core import verdicts  # noqa: E402
 
@@ -237,3 +238,203 @@ def test_committed_gpu_results_are_the_current_gpu_presets():
     planned = RESULTS_DIR / "main" / config_hash(experiment.make_config("gpu"))
     if (planned / "units").exists():
         assert len(list((planned / "units").glob("s*-*.csv"))) >= 2
+
+
+# ------------------------------------------------------------------------------------------------
+# Findings first, the claims page, tables, parameters, publishing (issue #18)
+# ------------------------------------------------------------------------------------------------
+
+def _available(gap):
+    return {"main": ("gpu", notebook.fake_result("main", gap=gap, n_stage1=10)),
+            "mnist": ("cpu", notebook.fake_result("mnist", gap=0.1, n_stage1=10))}
+
+
+def test_the_findings_table_is_generated_from_the_results():
+    from iml.report import findings
+
+    def table_for(gap):
+        av = _available(gap)
+        rows = findings.forest_rows(av, claims.claims_table(av))
+        return rows, findings.findings_markdown(rows)
+
+    rows, md = table_for(0.1)
+    ind = rows[rows["title"] == "Main result: IML, in-distribution"].iloc[0]
+    assert md.splitlines()[0] == "| claim | paper | ours (95% CI) | scale | status |"
+    assert findings.fmt_interval(ind["ci_low"], ind["ci_high"]) in md and ">reproduced</span>" in md
+    assert "| +0.034 |" in md and "so ±0.01 for a difference of two" in md
+    assert "fake-gptneox, hidden_size=64; gpu; 10×2 seeds; CPU" in md  # the scale, read from the result
+    assert "{doc}`Main result: IML, in-distribution (1) </book/executed/main_result>`" in md
+    assert "Not attempted (no experiment in this book): T-REx version (9)" in md
+    rows2, md2 = table_for(-0.1)  # another result, another table
+    ind2 = rows2[rows2["title"] == "Main result: IML, in-distribution"].iloc[0]
+    assert ind2["gap"] < 0 < ind["gap"] and md2 != md
+    assert findings.fmt_signed(ind2["gap"]) in md2 and ">not reproduced</span>" in md2
+
+
+def test_signed_zero_is_printed_as_zero():
+    from iml.report import findings
+
+    assert findings.fmt_signed(-0.0001) == "0.000" and findings.fmt_signed(0.0) == "0.000"
+    assert findings.fmt_signed(-0.009) == "\u22120.009" and findings.fmt_signed(0.0341) == "+0.034"
+    assert findings.fmt_interval(-0.0004, 0.016) == "[0.000, +0.016]"
+
+
+def test_write_claims_writes_what_the_intro_includes(tmp_path):
+    p = claims.write_claims(tmp_path / "claims.md", available=_available(0.1))
+    for name in ("findings_table.md", "forest.png", "about.md"):
+        assert (tmp_path / name).exists(), name
+    assert (tmp_path / "forest.png").read_bytes()[:4] == b"\x89PNG"
+    text = p.read_text()
+    assert text.index("```{figure} forest.png") < text.index("| # | claim | status |")  # the picture heads the page
+    about = (tmp_path / "about.md").read_text()
+    assert "@inproceedings{krasheninnikov2024implicit" in about and "CITATION.cff" in about and "MIT" in about
+
+
+def test_the_claims_page_scans():
+    """A compact table (status badge, one-line result, link), the long reasoning in one collapsible block each."""
+    from iml.report import findings
+
+    av = _available(0.1)
+    t = claims.claims_table(av)
+    md = claims.claims_markdown(t, findings.forest_rows(av, t), "forest.png")
+    table = [l for l in md.splitlines() if l.startswith("| ") and not l.startswith("| comparison")]
+    assert len(table) == len(paper.CLAIMS) + 1 and table[0] == "| # | claim | status | result (95% CI) | page |"
+    assert max(len(l) for l in table) < 900  # one line of result per claim, not the whole evidence
+    assert md.count("````{dropdown}") == md.count("\n````\n") == len(paper.CLAIMS)
+    row = next(l for l in table if "in-distribution EM" in l)
+    assert 'class="iml-badge"' in row and "{doc}`page </book/executed/main_result>`" in row
+    assert "both sides of a comparison at the metric's floor" in md  # the rules stay on the page
+
+
+def test_intro_includes_the_generated_findings():
+    intro = (files.ROOT / "book" / "intro.md").read_text()
+    assert intro.index("```{include} executed/findings_table.md") < intro.index("## The question")
+    assert "```{figure} executed/forest.png" in intro and "```{include} executed/about.md" in intro
+
+
+def test_table_helper():
+    import pandas as pd
+
+    df = pd.DataFrame({"α": [0.5, 1.0], "IML gap Ḋ₅ − D̄₆": [-0.139, 0.0], "IML 95% CI": ["[-1.198, +0.920]",
+                       "[-0.000, +0.000]"], "p (one-sided)": [0.83, 0.0001], "cos gap": [0.0085, 0.0054],
+                       "core-min": [4.0, 13.2], "config": ["7d3b72917946", "04c57319dafe"],
+                       "paper": ["no number", "no number"]})
+    t = notebook.table(df)
+    assert t.columns == ["α", "IML gap Ḋ₅ − D̄₆", "IML 95% CI", "p (one-sided)", "cos gap", "core-min"]
+    assert t.rows[0] == ["0.5", "-0.139", "[-1.198, +0.920]", "0.830", "+0.0085", "4.0"]
+    assert t.rows[1] == ["1", "0.000", "[0.000, 0.000]", "<0.001", "+0.0054", "13.2"]
+    assert t.notes == ["paper (every row): no number", "config: 0.5 → 7d3b72917946; 1 → 04c57319dafe"]
+    h = t._repr_html_()
+    assert '<td title="config 7d3b72917946">0.5</td>' in h and "<th>config</th>" not in h
+    assert repr(t).split()[0] == "α" and "\n0 " not in repr(t)  # no index column
+    wide = notebook.table(pd.DataFrame({f"column {i}": [0.1 * i, 0.2] for i in range(14)}))._repr_html_()
+    assert wide.count("<table") == 2 and wide.count("<th>column 0</th>") == 2  # split, each led by the label
+    shown = notebook.table(notebook.comparison(notebook.fake_result("main", gap=0.1)))
+    assert shown.columns[:3] == ["comparison", "epoch", "ours"]
+    assert any("±0.005 per value read, so ±0.01 for this difference" in n for n in shown.notes)
+    assert all(r[0] and "..." not in r[0] for r in shown.rows)  # labels whole
+
+
+def test_the_parameters_show_once(tmp_path):
+    import json
+
+    from iml.report import build
+
+    def nb(injected):
+        cells = [{"cell_type": "code", "metadata": {"tags": ["parameters"]}, "source": ['preset = "cpu"  # smoke | cpu\n',
+                                                                                         "force = False"]},
+                 {"cell_type": "code", "metadata": {"tags": ["injected-parameters"]}, "source": injected},
+                 {"cell_type": "code", "metadata": {}, "source": ["x = 1"]}]
+        p = tmp_path / "nb.ipynb"
+        p.write_text(json.dumps({"cells": cells, "metadata": {}, "nbformat": 4, "nbformat_minor": 5}))
+        build.tidy_parameters(p)
+        return [c["metadata"].get("tags", []) for c in json.loads(p.read_text())["cells"]]
+
+    assert nb(['# Parameters\npreset = "cpu"\n']) == [["parameters"], ["injected-parameters", "remove-cell"], []]
+    assert nb(['# Parameters\npreset = "gpu"\n']) == [["parameters", "hide-input"], ["injected-parameters"], []]
+    assert nb(['results_root = "tmp"\n']) == [["parameters", "hide-input"], ["injected-parameters"], []]
+
+
+def test_plumbing_cells_are_hidden():
+    import json
+
+    for p in sorted((files.ROOT / "notebooks").glob("*.ipynb")):
+        for c in json.loads(p.read_text())["cells"]:
+            if c["cell_type"] != "code":
+                continue
+            tags = c.get("metadata", {}).get("tags", [])
+            assert ("parameters" in tags) != ("hide-input" in tags), (p.name, "".join(c["source"])[:60])
+
+
+def test_publish_makes_a_self_contained_site(tmp_path):
+    import tarfile
+
+    from iml.report import build
+
+    html = tmp_path / "html"
+    (html / "_static").mkdir(parents=True)
+    (html / "index.html").write_text('<script src="_static/a.js"></script>')
+    (html / "_static" / "a.js").write_text("")
+    site, tarball = build.publish(html, tmp_path / "site")
+    assert (site / "index.html").exists() and (site / ".nojekyll").exists()
+    assert "site/_static/a.js" in tarfile.open(tarball).getnames()
+    (html / "index.html").write_text('<script src="https://cdn.example/x.js"></script>')
+    with pytest.raises(ValueError, match="cdn.example"):
+        build.publish(html, tmp_path / "site2")
+
+
+def test_the_pages_workflow_passes_its_linter():
+    import shutil
+    import subprocess
+    import sys
+
+    import yaml
+
+    wf = files.ROOT / ".github" / "workflows" / "book.yml"
+    exe = shutil.which("check-jsonschema", path=str(Path(sys.executable).parent)) or shutil.which("check-jsonschema")
+    assert exe, "check-jsonschema is missing: pip install -e '.[dev]'"
+    r = subprocess.run([exe, "--builtin-schema", "vendor.github-workflows", str(wf)], capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr
+    jobs = yaml.safe_load(wf.read_text())["jobs"]
+    steps = jobs["build"]["steps"]
+    runs = [s.get("run") for s in steps if "run" in s]
+    uses = [s.get("uses", "").split("@")[0] for s in steps]
+    assert runs == ["make book", "make publish"]  # the README's command, then the site make publish checks
+    assert {"actions/checkout", "actions/setup-python", "actions/upload-pages-artifact"} <= set(uses)
+    assert next(s for s in steps if s.get("uses", "").startswith("actions/setup-python"))["with"]["python-version"] == "3.11"
+    assert next(s for s in steps if s.get("uses", "").startswith("actions/upload-pages-artifact"))["with"]["path"] == \
+        "_build/site"
+    assert jobs["deploy"]["steps"][0]["uses"].startswith("actions/deploy-pages")
+    assert "publish:" in (files.ROOT / "Makefile").read_text()
+
+
+def test_the_download_button_is_off():
+    import yaml
+
+    cfg = yaml.safe_load((files.ROOT / "_config.yml").read_text())
+    assert cfg["html"]["use_download_button"] is False
+    # jupyter-book 1.x passes html.use_download_button to nothing; the theme reads html_theme_options
+    assert cfg["sphinx"]["config"]["html_theme_options"]["use_download_button"] is False
+    assert cfg["sphinx"]["recursive_update"] is True
+    assert "MIT" in cfg["html"]["extra_footer"]
+
+
+def test_overflow_problems():
+    base = {"viewport": 1400, "column": [300, 1120], "page_width": 1400, "height": 3000}
+    item = {"what": "table.dataframe", "text": "a table", "left": 300, "width": 800, "scroll_width": 800,
+            "client_width": 800, "overflow_x": "visible", "clipper": None, "clip_left": None, "clip_right": None,
+            "clip_overflow": None, "clip_deliberate": False, "natural_width": None}
+    assert html_check.overflow_problems({**base, "items": [{**item, "right": 1100}]}) == []
+    wide = html_check.overflow_problems({**base, "items": [{**item, "right": 1300, "width": 1000}]})
+    assert len(wide) == 1 and "past the content column 300..1120" in wide[0]
+    scrolled = {**item, "right": 1300, "width": 1000, "clipper": "div.output", "clip_left": 300, "clip_right": 1100,
+                "clip_overflow": "auto"}
+    assert "needs a sideways scroll" in html_check.overflow_problems({**base, "items": [scrolled]})[0]
+    assert html_check.overflow_problems({**base, "items": [{**scrolled, "clip_deliberate": True}]}) == []
+    cut = {**scrolled, "clip_overflow": "hidden", "clip_deliberate": True}
+    assert "cut off" in html_check.overflow_problems({**base, "items": [cut]})[0]
+    assert "scrolls sideways" in html_check.overflow_problems({**base, "page_width": 1600, "items": []})[0]
+    code = {**item, "what": "pre", "right": 1100, "scroll_width": 1300, "client_width": 800, "overflow_x": "auto"}
+    assert "needs a sideways scroll" in html_check.overflow_problems({**base, "items": [code]})[0]
+    assert html_check.overflow_problems(None)  # a page where the measurement did not run fails

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from iml.report import build, claims, html_check, notebook
-from iml.core import files
+from iml.core import files, paper
 from iml import registry
 from iml.core import results
 
@@ -133,11 +133,16 @@ def test_book_builds_strict_and_renders_offline(executed, tmp_path):
                        text=True, env=env, timeout=900)
     assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-4000:]
     html_dir = stage / "_build" / "html"
-    checks = html_check.check_html(html_dir, screenshots=tmp_path / "shots", browser=html_check.chromium_binary() is not None)
+    checks = html_check.check_html(html_dir, screenshots=tmp_path / "shots", browser=html_check.chromium_binary() is not None,
+                                   shoot=False)  # widths measured on every page; make check-html keeps the screenshots
     problems = [f"{c.page}: {p}" for c in checks for p in c.problems]
     assert not problems, problems
     page = (html_dir / "book" / "executed" / "main_result.html").read_text()
     assert "_static/widgets/embed-amd.js" in page and "cdn.jsdelivr" not in page
+    claims_page = (html_dir / "book" / "executed" / "claims.html").read_text()
+    assert claims_page.count("<details") == len(paper.CLAIMS) and "forest.png" in claims_page
+    intro = (html_dir / "book" / "intro.html").read_text()
+    assert "forest.png" in intro and "ours (95% CI)" in intro and "krasheninnikov2024implicit" in intro
     if html_check.chromium_binary() is None:
         pytest.skip("HTML built and offline-checked; chromium missing, so no render check (make test installs it)")
 

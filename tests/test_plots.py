@@ -168,3 +168,59 @@ def test_schematic_draws():
 def test_stage_boundaries_named_stages():
     t = pd.DataFrame({"stage": ["init", "stage1", "stage1", "stage2", "stage2"], "epoch": [0, 4, 12, 13, 16]})
     assert results.stage_boundaries(t) == [12.0]
+
+
+def _forest_rows(gap=0.1, n_stage1=10):
+    from iml.report import claims, findings
+
+    available = {"main": ("gpu", notebook.fake_result("main", gap=gap, n_stage1=n_stage1)),
+                 "mnist": ("cpu", notebook.fake_result("mnist", gap=0.1, n_stage1=n_stage1))}
+    return findings.forest_rows(available, claims.claims_table(available))
+
+
+def test_forest_has_one_row_per_comparison_and_the_papers_value():
+    import matplotlib.colors as mc
+
+    rows = _forest_rows()
+    assert len(rows) == len(paper.CLAIMS) + 1  # the main result's Stage-1 claim rests on two comparisons
+    fig = plots.forest(rows)
+    ax = fig.axes[0]
+    assert len(ax.get_yticks()) == len(rows)
+    assert [t.get_text() for t in ax.get_yticklabels()] == list(rows["label"])
+    # the paper's value: a hollow diamond at +0.034 on the in-distribution row; none where the paper has no number
+    diamonds = [l for l in ax.get_lines() if l.get_marker() == "D"]
+    assert len(diamonds) == rows["paper"].notna().sum() == 4
+    y_in = ax.get_yticks()[0]
+    assert any(math.isclose(l.get_xdata()[0], 0.034) and math.isclose(l.get_ydata()[0], y_in) for l in diamonds)
+    # our gap: one error bar per comparison, in its status colour
+    drawn = [c for c in ax.containers]
+    assert len(drawn) == rows["gap"].notna().sum()
+    mnist = rows[rows["study"] == "mnist"].iloc[0]
+    assert mnist["status"] == "reproduced"
+    assert any(mc.same_color(c.lines[0].get_color(), plots.STATUS_COLORS["reproduced"]) for c in drawn)
+    texts = " ".join(t.get_text() for t in fig.axes[1].texts)
+    assert "paper: no number" in texts and "not attempted: no experiment in the book" in texts
+    plt.close(fig)
+
+
+def test_forest_is_readable_at_page_scale():
+    """At the book's content column, every text of the forest plot is at least 9 pt, and none overlaps another
+    or runs off the figure."""
+    from matplotlib.text import Text
+
+    fig = plots.forest(_forest_rows())
+    sizes = [t.get_fontsize() for t in fig.findobj(Text) if t.get_visible() and t.get_text().strip()]
+    assert min(plots.page_points(fig, s) for s in sizes) >= 9
+    assert plots.text_problems(fig) == []
+    plt.close(fig)
+
+
+def test_text_problems_finds_overlaps_and_cut_text():
+    fig, ax = plt.subplots(figsize=(3, 2))
+    ax.text(0.5, 0.5, "one label", transform=ax.transAxes)
+    ax.text(0.52, 0.5, "another label", transform=ax.transAxes)
+    fig.text(0.9, 0.5, "runs off the edge of the figure")
+    problems = plots.text_problems(fig)
+    assert any(p.startswith("overlap: 'one label'") for p in problems)
+    assert any(p.startswith("cut off: 'runs off") for p in problems)
+    plt.close(fig)

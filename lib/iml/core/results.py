@@ -32,7 +32,7 @@ from iml.core.config import config_hash, to_dict
 COLUMNS = ["run_id", "seed_stage1", "seed_stage2", "stage", "epoch", "subset", "metric", "value"]
 
 __all__ = ["COLUMNS", "ResultStore", "Result", "load", "load_dir", "StaleResultError", "CorruptResultError",
-           "check_table", "stage_boundaries", "pool_seeds", "add_checksums", "cut_from"]
+           "check_table", "stage_boundaries", "pool_seeds", "environments", "add_checksums", "cut_from"]
 
 
 class StaleResultError(RuntimeError):
@@ -289,6 +289,13 @@ def pool_seeds(results: Iterable[Result]) -> Result:
             "environment": rs[-1].meta.get("environment"), "git_revision": rs[-1].meta.get("git_revision")}
     table = pd.concat([r.table for r in rs], ignore_index=True)
     return Result(rs[0].experiment, "+".join(r.hash for r in rs), rs[0].dir, table, config, meta)
+
+
+def environments(meta: Mapping[str, Any]) -> list[dict]:
+    """The machines a result was computed on (meta.json's ``environment``): each pooled part's
+    (:func:`pool_seeds`), else its own."""
+    parts = [m.get("environment") for m in (meta.get("pooled_from") or {}).values() if isinstance(m, Mapping)]
+    return [dict(e or {}) for e in parts] or [dict(meta.get("environment") or {})]
 
 
 def stage_boundaries(table: pd.DataFrame) -> list[float]:

@@ -6,7 +6,8 @@ Command line (what ``make notebooks`` / ``make refs`` / ``make check-html`` call
                                                        # then write book/executed/claims.md
     python -m iml.report.build claims                  # only the "paper vs this book" page
     python -m iml.report.build refs                    # the nbval reference notebooks tests/notebooks/ (smoke)
-    python -m iml.report.build check-html [_build/html]  # offline check (+ headless chromium screenshots)
+    python -m iml.report.build check-html [_build/html]  # offline check, widths at 1400 px, screenshots
+    python -m iml.report.build publish [_build/html]     # the self-contained site: _build/site + _build/site.tar.gz
 
 Design: the notebooks in ``notebooks/`` are committed *without outputs*. papermill executes them with the
 chosen preset into ``book/executed/`` (git-ignored), and Jupyter Book renders those executed copies with
@@ -30,8 +31,8 @@ from iml.report.claims import write_claims
 from iml.report.html_check import check_html
 from iml.report.notebook import EXECUTED_DIR, HEADLINE_ENV, RESULTS_ENV
 
-__all__ = ["NOTEBOOKS_DIR", "EXECUTED_DIR", "notebook_paths", "run_notebooks", "REFS_DIR", "REF_PARAMETERS",
-           "make_refs", "slim_reference", "stage_book", "main"]
+__all__ = ["NOTEBOOKS_DIR", "EXECUTED_DIR", "notebook_paths", "run_notebooks", "tidy_parameters", "REFS_DIR",
+           "REF_PARAMETERS", "make_refs", "slim_reference", "stage_book", "publish", "main"]
 
 NOTEBOOKS_DIR = files.ROOT / "notebooks"
 """The figure notebooks, committed without outputs. (EXECUTED_DIR, where they are executed to, is defined in
@@ -78,6 +79,7 @@ def run_notebooks(preset: str = "cpu", out_dir: str | os.PathLike = EXECUTED_DIR
             pm.execute_notebook(str(nb), str(target), parameters={"preset": preset, **dict(parameters or {})},
                                 kernel_name="python3", cwd=str(files.ROOT), progress_bar=False,
                                 execution_timeout=timeout)
+            tidy_parameters(target)
             done.append(target)
     finally:
         for k, v in env_backup.items():
@@ -86,6 +88,44 @@ def run_notebooks(preset: str = "cpu", out_dir: str | os.PathLike = EXECUTED_DIR
             else:
                 os.environ[k] = v
     return done
+
+
+def _assignments(source: str) -> dict | None:
+    """name -> value of a parameters cell's plain assignments (None when one is not a literal)."""
+    import ast
+
+    out = {}
+    for node in ast.parse(source).body:
+        if not (isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name)):
+            return None
+        try:
+            out[node.targets[0].id] = ast.literal_eval(node.value)
+        except ValueError:
+            return None
+    return out
+
+
+def tidy_parameters(path: str | os.PathLike) -> Path:
+    """Show an executed notebook's parameters once. papermill adds an ``injected-parameters`` cell after the
+    notebook's own ``parameters`` cell: when every injected value equals the notebook's default, the injected
+    cell is removed from the page (``remove-cell``); otherwise the injected values are what ran, so they stay and
+    the notebook's own cell (its defaults and their comments) is collapsed (``hide-input``)."""
+    path = Path(path)
+    nb = json.loads(path.read_text())
+    tagged = {t: c for c in nb["cells"] for t in c.get("metadata", {}).get("tags", [])
+              if t in ("parameters", "injected-parameters")}
+    own, injected = tagged.get("parameters"), tagged.get("injected-parameters")
+    if own is None or injected is None:
+        return path
+    defaults, given = _assignments("".join(own["source"])), _assignments("".join(injected["source"]))
+    same = defaults is not None and given is not None and all(k in defaults and defaults[k] == v
+                                                              for k, v in given.items())
+    cell, tag = (injected, "remove-cell") if same else (own, "hide-input")
+    tags = cell.setdefault("metadata", {}).setdefault("tags", [])
+    if tag not in tags:
+        tags.append(tag)
+    files.write_text(path, json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
+    return path
 
 
 REFS_DIR = files.ROOT / "tests" / "notebooks"
@@ -132,7 +172,35 @@ def stage_book(dest: str | os.PathLike) -> Path:
     shutil.copytree(files.ROOT / "notebooks", dest / "notebooks", dirs_exist_ok=True)
     if (files.ROOT / "_vendor").exists():
         shutil.copytree(files.ROOT / "_vendor", dest / "_vendor", dirs_exist_ok=True)
+    static = Path(__file__).resolve().parent / "static"  # the book's CSS (html_static_path in _config.yml)
+    shutil.copytree(static, dest / "lib" / "iml" / "report" / "static", dirs_exist_ok=True)
     return dest
+
+
+def publish(html_dir: str | os.PathLike = files.ROOT / "_build" / "html",
+            out: str | os.PathLike = files.ROOT / "_build" / "site") -> tuple[Path, Path]:
+    """The self-contained site (what the Pages workflow deploys): a copy of the built HTML, checked to load nothing
+    from the network, with ``.nojekyll`` (so that a Pages site served from a branch keeps ``_static/``), and a
+    tarball of it to serve from anywhere.
+    Returns (site folder, tarball). Raises ValueError naming the pages that load external files."""
+    import tarfile
+
+    from iml.report.html_check import external_refs
+
+    html_dir, out = Path(html_dir), Path(out)
+    if not (html_dir / "index.html").exists():
+        raise FileNotFoundError(f"{html_dir}/index.html not found: build the book first (make book)")
+    ext = external_refs(html_dir)
+    if ext:
+        raise ValueError("pages load external files: " + "; ".join(f"{p}: {h[0]}" for p, h in ext.items()))
+    if out.exists():
+        shutil.rmtree(out)
+    shutil.copytree(html_dir, out, ignore=shutil.ignore_patterns(".buildinfo", ".doctrees"))
+    (out / ".nojekyll").write_text("")
+    tarball = out.with_suffix(".tar.gz")
+    with tarfile.open(tarball, "w:gz") as tar:
+        tar.add(out, arcname=out.name)
+    return out, tarball
 
 
 # ------------------------------------------------------------------------------------------------
@@ -155,6 +223,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     h = sub.add_parser("check-html", help="offline + headless-chromium checks of the built HTML")
     h.add_argument("html_dir", nargs="?", default=str(files.ROOT / "_build" / "html"))
     h.add_argument("--no-browser", action="store_true")
+    pb = sub.add_parser("publish", help="copy the built HTML into a self-contained site folder and a tarball")
+    pb.add_argument("html_dir", nargs="?", default=str(files.ROOT / "_build" / "html"))
+    pb.add_argument("--out", default=str(files.ROOT / "_build" / "site"))
     args = ap.parse_args(argv)
     if args.cmd == "run":
         params = dict(parse_override(kv) for kv in args.param)
@@ -168,6 +239,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.cmd == "claims":
         print(f"[iml.report.build] wrote {write_claims(args.out)}")
+        return 0
+    if args.cmd == "publish":
+        site, tarball = publish(args.html_dir, args.out)
+        print(f"[iml.report.build] wrote {site}/ and {tarball}")
         return 0
     if args.cmd == "check-html":
         bad = 0

@@ -11,6 +11,7 @@ import base64
 import html
 import io as _io
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Mapping
@@ -24,9 +25,11 @@ from iml.core.config import ConfigError, config_hash
 from iml.core.study import find_result, gap_claim
 from iml.lm import tagging
 from iml.report import plots
+from iml.report.fmt import unsigned_zeros
 
 __all__ = ["RESULTS_ENV", "HEADLINE_ENV", "EXECUTED_DIR", "EXPERIMENT_TITLES", "parameters", "overrides_parameter",
-           "results_root", "headline_dir", "headline", "headline_note", "comparison", "subset_table",
+           "results_root", "headline_dir", "headline", "headline_note", "comparison", "Table", "table", "unsigned_zeros",
+           "subset_table",
            "explorer_views", "explorer", "fake_result", "verdict"]
 
 EXECUTED_DIR = files.ROOT / "book" / "executed"
@@ -193,7 +196,105 @@ def comparison(result, experiment: str | None = None) -> pd.DataFrame:
     if not gaps.empty:
         mask = [(a, b_, m) in wanted for a, b_, m in zip(gaps["a"], gaps["b"], gaps["metric"])]
         gaps = gaps[mask]
-    return paper.with_paper(gaps, experiment)
+    out = paper.with_paper(gaps, experiment)
+    reading = (f"poster reading (±{paper.POSTER_ACCURACY:g} per value read, so ±{2 * paper.POSTER_ACCURACY:g} "
+               f"for this difference of two)")
+    out["paper source"] = [reading if str(v).startswith("poster reading ±") else v for v in out["paper source"]]
+    return out
+
+
+# ------------------------------------------------------------------------------------------------
+# Tables as the pages show them
+# ------------------------------------------------------------------------------------------------
+
+_HASH = re.compile(r"^[0-9a-f]{12}$")
+_SIGNED_NAMES = ("gap", "−", "ours", "paper", "change", "difference", "reliance", "slope")
+
+
+def _is_num(v) -> bool:
+    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
+
+
+def _decimals(values) -> int:
+    """3, or 4 when the column carries a 4th decimal (its producer rounded it to 4, e.g. cosine gaps)."""
+    nums = [float(v) for v in values if _is_num(v) and v == v]
+    return 4 if any(abs(v - round(v, 3)) > 1e-9 for v in nums) else 3
+
+
+def _fmt_number(v, decimals: int, signed: bool) -> str:
+    if v != v:
+        return "–"
+    if isinstance(v, (int, np.integer)):
+        return f"{v:,}" if abs(v) >= 10000 else str(v)
+    s = f"{v:+.{decimals}f}" if signed else f"{v:.{decimals}f}"
+    return f"{0:.{decimals}f}" if float(s) == 0 else s
+
+
+def _fmt_column(name: str, values: list, first: bool) -> list[str]:
+    if name.startswith("p ("):
+        return [("<0.001" if v < 0.001 else f"{v:.3f}") if _is_num(v) and v == v else str(v) for v in values]
+    if first:  # the row's label (α, batch size, layer): as given
+        return [f"{v:g}" if isinstance(v, (float, np.floating)) else str(v) for v in values]
+    nums = [v for v in values if _is_num(v)]
+    d = _decimals(nums)
+    big = [abs(float(v)) for v in nums if v == v and not isinstance(v, (int, np.integer))]
+    if big and max(big) > 1.5:  # not a score or a gap (minutes, counts): the fewest decimals that show them all
+        d = next((k for k in range(3) if all(abs(v - round(v, k)) < 1e-9 for v in big)), 2)
+    signed = any(k in name for k in _SIGNED_NAMES) or any(v < 0 for v in nums if v == v)
+    return [_fmt_number(v, d, signed) if _is_num(v) else ("–" if v is None else unsigned_zeros(str(v)))
+            for v in values]
+
+
+class Table:
+    """A table as a page shows it (:func:`table`): no index column, one number format per column, signed zeros
+    printed as 0.000, config hashes as hover text and a footnote, columns that say the same in every row as a
+    footnote. Renders as HTML in the book and as plain text elsewhere."""
+
+    def __init__(self, columns: list[str], rows: list[list[str]], titles: list[str], notes: list[str]):
+        self.columns, self.rows, self.titles, self.notes = columns, rows, titles, notes
+
+    MAX_COLUMNS = 9
+    """A table with more columns is shown as several, each led by the label column (they fit the page's column)."""
+
+    def _html(self, cols: list[int]) -> str:
+        head = "".join(f"<th>{html.escape(self.columns[j])}</th>" for j in cols)
+        body = []
+        for row, title in zip(self.rows, self.titles):
+            cells = [(f'<td title="{html.escape(title)}">' if j == 0 and title else "<td>") + html.escape(row[j]) +
+                     "</td>" for j in cols]
+            body.append("<tr>" + "".join(cells) + "</tr>")
+        return f'<table class="dataframe iml-table"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
+
+    def _repr_html_(self) -> str:
+        rest = list(range(1, len(self.columns)))
+        parts = max(1, -(-len(rest) // (self.MAX_COLUMNS - 1)))
+        size = -(-len(rest) // parts) if rest else 0
+        chunks = [[0] + rest[i:i + size] for i in range(0, len(rest), size)] if rest else [[0]]
+        notes = "".join(f"<p class=\"iml-table-note\">{html.escape(n)}</p>" for n in self.notes)
+        return f'<div class="iml-table">{"".join(self._html(c) for c in chunks)}{notes}</div>'
+
+    def __repr__(self) -> str:
+        text = pd.DataFrame(self.rows, columns=self.columns).to_string(index=False)
+        return "\n".join([text, *self.notes])
+
+
+def table(df: pd.DataFrame, hash_columns: tuple[str, ...] = ("config",), fold_constant: bool = True) -> Table:
+    """`df` as a page shows it (:class:`Table`): what every comparison and sweep table goes through."""
+    df = df.reset_index(drop=True)
+    notes, titles = [], [""] * len(df)
+    hashes = [c for c in df.columns if c in hash_columns and df[c].astype(str).str.match(_HASH).all()]
+    for c in hashes:
+        labels = _fmt_column(str(df.columns[0]), list(df.iloc[:, 0]), True)
+        titles = [f"{c} {h}" for h in df[c].astype(str)]
+        notes.append(f"{c}: " + "; ".join(f"{lab} → {h}" for lab, h in zip(labels, df[c].astype(str))))
+    keep = [c for c in df.columns if c not in hashes]
+    if fold_constant and len(df) > 1:
+        const = [c for c in keep[1:] if df[c].astype(str).nunique(dropna=False) == 1]
+        notes = [f"{c} (every row): {_fmt_column(c, [df[c].iloc[0]], False)[0]}" for c in const] + notes
+        keep = [c for c in keep if c not in const]
+    cols = {c: _fmt_column(str(c), list(df[c]), i == 0) for i, c in enumerate(keep)}
+    rows = [[cols[c][i] for c in keep] for i in range(len(df))]
+    return Table([str(c) for c in keep], rows, titles, notes)
 
 
 def subset_table(num_ents: int = 400) -> tuple[pd.DataFrame, str]:
@@ -343,6 +444,7 @@ def verdict(result, experiment: str | None = None) -> str:
             continue
         for a, b_, m in c.gaps:
             status, txt = gap_claim(result, a, b_, m, paper.gap_epoch(result.table, a, b_, m), str(preset))  # as on the claims page
+            txt = unsigned_zeros(txt)
             out.append(f"- {paper.gap_label(experiment, a, b_, m)}: **{status}** ({scale}): {txt}.")
     if not out:
         return "No claim of the paper is tested by this result."

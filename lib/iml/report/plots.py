@@ -14,13 +14,14 @@ from typing import Any, Iterable, Mapping, Sequence
 import pandas as pd
 
 from iml.core import paper
-from iml.core.results import cut_from, stage_boundaries
+from iml.core.results import cut_from, environments, stage_boundaries
 from iml.core.stats import seed_interval
+from iml.report.fmt import fmt_interval, fmt_signed
 
 __all__ = ["COLORS", "color", "label", "curve_stats", "curves", "main_figure",
            "gap_curve", "gap_figure", "accuracy_figure", "scale_caption", "gradalign_figure",
            "gradalign_outcome_figure", "alpha_figure", "probe_figure", "model_size_figure", "IN_DISTRIBUTION",
-           "ENTITY_ASSOCIATION"]
+           "ENTITY_ASSOCIATION", "STATUS_COLORS", "PAGE_COLUMN_PX", "page_points", "text_problems", "forest"]
 
 # The paper's colours (poster / code plotting): d1 blue, d2 red, d3 grey, qd1 purple, qd2 pink, q brown,
 # no_qd orange, not-replaced (real names) green.
@@ -213,6 +214,16 @@ def _units_from_earlier_runs(meta: dict) -> list[str]:
     return [u for u, r in revs.items() if r and final and r != final]
 
 
+def _hardware_text(env: dict) -> str:
+    if env.get("gpu"):
+        return f"{env.get('gpu_count', 1)}× {env['gpu']}"
+    if not env:
+        return "hardware not recorded"
+    model = env.get("cpu_model") or "model not recorded"
+    kernels = f", {env['cpu_capability']} kernels" if env.get("cpu_capability") else ""
+    return f"CPU {model}{kernels} ({env.get('cpu_count', '?')} cores, {env.get('torch_threads', '?')} torch thread(s))"
+
+
 def scale_caption(result) -> str:
     """One sentence stating the scale of `result`: model, seeds, data size, hardware, wall time.
 
@@ -223,15 +234,7 @@ def scale_caption(result) -> str:
     n1, n2 = _seed_counts(result.table)
     size = _find(cfg, ["num_ents", "num_x", "n_aliases", "num_aliases", "n_entities", "num_grids", "n_train"])
     preset = meta.get("preset") or cfg.get("preset") or preset_label(result)
-    env = meta.get("environment") or {}
-    if env.get("gpu"):
-        hw = f"{env.get('gpu_count', 1)}× {env['gpu']}"
-    elif env:
-        model = env.get("cpu_model") or "model not recorded"
-        kernels = f", {env['cpu_capability']} kernels" if env.get("cpu_capability") else ""
-        hw = f"CPU {model}{kernels} ({env.get('cpu_count', '?')} cores, {env.get('torch_threads', '?')} torch thread(s))"
-    else:
-        hw = "hardware not recorded"
+    hw = " + ".join(dict.fromkeys(_hardware_text(env) for env in environments(meta)))
     wall = meta.get("wall_time_s", meta.get("total_unit_wall_s"))
     if wall is None:
         units = meta.get("unit_wall_time_s") or {}
@@ -598,4 +601,100 @@ def probe_figure(summary, figsize=(6.4, 3.9)):
     ax.set_title("Is the source decodable from a question?\n(chance 0.5; paper, tag-alias-entity order: ≈ 0.5)")
     ax.legend(frameon=False, fontsize=7)
     fig.tight_layout()
+    return fig
+
+
+STATUS_COLORS = {"reproduced": "#1b7837", "reproduced (analogue)": "#7fbf7b", "not reproduced": "#b2182b",
+                 "not reproduced (analogue)": "#ef8a62", "null at our scale": "#4d4d4d",
+                 "null at our scale (analogue)": "#999999", "uninformative (floor/ceiling)": "#8c510a",
+                 "too few seeds": "#e69f00", "not attempted": "#bdbdbd"}
+"""A claim's status -> its colour in the forest plot and on its badge (:mod:`iml.report.findings`)."""
+
+FOREST_WIDTH_IN = 9.6
+"""The forest plot's width (inches): shown across the page's content column (PAGE_COLUMN_PX wide)."""
+PAGE_COLUMN_PX = 768
+"""The width a figure is shown at in the book's content column at a 1400-px window (sphinx-book-theme, measured in
+headless Chromium by ``make check-html``). Font sizes at page scale are computed for it (:func:`page_points`)."""
+
+
+def page_points(fig, size_pt: float, column_px: float = PAGE_COLUMN_PX) -> float:
+    """The size in points on the page of `size_pt` text in `fig` when the figure is scaled to `column_px` CSS px."""
+    return size_pt * column_px / (fig.get_figwidth() * 96)
+
+
+def text_problems(fig) -> list[str]:
+    """Layout faults of `fig`: visible texts (tick labels, annotations, legend) whose boxes overlap, or that
+    reach past the figure's edge (cut off in the saved image)."""
+    from matplotlib.text import Text
+
+    fig.canvas.draw()
+    r = fig.canvas.get_renderer()
+    edge = fig.bbox
+    boxes = [(t.get_text(), t.get_window_extent(r)) for t in fig.findobj(Text)
+             if t.get_visible() and t.get_text().strip()]
+    out = [f"cut off: {a!r}" for a, b in boxes if b.x0 < edge.x0 - 1 or b.x1 > edge.x1 + 1 or b.y0 < edge.y0 - 1
+           or b.y1 > edge.y1 + 1]
+    inner = [(a, b.shrunk(0.98, 0.9)) for a, b in boxes]
+    return out + [f"overlap: {a!r} / {b!r}" for i, (a, ba) in enumerate(inner) for b, bb in inner[i + 1:]
+                  if ba.overlaps(bb)]
+
+
+def forest(rows: pd.DataFrame, width: float = FOREST_WIDTH_IN, fontsize: float = 11.6):
+    """The paper check in one picture (:func:`iml.report.findings.forest_rows`): one row per claim and comparison,
+    our gap (mean over stage-1 seeds) with its 95% t-interval, the paper's value as a hollow diamond where it has
+    one, coloured by the claim's status; the right column prints both numbers (or "no number", "not attempted")."""
+    import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
+
+    rows = rows.reset_index(drop=True)
+    heights = [0.5 if g == g else 0.32 for g in rows["gap"]]
+    ys = -(pd.Series(heights).cumsum().to_numpy() - pd.Series(heights).to_numpy() / 2)
+    top, bottom, body = 0.5, 1.35, sum(heights)
+    fig = plt.figure(figsize=(width, top + body + bottom))
+    h = fig.get_figheight()
+    ax = fig.add_axes((0.345, bottom / h, 0.27, body / h))
+    tx = fig.add_axes((0.625, bottom / h, 0.375, body / h))
+    vals = pd.concat([rows["ci_low"], rows["ci_high"], rows["paper"]]).dropna()
+    lo, hi = min(vals.min(), 0), max(vals.max(), 0)
+    pad = 0.06 * (hi - lo or 1)
+    groups = list(dict.fromkeys(rows["claim_index"]))
+    small = fontsize - 0.5
+    for i, r in rows.iterrows():
+        y, col = ys[i], STATUS_COLORS.get(r["status"], "#bdbdbd")
+        if groups.index(r["claim_index"]) % 2 == 0:
+            for a in (ax, tx):
+                a.axhspan(y - heights[i] / 2, y + heights[i] / 2, color="#f0f0f0", lw=0, zorder=0)
+        floor = r["floor"] if isinstance(r["floor"], str) else ""
+        if r["gap"] == r["gap"]:
+            ax.errorbar(r["gap"], y, xerr=[[r["gap"] - r["ci_low"]], [r["ci_high"] - r["gap"]]], fmt="o", ms=6,
+                        color=col, ecolor=col, elinewidth=2.4, capsize=3, zorder=3)
+            paper_txt = f"paper {fmt_signed(r['paper'])}" if r["paper"] == r["paper"] else "paper: no number"
+            tx.text(0.02, y, f"{fmt_signed(r['gap'])} {fmt_interval(r['ci_low'], r['ci_high'])} {r['unit']}"
+                    + (f" (at the {floor})" if floor else "") + f"\n{paper_txt} · ours: {r['seeds']} seeds",
+                    va="center", fontsize=small)
+        else:
+            tx.text(0.02, y, f"{r['status']}: {r['note']}", va="center", fontsize=small, style="italic",
+                    color="#555555")
+        if r["paper"] == r["paper"]:
+            ax.plot(r["paper"], y, "D", ms=7, mfc="none", mec="black", mew=1.4, zorder=4)
+    ax.axvline(0, color="black", lw=0.9, zorder=1)
+    ax.set_xlim(lo - pad, hi + pad)
+    for a in (ax, tx):
+        a.set_ylim(ys[-1] - heights[-1] / 2, ys[0] + heights[0] / 2)
+    tx.set_xlim(0, 1)
+    tx.axis("off")
+    ax.set_yticks(ys, list(rows["label"]), fontsize=fontsize)
+    for t, g in zip(ax.get_yticklabels(), rows["gap"]):
+        t.set_color("#666666" if g != g else "black")
+    ax.tick_params(axis="x", labelsize=small)
+    ax.tick_params(axis="y", length=0)
+    ax.grid(axis="x", alpha=0.3)
+    ax.set_xlabel("our gap, in each row's unit; > 0: the paper's direction", fontsize=small)
+    handles = [Line2D([], [], color=STATUS_COLORS[s], marker="o", lw=2.4, label=s)
+               for s in STATUS_COLORS if s in set(rows["status"])]
+    handles.append(Line2D([], [], color="black", marker="D", mfc="none", lw=0, label="the paper's value"))
+    fig.text(0.01, 1 - 0.3 / h, "Every claim of the paper: our gap with its 95% t-interval over stage-1 seeds, "
+             "and the paper's value", fontsize=fontsize + 1, va="center")
+    fig.legend(handles=handles, loc="lower left", ncol=4, frameon=False, fontsize=small,
+               bbox_to_anchor=(0.0, 0.02 / h), columnspacing=1.2, handletextpad=0.4)
     return fig
