@@ -38,13 +38,14 @@ def test_points_share_seeds_and_differ_only_in_width_and_hidden():
 
 
 def test_the_cpu_sweeps_add_seed_blocks_to_every_point_of_the_20_seed_sweep():
-    """Power asked for 29 seeds, then 49: each point of ``cpu-30`` is ``cpu-20``'s result plus a result on seeds
-    20-29 of the same config, and each point of ``cpu`` adds seeds 30-48; nothing else differs between the parts."""
+    """Power asked for 29 seeds, then 49, then 57: each point of ``cpu-30`` is ``cpu-20``'s result plus a result on
+    seeds 20-29 of the same config, ``cpu-49`` adds seeds 30-48 and ``cpu`` seeds 49-56; nothing else differs."""
     assert model_size.point_configs("cpu-30") == [cs[:2] for cs in model_size.point_configs("cpu")]
+    assert model_size.point_configs("cpu-49") == [cs[:3] for cs in model_size.point_configs("cpu")]
     groups = model_size.point_configs("cpu")
     assert [cs[0] for cs in groups] == model_size.configs("cpu-20")
     for first, *extra in groups:
-        assert [(c.start_seed, c.n_seeds) for c in extra] == [(20, 10), (30, 19)]
+        assert [(c.start_seed, c.n_seeds) for c in extra] == [(20, 10), (30, 19), (49, 8)]
         for c in extra:
             assert to_dict(first) | {"start_seed": c.start_seed, "n_seeds": c.n_seeds} == to_dict(c)
 

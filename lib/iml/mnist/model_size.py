@@ -33,15 +33,19 @@ SWEEPS: dict[str, dict[str, Any]] = {
     "cpu-20": dict(preset="cpu", points=[(4, 64), (8, 128), (16, 256), (32, 512)]),
     "cpu-30": dict(preset="cpu", points=[(4, 64), (8, 128), (16, 256), (32, 512)],
                    seed_blocks=[{}, {"start_seed": 20, "n_seeds": 10}]),
+    "cpu-49": dict(preset="cpu", points=[(4, 64), (8, 128), (16, 256), (32, 512)],
+                   seed_blocks=[{}, {"start_seed": 20, "n_seeds": 10}, {"start_seed": 30, "n_seeds": 19}]),
     "cpu": dict(preset="cpu", points=[(4, 64), (8, 128), (16, 256), (32, 512)],
-                seed_blocks=[{}, {"start_seed": 20, "n_seeds": 10}, {"start_seed": 30, "n_seeds": 19}]),
+                seed_blocks=[{}, {"start_seed": 20, "n_seeds": 10}, {"start_seed": 30, "n_seeds": 19},
+                             {"start_seed": 49, "n_seeds": 8}]),
     "gpu": dict(preset="gpu", points=[(8, 128), (16, 256), (32, 512), (64, 1024)]),
 }
 """Sweep presets. ``cpu-10`` (10 seeds a point, the fewest a verdict takes) ran first; its between-seed spread asked
 for 18 seeds, so ``cpu-20`` has the preset's 20 (its (8, 128) point *is* the MNIST cpu preset); the 20-seed
 spread asked for 29, so ``cpu-30`` adds seeds 20-29 to every point of ``cpu-20`` (a second result per point, pooled by
 :func:`iml.core.results.pool_seeds`; the first 20 seeds are ``cpu-20``'s own results); the 30-seed spread asked for 49,
-so ``cpu`` (49 seeds) adds a third result on seeds 30-48 to every point of ``cpu-30``. The gpu sweep's
+so ``cpu-49`` adds a third result on seeds 30-48 to every point of ``cpu-30``; the 49-seed spread asked for 57, so ``cpu``
+(57 seeds) adds a fourth on seeds 49-56. The gpu sweep's
 (16, 256) point is the gpu preset.
 Parameters per seed: cpu 6.8k to 360k (53x), gpu 92k to 5.7M (62x)."""
 
@@ -107,7 +111,7 @@ def finished(sweep: str = "gpu", root=None, points=None) -> list | None:
 
 def find_sweep(roots: Sequence) -> tuple[str, list] | None:
     """(sweep name, results) of the largest finished sweep under any of `roots`, or None."""
-    return find_largest(finished, roots, names=("gpu", "cpu", "cpu-30", "cpu-20", "cpu-10"))
+    return find_largest(finished, roots, names=("gpu", "cpu", "cpu-49", "cpu-30", "cpu-20", "cpu-10"))
 
 
 def describe(cfg: Mapping[str, Any]) -> dict:
