@@ -438,3 +438,13 @@ def test_overflow_problems():
     code = {**item, "what": "pre", "right": 1100, "scroll_width": 1300, "client_width": 800, "overflow_x": "auto"}
     assert "needs a sideways scroll" in html_check.overflow_problems({**base, "items": [code]})[0]
     assert html_check.overflow_problems(None)  # a page where the measurement did not run fails
+
+
+def test_explorer_offers_every_seed_of_the_result():
+    """The headline's explorer offers its own stage-1 seeds (all ten, as its table has them), not a fixed range."""
+    r = notebook.fake_result("main", n_stage1=10, n_stage2=1)
+    r.table["seed_stage1"] += 600
+    _, _, labels = notebook.explorer_views(r)
+    assert labels[0] == "mean over the 10 stage-1 seeds (95% CI)"
+    assert labels[1:] == [f"stage-1 seed {s}" for s in range(600, 610)]
+    assert notebook.explorer_seeds(r, 3) == [600, 601, 602]

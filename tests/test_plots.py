@@ -1,4 +1,5 @@
 """The figure functions on fake result tables: colours, CIs, stage boundary lines, scale captions."""
+import dataclasses
 import math
 
 import matplotlib
@@ -223,4 +224,115 @@ def test_text_problems_finds_overlaps_and_cut_text():
     problems = plots.text_problems(fig)
     assert any(p.startswith("overlap: 'one label'") for p in problems)
     assert any(p.startswith("cut off: 'runs off") for p in problems)
+    plt.close(fig)
+
+
+# ------------------------------------------------------------------------------------------------
+# Figures read at page scale: tag names and colours, legends, floors, overlaps (issue 18)
+# ------------------------------------------------------------------------------------------------
+
+def _sweep_frames():
+    rng = np.random.default_rng(0)
+    bs = [8, 32, 128, 512]
+    gap = pd.DataFrame({"gap": [0.18, 0.17, 0.13, 0.17], "ci_low": [0.09, 0.07, 0.06, 0.08],
+                        "ci_high": [0.27, 0.27, 0.21, 0.26]})
+    s1 = {f"stage1_acc_{s}": rng.uniform(0.45, 0.75, 4) for s in ("qd1consis", "qd2incons", "qd1incons",
+                                                                   "qd2consis")}
+    batch = pd.DataFrame({"batch_size": bs, "stage1_epochs": [20] * 4, "stage1_steps": [400, 100, 40, 20],
+                          **gap, **s1})
+    size = pd.DataFrame({"params_non_embedding": [13_000, 57_000, 100_000, 397_000],
+                         "size": ["32 / 1", "48 / 2", "64 / 2", "128 / 2"], **gap, **s1})
+    alpha = pd.DataFrame({"alpha": [0.5, 0.7, 0.9, 1.0], **gap, **s1})
+    probe = pd.DataFrame([{"when": w, "layer": lay, "acc": 0.5 + 0.01 * i, "acc_lo": 0.46, "acc_hi": 0.55,
+                           "control": 0.49} for w in ("epoch 0", "end of Stage 1", "end of Stage 2")
+                          for i, lay in enumerate(("c1", "c2", "c3", "f1"))])
+    ga = {"batch_size": bs}
+    for sub, v in (("d1consis", 0.15), ("d2consis", 0.08), ("d3consis", 0.12)):
+        ga |= {f"grad_cos_{sub}": [v] * 4, f"grad_cos_{sub}_lo": [v - 0.03] * 4, f"grad_cos_{sub}_hi": [v + 0.03] * 4}
+    for m in ("grad_cos", "grad_cos_change", "grad_cos_specific"):
+        ga |= {f"{m}_gap": [0.05] * 4, f"{m}_gap_lo": [0.01] * 4, f"{m}_gap_hi": [0.09] * 4}
+    curves = {b: pd.DataFrame({"epoch": [0, 10, 20], "gap": [0, 0.03, 0.05], "ci_low": [0, 0.0, 0.01],
+                               "ci_high": [0, 0.06, 0.09]}) for b in bs}
+    outcome = pd.DataFrame({"batch_size": np.repeat(bs, 5), "align": rng.normal(0.05, 0.02, 20),
+                            "iml": rng.normal(0.15, 0.05, 20)})
+    return batch, size, alpha, probe, pd.DataFrame(ga), curves, outcome
+
+
+def _figures():
+    batch, size, alpha, probe, ga, curves, outcome = _sweep_frames()
+    si = notebook.fake_result("setinclusion", gap=0.1)
+    train = si.table[si.table["subset"] == "d1consis"].assign(subset="train_qa")
+    si = dataclasses.replace(si, table=pd.concat([si.table, train], ignore_index=True))
+    return {"main": lambda: plots.main_figure(notebook.fake_result("main", gap=0.1)),
+            "accuracy": lambda: plots.accuracy_figure(si),
+            "batch_size": lambda: plots.batch_size_figure(batch),
+            "model_size": lambda: plots.model_size_figure(size, "d_model / layers"),
+            "alpha": lambda: plots.alpha_figure(alpha),
+            "probe": lambda: plots.probe_figure(probe),
+            "gradalign": lambda: plots.gradalign_figure(ga, curves),
+            "gradalign_outcome": lambda: plots.gradalign_outcome_figure(outcome)}
+
+
+@pytest.mark.parametrize("name", ["accuracy", "alpha", "batch_size", "gradalign", "gradalign_outcome", "main",
+                                  "model_size", "probe"])
+def test_figure_is_readable_at_page_scale(name):
+    """Every figure: legends at least LEGEND_PT on the page, no text overlapping another (a title running into
+    the next panel's y label) or cut off, and every legend outside the axes (covering no error bars)."""
+    from iml.report import style
+
+    fig = _figures()[name]()
+    legends = [leg for ax in fig.axes for leg in [ax.get_legend()] if leg is not None] + list(fig.legends)
+    assert legends, "no legend"
+    for leg in legends:
+        for t in leg.get_texts():
+            assert plots.page_points(fig, t.get_fontsize()) >= style.LEGEND_PT - 1e-9, (name, t.get_text())
+    assert plots.text_problems(fig) == []
+    fig.canvas.draw()
+    r = fig.canvas.get_renderer()
+    for ax in fig.axes:
+        if ax.get_legend() is not None and ax.axison:
+            assert not ax.get_legend().get_window_extent(r).overlaps(ax.get_window_extent(r)), name
+    plt.close(fig)
+
+
+def test_tags_are_named_and_coloured_in_one_place():
+    from iml.report import style
+
+    reliable, unreliable = style.TAGS["define1"], style.TAGS["define2"]
+    assert reliable.text == "Ḋefine (reliable)" and unreliable.text == "D̄efine (unreliable)"
+    assert mcolors.same_color(reliable.color, "tab:blue") and mcolors.same_color(unreliable.color, "tab:red")
+    for sub in ("d1consis", "qd1consis", "ent_assoc_name_d1consis"):
+        assert plots.label(sub).endswith(reliable.name), sub
+    for sub in ("d2consis", "qd2incons", "ent_assoc_name_qd2incons_swapped"):
+        assert plots.label(sub).endswith(unreliable.name), sub
+    assert plots.color("d1consis") == reliable.color and plots.color("d2consis") == unreliable.color
+    assert plots.label("d3consis").count("fresh tag") == 1
+    fig = plots.batch_size_figure(_sweep_frames()[0])  # a gap is neither tag's: not drawn in blue or red
+    gap_line = fig.axes[0].containers[0].lines[0]
+    assert not any(mcolors.same_color(gap_line.get_color(), c) for c in (reliable.color, unreliable.color))
+    plt.close(fig)
+
+
+def test_accuracy_figure_labels_training_qa_as_training():
+    fig = _figures()["accuracy"]()
+    a = fig.axes[0]
+    assert "held-out" in a.get_title() and "training QA" in a.get_title()
+    texts = [t.get_text() for leg in fig.legends for t in leg.get_texts()]
+    assert any(t.startswith("training QA") for t in texts) and "train_qa" not in texts
+    assert _line_for(a, plots.label("train_qa")).get_linestyle() == "--"
+    plt.close(fig)
+
+
+def test_main_figure_says_when_a_panel_is_at_the_floor():
+    r = notebook.fake_result("main", gap=0.1, n_stage1=3)
+    floor = r.table["subset"].str.startswith(paper.ENT_ASSOC_PREFIX)
+    r.table.loc[floor, "value"] = 0.0
+    fig = plots.main_figure(r)
+    notes = [t.get_text() for t in fig.axes[1].texts]
+    assert any(n.startswith("floor: every subset ≈ 0") and "uninformative" in n for n in notes)
+    assert fig.axes[1].get_ylim()[1] > 1  # the whole [0, 1] range, so the floor reads as one
+    assert not fig.axes[0].texts
+    plt.close(fig)
+    fig = plots.main_figure(notebook.fake_result("main", gap=0.1))
+    assert not fig.axes[1].texts
     plt.close(fig)

@@ -30,7 +30,7 @@ from iml.report.fmt import unsigned_zeros
 __all__ = ["RESULTS_ENV", "HEADLINE_ENV", "EXECUTED_DIR", "EXPERIMENT_TITLES", "parameters", "overrides_parameter",
            "results_root", "headline_dir", "headline", "headline_note", "comparison", "Table", "table", "unsigned_zeros",
            "subset_table",
-           "explorer_views", "explorer", "fake_result", "verdict"]
+           "explorer_seeds", "explorer_views", "explorer", "fake_result", "verdict"]
 
 EXECUTED_DIR = files.ROOT / "book" / "executed"
 """Where papermill writes the executed notebooks and the claims page (git-ignored; :mod:`iml.report.build`)."""
@@ -324,8 +324,15 @@ def _png(fig) -> str:
     return base64.b64encode(buf.getvalue()).decode("ascii")
 
 
-def explorer_views(result, max_seeds: int = 5) -> tuple[list[str], list[tuple[str, list[str]]], list[str]]:
-    """(metrics, [(view name, subsets)], seed labels) the explorer precomputes."""
+def explorer_seeds(result, max_seeds: int | None = None) -> list:
+    """The stage-1 seeds the explorer offers: those in the result's own table (all of them unless `max_seeds`)."""
+    seeds = sorted(result.table["seed_stage1"].unique())
+    return seeds[:max_seeds] if max_seeds else seeds
+
+
+def explorer_views(result, max_seeds: int | None = None) -> tuple[list[str], list[tuple[str, list[str]]], list[str]]:
+    """(metrics, [(view name, subsets)], seed labels) the explorer precomputes; the seeds are the result's
+    (:func:`explorer_seeds`)."""
     t = result.table
     metrics = [m for m in ("EM", "F1", "acc") if m in set(t["metric"])] or sorted(t["metric"].unique())
     present = set(t["subset"])
@@ -337,12 +344,13 @@ def explorer_views(result, max_seeds: int = 5) -> tuple[list[str], list[tuple[st
     other = sorted(present - set(x1) - set(x2) - set(ea))
     if not views:
         views = [("all subsets", other)]
-    seeds = sorted(t["seed_stage1"].unique())[:max_seeds]
-    return metrics, views, ["mean over stage-1 seeds (95% CI)"] + [f"stage-1 seed {s}" for s in seeds]
+    seeds, n = explorer_seeds(result, max_seeds), t["seed_stage1"].nunique()
+    return metrics, views, [f"mean over the {n} stage-1 seeds (95% CI)"] + [f"stage-1 seed {s}" for s in seeds]
 
 
-def explorer(result, max_seeds: int = 5, figsize=(6.4, 3.6)):
-    """An ipywidgets explorer over `result`: metric x subset group x seed.
+def explorer(result, max_seeds: int | None = None, figsize=(6.4, 3.6)):
+    """An ipywidgets explorer over `result`: metric x subset group x seed (every stage-1 seed of the result's table
+    unless `max_seeds`).
 
     Every combination is rendered to a PNG now; three selectors are `jslink`ed to nested `Stack`s, so
     switching happens in the browser and works in the static book (no Python callbacks).
@@ -352,7 +360,7 @@ def explorer(result, max_seeds: int = 5, figsize=(6.4, 3.6)):
     import matplotlib.pyplot as plt
 
     metrics, views, seed_labels = explorer_views(result, max_seeds)
-    seeds = sorted(result.table["seed_stage1"].unique())[:max_seeds]
+    seeds = explorer_seeds(result, max_seeds)
     metric_sel = w.ToggleButtons(options=metrics, description="metric")
     view_sel = w.Dropdown(options=[v for v, _ in views], description="subsets")
     seed_sel = w.Dropdown(options=seed_labels, description="seeds", layout=w.Layout(width="420px"))
@@ -366,6 +374,7 @@ def explorer(result, max_seeds: int = 5, figsize=(6.4, 3.6)):
                 fig, ax = plt.subplots(figsize=figsize)
                 sel = None if i == 0 else [seeds[i - 1]]
                 plots.curves(result.table, m, subsets, ax=ax, seeds=sel, title=f"{vname}: {m}")
+                plots.panel_bound(ax, result.table, m, subsets, seeds=sel)  # a floor says so, as in the figures
                 fig.tight_layout()
                 img = _png(fig)
                 seed_children.append(w.HTML(

@@ -1,4 +1,5 @@
-"""The paper's colours and the figure functions the notebooks call.
+"""The figure functions the notebooks call (the tags' names and colours, legend sizes and the layout check live in
+:mod:`iml.report.style`; the sweep pages' figures in :mod:`iml.report.sweep_figures`, re-exported here).
 
 Every curve is a mean over **stage-1 seeds** (stage-2 seeds are averaged inside each stage-1 seed first,
 because runs that share a stage-1 model are not independent), with a 95% t-interval band over the
@@ -17,28 +18,15 @@ from iml.core import paper
 from iml.core.results import cut_from, environments, stage_boundaries
 from iml.core.stats import seed_interval
 from iml.report.fmt import fmt_interval, fmt_signed
+from iml.report.style import (COLORS, GAP_COLOR, PAGE_COLUMN_PX, TAGS, TRAINING, bound_note, color, label,  # noqa: F401
+                              mark_bound, page_points, text_problems)
+from iml.report.style import legend as _legend
 
-__all__ = ["COLORS", "color", "label", "curve_stats", "curves", "main_figure",
+__all__ = ["COLORS", "TAGS", "color", "label", "curve_stats", "curves", "main_figure",
            "gap_curve", "gap_figure", "accuracy_figure", "scale_caption", "gradalign_figure",
            "gradalign_outcome_figure", "alpha_figure", "probe_figure", "model_size_figure", "IN_DISTRIBUTION",
-           "ENTITY_ASSOCIATION", "STATUS_COLORS", "PAGE_COLUMN_PX", "page_points", "text_problems", "forest"]
-
-# The paper's colours (poster / code plotting): d1 blue, d2 red, d3 grey, qd1 purple, qd2 pink, q brown,
-# no_qd orange, not-replaced (real names) green.
-COLORS: dict[str, str] = {
-    "d1consis": "#1f77b4",                   # blue
-    "d2consis": "#d62728",                   # red
-    "d3consis": "#7f7f7f",                   # grey
-    "qd1consis": "#9467bd",                  # purple
-    "qd2incons": "#e377c2",                  # pink
-    "q": "#8c564b",                          # brown
-    "no_qd_baseline": "#ff7f0e",             # orange
-    "q_no_replacement_baseline": "#2ca02c",  # green
-    "qd1incons": "#bcbd22",                  # olive (code-only subsets)
-    "qd2consis": "#17becf",                  # cyan
-    "qd4consis": "#000000",
-    "d2incons": "#ff9896",
-}
+           "ENTITY_ASSOCIATION", "STATUS_COLORS", "PAGE_COLUMN_PX", "page_points", "text_problems", "forest",
+           "panel_bound"]
 
 IN_DISTRIBUTION = ("q_no_replacement_baseline", "qd1consis", "q", "qd2incons",
                    "d1consis", "d3consis", "d2consis", "no_qd_baseline")
@@ -52,24 +40,6 @@ ENTITY_ASSOCIATION = tuple(paper.ENT_ASSOC_PREFIX + s for s in
 
 BOUNDED = ("EM", "F1", "acc", "def_acc", "seen_acc")
 """Metrics that live in [0, 1]."""
-
-
-def _base(subset: str) -> str:
-    base, _ = paper._split_subset(subset)
-    return base
-
-
-def color(subset: str) -> str:
-    """The paper's colour for a subset (entity-association variants share their subset's colour)."""
-    base = _base(subset)
-    if base.endswith("_swapped"):
-        return COLORS.get(base[: -len("_swapped")], "#333333")
-    return COLORS.get(base, "#333333")
-
-
-def label(subset: str) -> str:
-    """Legend text: the paper's notation (matplotlib mathtext)."""
-    return paper.symbol(subset, math=True)
 
 
 def curve_stats(table: pd.DataFrame, metric: str, subset: str, seeds: Sequence | None = None,
@@ -125,7 +95,7 @@ def curves(table: pd.DataFrame, metric: str, subsets: Iterable[str] | None = Non
         if cs.empty:
             continue
         c = color(s)
-        ls = "--" if s.endswith("_swapped") else "-"
+        ls = "--" if s.endswith("_swapped") or s in TRAINING else "-"
         ax.plot(cs["epoch"], cs["mean"], marker="o", markersize=2.5, linewidth=1.6, color=c, linestyle=ls,
                 label=label(s))
         if (cs["hi"] > cs["lo"]).any():
@@ -136,7 +106,7 @@ def curves(table: pd.DataFrame, metric: str, subsets: Iterable[str] | None = Non
     if title:
         ax.set_title(title, fontsize=10)
     if legend and subsets:
-        ax.legend(fontsize=7, frameon=False, loc="best")
+        _legend(ax, loc="best")
     ax.grid(alpha=0.25)
     return ax
 
@@ -267,17 +237,49 @@ def _stamp(fig, result) -> None:
              ha="left", va="bottom")
 
 
-def main_figure(result, metric: str = "EM", seeds: Sequence | None = None, figsize=(11, 4.4)):
+def panel_bound(ax, table: pd.DataFrame, metric: str, subsets: Sequence[str], seeds=None) -> str | None:
+    """Mark `ax` when every subset's curve sits at the metric's floor or ceiling from the last stage boundary on
+    (:func:`iml.report.style.bound_note`, the verdicts' tolerance): a zero gap there says nothing."""
+    if metric not in BOUNDED:
+        return None
+    b = stage_boundaries(table)
+    start = b[-1] if b else float("-inf")
+    means = [m for s in subsets for e, m in curve_stats(table, metric, s, seeds=seeds)[["epoch", "mean"]].to_numpy()
+             if e >= start]
+    note = bound_note(means, f" {metric}")
+    mark_bound(ax, note)
+    return note
+
+
+def _shared_legend(fig, axes, bottom_in: float = 0.45) -> float:
+    """One legend for `axes` (labels deduplicated) above the figure's bottom `bottom_in` inches (the scale
+    caption's room); returns the height it takes, as a fraction of the figure, for ``tight_layout(rect=...)``."""
+    handles = {}
+    for ax in axes:
+        for h, lab in zip(*ax.get_legend_handles_labels()):
+            handles.setdefault(lab, h)
+    if not handles:
+        return bottom_in / fig.get_figheight()
+    leg = _legend(fig, handles=list(handles.values()), labels=list(handles), loc="lower center", ncol=3,
+                 bbox_to_anchor=(0.5, bottom_in / fig.get_figheight()))
+    fig.canvas.draw()
+    return fig.transFigure.inverted().transform((0, leg.get_window_extent().y1))[1] + 0.01
+
+
+def main_figure(result, metric: str = "EM", seeds: Sequence | None = None, figsize=(10, 5.6)):
     """The paper's main figure: (a) in-distribution `metric`, (b) entity association "What is the name of
-    <alias>?". The scale caption is printed under the panels. Returns the figure."""
+    <alias>?", with one legend for both under them. A panel whose every subset sits at the floor (or ceiling)
+    says so. The scale caption is printed under the legend. Returns the figure."""
     import matplotlib.pyplot as plt
 
     fig, (a, b) = plt.subplots(1, 2, figsize=figsize, sharex=True)
-    curves(result.table, metric, IN_DISTRIBUTION, ax=a, seeds=seeds,
+    curves(result.table, metric, IN_DISTRIBUTION, ax=a, seeds=seeds, legend=False,
            title="(a) in-distribution test questions")
-    curves(result.table, metric, ENTITY_ASSOCIATION, ax=b, seeds=seeds,
-           title="(b) entity association: \"What is the name of <alias>?\"")
-    fig.tight_layout(rect=(0, 0.07, 1, 1))
+    curves(result.table, metric, ENTITY_ASSOCIATION, ax=b, seeds=seeds, legend=False,
+           title="(b) entity association:\n\"What is the name of <alias>?\"")
+    panel_bound(b, result.table, metric, [s for s in ENTITY_ASSOCIATION if s in set(result.table["subset"])],
+                 seeds)
+    fig.tight_layout(rect=(0, _shared_legend(fig, (a, b)), 1, 1))
     _stamp(fig, result)
     return fig
 
@@ -312,16 +314,16 @@ def gap_figure(result, pairs: Sequence[tuple[str, str]] | None = None, metric: s
         g = gap_curve(table, a, b, metric)
         if g.empty:
             continue
-        c = color(a)
+        c = GAP_COLOR if len(pairs) == 1 else color(a)
         ax.plot(g["epoch"], g["mean"], marker="o", markersize=2.5, color=c,
-                label=f"{label(a)} − {label(b)}")
+                label=f"{paper.symbol(a, math=True)} − {paper.symbol(b, math=True)}")
         ax.fill_between(g["epoch"], g["lo"], g["hi"], color=c, alpha=0.18, linewidth=0)
     ax.axhline(0, color="black", linewidth=0.8)
     _boundary_lines(ax, table)
     ax.set_xlabel("epoch (Stage 1, then Stage 2)")
     ax.set_ylabel(f"gap in {metric}")
     ax.set_title("IML gap (mean over stage-1 seeds, 95% CI)", fontsize=10)
-    ax.legend(fontsize=8, frameon=False)
+    _legend(ax, loc="best")
     ax.grid(alpha=0.25)
     fig.tight_layout(rect=(0, 0.09, 1, 1))
     _stamp(fig, result)
@@ -329,16 +331,22 @@ def gap_figure(result, pairs: Sequence[tuple[str, str]] | None = None, metric: s
 
 
 def accuracy_figure(result, subsets: Sequence[str] | None = None, metric: str = "acc",
-                    pairs: Sequence[tuple[str, str]] | None = None, figsize=(11, 4.4)):
-    """Two panels for the accuracy experiments (set inclusion, MNIST): accuracy per subset, and the gap."""
+                    pairs: Sequence[tuple[str, str]] | None = None, figsize=(10, 5.2)):
+    """Two panels for the accuracy experiments (set inclusion, MNIST): (a) accuracy per subset on its held-out
+    test set (and, dashed, on the training QA where the result records it), (b) the gap; one legend under both."""
     import matplotlib.pyplot as plt
 
     fig, (a, b) = plt.subplots(1, 2, figsize=figsize, sharex=True)
-    curves(result.table, metric, subsets, ax=a, title=f"test {metric} per subset")
+    train = [s for s in TRAINING if s in set(result.table.loc[result.table["metric"] == metric, "subset"])]
+    curves(result.table, metric, subsets, ax=a, legend=False,
+           title=f"(a) held-out test {metric} per subset" + (" (dashed: training QA)" if train and subsets is None
+                                                             else ""))
     if metric == "acc":
         a.axhline(0.5, color="black", linewidth=0.8, linestyle=":", label="_chance")
     gap_figure(result, pairs, metric=metric, ax=b)
-    fig.tight_layout(rect=(0, 0.07, 1, 1))
+    b.get_legend().remove()
+    b.set_title("(b) " + b.get_title(), fontsize=10)
+    fig.tight_layout(rect=(0, _shared_legend(fig, (a, b)), 1, 1))
     for t in list(fig.texts):
         t.remove()
     _stamp(fig, result)
@@ -404,206 +412,6 @@ def show(fig):
     plt.close(fig)
 
 
-def batch_size_figure(summary, figsize=(10.5, 3.8)):
-    """The batch-size sweep (:func:`iml.mnist.batch_size.summary`): (a) the IML gap Ḋ₅ − D̄₆ with its 95% CI per
-    batch size, (b) the Stage-1 held-out accuracies per batch size, to judge whether each point converged."""
-    import matplotlib.pyplot as plt
-
-    s = summary.sort_values("batch_size")
-    x = s["batch_size"].to_numpy()
-    full = (s["stage1_steps"] == s["stage1_epochs"]).to_numpy()  # one step per epoch: full batch
-    ticks = [f"{v}\n(full)" if f else str(v) for v, f in zip(x, full)]
-    fig, (a, b) = plt.subplots(1, 2, figsize=figsize)
-    err = [s["gap"] - s["ci_low"], s["ci_high"] - s["gap"]]
-    a.errorbar(x, s["gap"], yerr=err, fmt="o-", color=color("d1consis"), capsize=4, label="ours (95% CI)")
-    a.axhline(0, color="#888888", lw=0.8, ls="--")
-    for col, sub in (("stage1_acc_qd1consis", "qd1consis"), ("stage1_acc_qd2incons", "qd2incons")):
-        b.plot(x, s[col], "o-", color=color(sub), label=label(sub))
-    for ax, ylabel, title in (
-            (a, "Ḋ₅ − D̄₆ held-out accuracy",
-             "(a) IML gap after Stage 2\npaper: smaller batches more, full batch none (no numbers)"),
-            (b, "held-out accuracy at the end of Stage 1", "(b) Stage 1: did each batch size converge?")):
-        ax.set_xscale("log", base=2)
-        ax.set_xticks(x, ticks)
-        ax.set_xlabel("batch size")
-        ax.set_ylabel(ylabel)
-        ax.set_title(title)
-        ax.legend(frameon=False, fontsize=8)
-    fig.tight_layout()
-    return fig
-
-
-def model_size_figure(summary, size_name="width/hidden", figsize=(10.5, 3.8)):
-    """A model-size sweep (:func:`iml.core.scaling.summary`; `size_name` says what its ``size`` column is): (a) the IML gap Ḋ₅ − D̄₆ with its 95% CI against
-    the non-embedding parameters per seed (log axis), (b) the Stage-1 held-out accuracies per size, to see whether a size is
-    under-trained."""
-    import matplotlib.pyplot as plt
-
-    def short(n):
-        for div, unit in ((1e6, "M"), (1e3, "k")):
-            if n >= div:
-                return f"{n / div:.1f}{unit}" if n / div < 10 else f"{n / div:.0f}{unit}"
-        return str(int(n))
-
-    s = summary.sort_values("params_non_embedding")
-    x = s["params_non_embedding"].to_numpy()
-    ticks = [f"{short(p)}\n{z}" for p, z in zip(x, s["size"])]
-    fig, (a, b) = plt.subplots(1, 2, figsize=figsize)
-    err = [s["gap"] - s["ci_low"], s["ci_high"] - s["gap"]]
-    a.errorbar(x, s["gap"], yerr=err, fmt="o-", color=color("d1consis"), capsize=4, label="ours (95% CI)")
-    a.axhline(0, color="#888888", lw=0.8, ls="--")
-    for col, sub in (("stage1_acc_qd1consis", "qd1consis"), ("stage1_acc_qd2incons", "qd2incons")):
-        b.plot(x, s[col], "o-", color=color(sub), label=label(sub))
-    b.axhline(0.5, color="#888888", lw=0.8, ls=":")
-    for ax, ylabel, title in (
-            (a, "Ḋ₅ − D̄₆ held-out accuracy", "(a) IML gap after Stage 2\npaper: larger models more (no numbers)"),
-            (b, "held-out accuracy at the end of Stage 1", "(b) Stage 1: did each size learn the task?")):
-        ax.set_xscale("log")
-        ax.minorticks_off()
-        ax.set_xticks(x, ticks)
-        ax.set_xlabel(f"non-embedding parameters per seed ({size_name})")
-        ax.set_ylabel(ylabel)
-        ax.set_title(title)
-        ax.legend(frameon=False, fontsize=8)
-    fig.tight_layout()
-    return fig
-
-
-def _ramp(i: int, n: int):
-    """The i-th of n colours along viridis (for lines that form an ordered series, e.g. batch sizes)."""
-    import matplotlib.pyplot as plt
-
-    return plt.get_cmap("viridis")(i / max(1, n - 1))
-
-
-def gradalign_figure(summary, curves=None, figsize=(14, 3.9)):
-    """Gradient alignment over batch sizes (:func:`iml.mnist.gradient_alignment.summary`): (a) cos(definition grad, QA grad)
-    at the end of Stage 1 per subset, with 95% CIs and the paper's Pythia-1B values; (b) the gap Ḋ₅ − D̄₆, its
-    change since epoch 0 and its alias-specific part, with 95% CIs; (c) optionally the change of the gap over
-    Stage 1, one line per batch size (`curves`: batch size -> :func:`iml.mnist.gradient_alignment.gap_curve` frame)."""
-    import matplotlib.pyplot as plt
-
-    from iml.mnist.gradient_alignment import PAPER_COSINES, SUBSETS
-
-    s = summary.sort_values("batch_size")
-    x = s["batch_size"].to_numpy()
-    fig, axes = plt.subplots(1, 3 if curves else 2, figsize=figsize if curves else (figsize[0] * 2 / 3, figsize[1]))
-    a, b = axes[0], axes[1]
-    for sub in SUBSETS:
-        if f"grad_cos_{sub}" not in s:
-            continue
-        y = s[f"grad_cos_{sub}"]
-        a.errorbar(x, y, yerr=[y - s[f"grad_cos_{sub}_lo"], s[f"grad_cos_{sub}_hi"] - y], fmt="o-", capsize=3,
-                   color=color(sub), label=f"{label(sub)} (ours)")
-    pb = sorted(PAPER_COSINES)
-    if any(v in pb for v in x):
-        for sub in ("d1consis", "d2consis"):
-            a.plot(pb, [PAPER_COSINES[v][sub] for v in pb], "x:", color=color(sub), label=f"{label(sub)} (paper, Pythia-1B)")
-    styles = (("grad_cos", "o-", "gap (the paper's quantity)"), ("grad_cos_change", "s-", "change since epoch 0"),
-              ("grad_cos_specific", "^--", "alias-specific"))
-    for i, (m, fmt, lab) in enumerate(styles):
-        y = s[f"{m}_gap"]
-        xs = x * (1 + 0.06 * (i - 1))  # side by side on the log axis
-        b.errorbar(xs, y, yerr=[y - s[f"{m}_gap_lo"], s[f"{m}_gap_hi"] - y], fmt=fmt, capsize=3, label=lab,
-                   color=("#333333", color("d1consis"), "#8c564b")[i])
-    b.axhline(0, color="#888888", lw=0.8, ls="--")
-    a.margins(y=0.3)  # room for the legend between our values and the paper's
-    for ax, ylabel, title in ((a, "cos(definition grad, QA grad)", "(a) alignment at the end of Stage 1"),
-                              (b, "Ḋ₅ − D̄₆ in cos", "(b) the gap, 95% CIs over seeds")):
-        ax.set_xscale("log", base=2)
-        ax.set_xticks(x, [str(v) for v in x])
-        ax.set_xlabel("batch size")
-        ax.set_ylabel(ylabel)
-        ax.set_title(title)
-        ax.legend(frameon=False, fontsize=7)
-    if curves:
-        c = axes[2]
-        for i, (bs, cur) in enumerate(sorted(curves.items())):
-            col = _ramp(i, len(curves))
-            c.plot(cur["epoch"], cur["gap"], "o-", color=col, label=f"batch {bs}", ms=3)
-            c.fill_between(cur["epoch"], cur["ci_low"], cur["ci_high"], color=col, alpha=0.15, lw=0)
-        c.axhline(0, color="#888888", lw=0.8, ls="--")
-        c.set_xlabel("Stage-1 epoch")
-        c.set_ylabel("change of the Ḋ₅ − D̄₆ gap since epoch 0")
-        c.set_title("(c) during Stage 1")
-        c.legend(frameon=False, fontsize=7)
-    fig.tight_layout()
-    return fig
-
-
-def gradalign_outcome_figure(frame, figsize=(4.8, 3.8)):
-    """Seed by seed (:func:`iml.mnist.gradient_alignment.outcome_link`): the alignment gap at the end of Stage 1 against the
-    IML gap after Stage 2, one colour per batch size."""
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=figsize)
-    sizes = sorted(frame["batch_size"].unique())
-    for i, bs in enumerate(sizes):
-        f = frame[frame["batch_size"] == bs]
-        ax.scatter(f["align"], f["iml"], color=_ramp(i, len(sizes)), label=f"batch {bs}", s=22)
-    ax.axhline(0, color="#888888", lw=0.8, ls="--")
-    ax.axvline(0, color="#888888", lw=0.8, ls="--")
-    ax.set_xlabel("alignment gap Ḋ₅ − D̄₆, end of Stage 1\n(change of cos since epoch 0)")
-    ax.set_ylabel("IML gap Ḋ₅ − D̄₆ after Stage 2 (acc)")
-    ax.set_title("Does alignment predict IML? (one dot per seed)")
-    ax.legend(frameon=False, fontsize=7)
-    fig.tight_layout()
-    return fig
-
-
-def alpha_figure(summary, figsize=(10.5, 3.8)):
-    """The α sweep (:func:`iml.mnist.alpha.summary`): (a) the IML gap Ḋ₅ − D̄₆ with its 95% CI per α; (b) held-out
-    accuracy at the end of Stage 1 for each tagged X1 subset (consistent and inconsistent, under either tag)."""
-    import matplotlib.pyplot as plt
-
-    s = summary.sort_values("alpha")
-    x = s["alpha"].to_numpy()
-    fig, (a, b) = plt.subplots(1, 2, figsize=figsize)
-    a.errorbar(x, s["gap"], yerr=[s["gap"] - s["ci_low"], s["ci_high"] - s["gap"]], fmt="o-",
-               color=color("d1consis"), capsize=4, label="ours (95% CI)")
-    a.axhline(0, color="#888888", lw=0.8, ls="--")
-    for sub in ("qd1consis", "qd1incons", "qd2incons", "qd2consis"):
-        col = f"stage1_acc_{sub}"
-        if col in s and s[col].notna().any():
-            b.plot(x, s[col], "o-", color=color(sub), label=label(sub))
-    b.axhline(0.5, color="#888888", lw=0.8, ls=":")
-    for ax, ylabel, title in (
-            (a, "Ḋ₅ − D̄₆ held-out accuracy", "(a) IML gap after Stage 2\npaper: none at α = 0.5 (no numbers)"),
-            (b, "held-out accuracy, end of Stage 1", "(b) Stage 1: which definitions were used?")):
-        ax.set_xticks(x, [f"{v:g}" for v in x])
-        ax.set_xlabel("α (share of each tag's definitions that tell the truth about it)")
-        ax.set_ylabel(ylabel)
-        ax.set_title(title)
-        ax.legend(frameon=False, fontsize=8)
-    fig.tight_layout()
-    return fig
-
-
-def probe_figure(summary, figsize=(6.4, 3.9)):
-    """Linear-probe accuracy for the alias's tag (:func:`iml.mnist.probes.summary`): one line per moment (epoch 0,
-    end of Stage 1, end of Stage 2) across the layers, with 95% CIs, the shuffled-tag control dotted and
-    chance at 0.5."""
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=figsize)
-    whens = list(dict.fromkeys(summary["when"]))
-    for i, when in enumerate(whens):
-        s = summary[summary["when"] == when]
-        x = [j + 0.08 * (i - (len(whens) - 1) / 2) for j in range(len(s))]  # side by side
-        col = _ramp(i, len(whens))
-        ax.errorbar(x, s["acc"], yerr=[s["acc"] - s["acc_lo"], s["acc_hi"] - s["acc"]], fmt="o-", capsize=3,
-                    color=col, label=when)
-        ax.plot(x, s["control"], ":", color=col, lw=1, label=f"{when}, shuffled tags")
-        ax.set_xticks(range(len(s)), list(s["layer"]))
-    ax.axhline(0.5, color="#888888", lw=0.8, ls="--")
-    ax.set_xlabel("layer (conv blocks c1-c3, fully connected f1)")
-    ax.set_ylabel("probe accuracy for the alias's tag")
-    ax.set_title("Is the source decodable from a question?\n(chance 0.5; paper, tag-alias-entity order: ≈ 0.5)")
-    ax.legend(frameon=False, fontsize=7)
-    fig.tight_layout()
-    return fig
-
-
 STATUS_COLORS = {"reproduced": "#1b7837", "reproduced (analogue)": "#7fbf7b", "not reproduced": "#b2182b",
                  "not reproduced (analogue)": "#ef8a62", "null at our scale": "#4d4d4d",
                  "null at our scale (analogue)": "#999999", "uninformative (floor/ceiling)": "#8c510a",
@@ -612,31 +420,6 @@ STATUS_COLORS = {"reproduced": "#1b7837", "reproduced (analogue)": "#7fbf7b", "n
 
 FOREST_WIDTH_IN = 9.6
 """The forest plot's width (inches): shown across the page's content column (PAGE_COLUMN_PX wide)."""
-PAGE_COLUMN_PX = 768
-"""The width a figure is shown at in the book's content column at a 1400-px window (sphinx-book-theme, measured in
-headless Chromium by ``make check-html``). Font sizes at page scale are computed for it (:func:`page_points`)."""
-
-
-def page_points(fig, size_pt: float, column_px: float = PAGE_COLUMN_PX) -> float:
-    """The size in points on the page of `size_pt` text in `fig` when the figure is scaled to `column_px` CSS px."""
-    return size_pt * column_px / (fig.get_figwidth() * 96)
-
-
-def text_problems(fig) -> list[str]:
-    """Layout faults of `fig`: visible texts (tick labels, annotations, legend) whose boxes overlap, or that
-    reach past the figure's edge (cut off in the saved image)."""
-    from matplotlib.text import Text
-
-    fig.canvas.draw()
-    r = fig.canvas.get_renderer()
-    edge = fig.bbox
-    boxes = [(t.get_text(), t.get_window_extent(r)) for t in fig.findobj(Text)
-             if t.get_visible() and t.get_text().strip()]
-    out = [f"cut off: {a!r}" for a, b in boxes if b.x0 < edge.x0 - 1 or b.x1 > edge.x1 + 1 or b.y0 < edge.y0 - 1
-           or b.y1 > edge.y1 + 1]
-    inner = [(a, b.shrunk(0.98, 0.9)) for a, b in boxes]
-    return out + [f"overlap: {a!r} / {b!r}" for i, (a, ba) in enumerate(inner) for b, bb in inner[i + 1:]
-                  if ba.overlaps(bb)]
 
 
 def forest(rows: pd.DataFrame, width: float = FOREST_WIDTH_IN, fontsize: float = 11.6):
@@ -698,3 +481,7 @@ def forest(rows: pd.DataFrame, width: float = FOREST_WIDTH_IN, fontsize: float =
     fig.legend(handles=handles, loc="lower left", ncol=4, frameon=False, fontsize=small,
                bbox_to_anchor=(0.0, 0.02 / h), columnspacing=1.2, handletextpad=0.4)
     return fig
+
+
+from iml.report.sweep_figures import (alpha_figure, batch_size_figure, gradalign_figure,  # noqa: E402
+                                      gradalign_outcome_figure, model_size_figure, probe_figure)

@@ -23,7 +23,8 @@ def headline_note(study: ModuleType, committed: Sequence | None, sweep: str = "g
     folder = f"results/{study.EXPERIMENT}/"
     if not committed:
         return (f"**No committed `{sweep}` sweep yet.** It is prepared ({study.prepared(sweep)}); run it on a GPU "
-                f"with `PYTHONPATH=lib python -m iml sweep {name} --sweep {sweep}` and commit `{folder}`. The runs "
-                f"below are what a CPU budget shows.")
+                f"with `.venv/bin/python -m iml sweep {name} --sweep {sweep}` plus `--root results` (on a bare GPU "
+                f"box without the venv, `PYTHONPATH=lib python -m iml` in place of `.venv/bin/python -m iml`) and "
+                f"commit `{folder}`. The cpu runs on this page are what a CPU budget shows.")
     return (f"**Headline: committed `{sweep}` sweep** ({len(committed)} {study.POINTS}, "
             f"{', '.join(r.hash for r in committed)} under `{folder}`).\n\n" + scale_note(study, committed))
