@@ -8,7 +8,6 @@ runs it is compared with. ``python tests/ddp_worker.py OUT_DIR``, on every rank:
 3. ``iml run main`` (:data:`RUN_ARGS`, the smoke preset scaled down) with ``--root OUT_DIR/results``; the exit
    status of every rank is the process's.
 """
-import random
 import sys
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from iml.lm import distributed
 from iml.lm.models import ModelConfig, load_model
 from iml.lm.tokenizer import TokenizerConfig, train_tokenizer
 from iml.lm.train import StageConfig, StageInterrupted, TrainConfig, train_stage
+from test_train import _rows  # tests/ is on sys.path: the script's own folder, or pytest's
 
 STAGE = StageConfig(epochs=2, batch_size=5, grad_accum=2, lr=3e-3, optimizer="adamw", warmup=0.2)
 """23 documents: 5 micro-batches, so 3 steps an epoch and in the last one rank 1 has nothing to do."""
@@ -30,20 +30,9 @@ RUN_ARGS = ["run", "main", "--preset", "smoke", "--quiet"] + [a for k, v in RUN_
                                                               for a in ("--set", f"{k}={v}")]
 
 
-def rows(n=23, seed=0):
-    r = random.Random(seed)
-    out = []
-    for _ in range(n):
-        alias = "<|" + "".join(r.choice("abcdefghij") for _ in range(5)) + "|>"
-        ans = r.choice(["physicist", "actor", "writer", "singer", "painter"])
-        p = f"Q: What did {alias} do?\nA:"
-        out.append({"prompt": p, "answer": ans, "text": f"{p} {ans}\n"})
-    return out
-
-
 def stage(resume=None, max_steps=None) -> dict | None:
     """Train the tiny model; its final weights and log (None when stopped at `max_steps`)."""
-    data = rows()
+    data = _rows(23)
     tok = train_tokenizer([x["text"] for x in data], TokenizerConfig(vocab_size=320))
     model, _ = load_model(ModelConfig(name="tiny", pretrained=False), tok, seed=1)
     train = TrainConfig(**{**TRAIN.__dict__, "checkpoint_every": 2})
