@@ -100,16 +100,27 @@ def _one_target_data(seed, n=40, T=6):
     return docs, w
 
 
-def _train_with(at_targets, seeds=(0, 1), epochs=3, compile=False):
+def _train_with(at_targets, seeds=(0, 1), epochs=3, compile=False, graphs=None):
+    """Train two phases as Stage 1 and Stage 2 do: documents with targets anywhere, then documents whose targets all
+    come early (a shorter cut). `graphs`: a list to which the number of graphs compiled so far is appended after
+    each phase."""
+    from torch._dynamo.utils import counters
+
     model = ms.BatchedGPT(_shape(), [1000 + s for s in seeds])
     tr = ms.LaneTrainer(model, ms.OptimConfig(lr=3e-3, grad_clip=0.05, warmup_frac=0.1), device=torch.device("cpu"),
                         amp=False, at_targets=at_targets, compile=compile)
-    datas = [_one_target_data(s) for s in seeds]
-    docs = torch.from_numpy(np.stack([d for d, _ in datas]))
-    w = torch.from_numpy(np.stack([x for _, x in datas]))
     losses = []
-    tr.train(docs, w, epochs=epochs, batch_size=16, lr=3e-3, order_rngs=[np.random.default_rng(s + 7) for s in seeds],
-             on_epoch_end=lambda ep, l: losses.append(l.clone()))
+    for phase in (0, 1):
+        datas = [_one_target_data(s + 50 * phase) for s in seeds]
+        docs = torch.from_numpy(np.stack([d for d, _ in datas]))
+        w = torch.from_numpy(np.stack([x for _, x in datas]))
+        if phase:
+            w[..., 3:] = 0.0  # Stage 2's short definitions: no target after position 2
+        tr.train(docs, w, epochs=epochs, batch_size=16, lr=3e-3,
+                 order_rngs=[np.random.default_rng(s + 7 + phase) for s in seeds],
+                 on_epoch_end=lambda ep, l: losses.append(l.clone()))
+        if graphs is not None:
+            graphs.append(counters["stats"]["unique_graphs"])
     pos = torch.full(docs.shape[:2], 3)
     return model, torch.stack(losses, 1), tr.answer_scores(docs, pos, torch.arange(5))
 
@@ -134,11 +145,28 @@ def test_the_compiled_trainer_trains_the_same_model(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "inductor"))
     eager, loss_e, score_e = _train_with(True, epochs=2)
     torch._dynamo.reset()
-    comp, loss_c, score_c = _train_with(True, epochs=2, compile=True)
+    graphs = []
+    comp, loss_c, score_c = _train_with(True, epochs=2, compile=True, graphs=graphs)
+    assert graphs[0] > 0 and graphs[1] == graphs[0], f"the shorter second phase compiled again: {graphs}"
     torch.testing.assert_close(loss_c, loss_e, rtol=1e-4, atol=1e-5)
     for name in eager.names:
         torch.testing.assert_close(comp.p(name), eager.p(name), rtol=1e-3, atol=1e-4, msg=lambda m: f"{name}: {m}")
     torch.testing.assert_close(score_c, score_e, rtol=1e-3, atol=1e-4)
+
+
+def test_scores_do_not_depend_on_the_chunk():
+    """Evaluation runs `chunk` documents at a time (256 on the CPU, to stay in cache): every chunking, the padded
+    last chunk included, gives bitwise the same scores as one chunk of all documents."""
+    model = ms.BatchedGPT(_shape(), [3, 4])
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn(p.shape, generator=torch.Generator().manual_seed(0)) * 0.3)
+    tr = ms.LaneTrainer(model, ms.OptimConfig(), device=torch.device("cpu"), amp=False)
+    docs = torch.from_numpy(np.stack([_lane_data(s, n=600)[0] for s in (3, 4)]))
+    pos = torch.from_numpy(np.random.default_rng(1).integers(0, 5, size=docs.shape[:2]))
+    whole = tr.answer_scores(docs, pos, torch.arange(20), chunk=600)
+    for chunk in (None, 97):
+        assert torch.equal(tr.answer_scores(docs, pos, torch.arange(20), chunk=chunk), whole), chunk
 
 
 def test_logits_at_equal_the_full_forward_at_those_positions():
