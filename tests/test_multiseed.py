@@ -132,7 +132,7 @@ def test_training_at_the_targets_only_trains_the_same_model():
     fast, loss_f, score_f = _train_with(True)
     torch.testing.assert_close(loss_f, loss_d, rtol=1e-5, atol=1e-6)
     for name in dense.names:
-        torch.testing.assert_close(fast.p(name), dense.p(name), rtol=1e-4, atol=1e-5, msg=lambda m: f"{name}: {m}")
+        torch.testing.assert_close(fast.p(name), dense.p(name), rtol=1e-4, atol=5e-5, msg=lambda m: f"{name}: {m}")
     torch.testing.assert_close(score_f, score_d, rtol=1e-4, atol=1e-5)
     init = ms.BatchedGPT(_shape(), [1000, 1001])
     assert not torch.allclose(fast.p("h1.fc_w"), init.p("h1.fc_w"), atol=1e-4)
