@@ -103,30 +103,30 @@ def main(argv=None):
             if kw.get("compile"):
                 torch._dynamo.reset()  # round 1 compiles into the empty code cache; later rounds reuse it from disk
             runs[k].append(_time_phases(c, datas, mod, kw, args.steps))
-    med = {k: {p: float(np.min([r[p] for r in rs])) for p in rs[0]} for k, rs in runs.items()}  # the best round
+    best = {k: {p: float(np.min([r[p] for r in rs])) for p in rs[0]} for k, rs in runs.items()}  # the best round
     first = [r["first_calls"] for r in runs["compiled"]]
-    compile_s = first[0] - med["at targets"]["first_calls"]  # cold: round 1 compiled into the empty cache
-    warm_s = float(np.min(first[1:])) - med["at targets"]["first_calls"] if len(first) > 1 else float("nan")
+    compile_s = first[0] - best["at targets"]["first_calls"]  # cold: round 1 compiled into the empty cache
+    warm_s = float(np.min(first[1:])) - best["at targets"]["first_calls"] if len(first) > 1 else float("nan")
     n1, n2 = datas[0].stage1_docs.shape[0], datas[0].stage2_docs.shape[0]
     steps1, steps2 = c.stage1_epochs * -(-n1 // c.batch_size), c.stage2_epochs * -(-n2 // c.batch_size)
     evals = 1 + c.stage1_epochs // c.eval_every + c.stage2_epochs // c.eval_every
-    for m in med.values():
+    for m in best.values():
         m["unit"] = (m["stage1"] * steps1 + m["stage2"] * steps2 + m["eval"] * evals) / 1e3
-    base = med[f"at {args.baseline}"]
-    print(f"{'':<30}" + "".join(f"{k:>16}" for k in med) + "   (speed-up over the baseline)")
+    base = best[f"at {args.baseline}"]
+    print(f"{'':<30}" + "".join(f"{k:>16}" for k in best) + "   (speed-up over the baseline)")
     for p, what in (("stage1", "Stage-1 step (ms)"), ("stage2", "Stage-2 step (ms)"), ("eval", "one evaluation (ms)"),
                     ("unit", "one unit of the preset (s)")):
-        print(f"{what:<30}" + "".join(f"{m[p]:>9.1f} {base[p] / m[p]:>4.2f}x" for m in med.values()))
+        print(f"{what:<30}" + "".join(f"{m[p]:>9.1f} {base[p] / m[p]:>4.2f}x" for m in best.values()))
     units = -(-c.n_seeds // S)
-    unit_c = med["compiled"]["unit"]
-    for what, extra in ((f"  + compiling, cold cache", compile_s), (f"  + cold compile / {units} units", compile_s / units),
+    unit_c = best["compiled"]["unit"]
+    for what, extra in (("  + compiling, cold cache", compile_s), (f"  + cold compile / {units} units", compile_s / units),
                         ("  + compiling, warm cache", warm_s)):
-        print(f"{what:<30}{'':>{16 * (len(med) - 1)}}{unit_c + extra:>9.1f} {base['unit'] / (unit_c + extra):>4.2f}x")
+        print(f"{what:<30}{'':>{16 * (len(best) - 1)}}{unit_c + extra:>9.1f} {base['unit'] / (unit_c + extra):>4.2f}x")
     print(f"compiling took {compile_s:.0f} s into an empty code cache and {warm_s:.0f} s from a warm one (a later process "
           f"on this machine); a process running the preset's {c.n_seeds} seeds ({units} units) compiles once")
     for k in ("at targets", "compiled"):
         print(f"a unit: {steps1} + {steps2} steps and {evals} evaluations; {k} "
-              f"{S * (c.stage1_epochs + c.stage2_epochs) / med[k]['unit']:.2f} seed-epochs/s")
+              f"{S * (c.stage1_epochs + c.stage2_epochs) / best[k]['unit']:.2f} seed-epochs/s")
 
 
 if __name__ == "__main__":
